@@ -1,0 +1,696 @@
+//! The model bundle: a directory with `manifest.json`, `model.onnx` and `tokenizer.json`.
+//!
+//! The format is defined here, once, by the device that reads it; the host writes bundles
+//! through [`write_bundle`] and these types. Reading goes through stages, each its own
+//! type, so a half-checked bundle cannot reach the engine:
+//!
+//! ```text
+//! Bundle::read(dir) -> ReadBundle       manifest parsed, version and fields checked
+//!     .verify()     -> VerifiedBundle   every listed file present, sha256 matches
+//! ```
+//!
+//! A [`VerifiedBundle`] holds the verified bytes of the model and the tokenizer, so what
+//! the engine loads is exactly what was hashed (no re-read between check and use).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{DeviceError, Result};
+
+/// Bundle format this device reads and the host writes.
+pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+/// The manifest; written last, so its presence marks a complete bundle.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The f32 ONNX model (inputs `input_ids`, `attention_mask`; outputs `logits`, `attention`).
+pub const MODEL_FILE: &str = "model.onnx";
+/// The exact `tokenizer.json` used in training.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Smallest usable `max_len`: `[CLS]`, one token, `[SEP]`.
+pub const MIN_MAX_LEN: usize = 3;
+/// Largest accepted `max_len`; anything above is a corrupt or foreign manifest.
+pub const MAX_MAX_LEN: usize = 65_536;
+
+/// `manifest.json`: what the bundle is and the sha256 of every other file in it.
+///
+/// Fields that a later format may add or that are informational carry `#[serde(default)]`,
+/// and unknown fields are ignored, so manifests stay readable as the format grows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Must equal [`BUNDLE_FORMAT_VERSION`] to be read.
+    pub format_version: u32,
+    /// Human name of the model.
+    pub name: String,
+    /// Size preset the model was trained with (`tiny`, `small`, ...), informational.
+    #[serde(default)]
+    pub preset: String,
+    /// Class labels, in the order of the model's `logits`.
+    pub labels: Vec<String>,
+    /// Maximum sequence length in tokens, `[CLS]` and `[SEP]` included.
+    pub max_len: usize,
+    /// File name -> lowercase sha256 hex, for every file of the bundle except the manifest.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// Training and evaluation metrics, free form.
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+    /// Creation time, RFC 3339 UTC.
+    #[serde(default)]
+    pub created: String,
+    /// Program and version that wrote the bundle.
+    #[serde(default)]
+    pub tool_version: String,
+}
+
+impl Manifest {
+    /// A manifest for the current format, created now, with an empty file list (filled
+    /// in by [`write_bundle`]) and no metrics.
+    pub fn new(
+        name: impl Into<String>,
+        preset: impl Into<String>,
+        labels: Vec<String>,
+        max_len: usize,
+    ) -> Manifest {
+        Manifest {
+            format_version: BUNDLE_FORMAT_VERSION,
+            name: name.into(),
+            preset: preset.into(),
+            labels,
+            max_len,
+            files: BTreeMap::new(),
+            metrics: serde_json::Value::Null,
+            created: now_rfc3339(),
+            tool_version: concat!("edge-classifier device ", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+
+    /// Field checks shared by reading and writing: (field, problem) of the first failure.
+    fn check_fields(&self) -> std::result::Result<(), (&'static str, String)> {
+        if self.labels.is_empty() {
+            return Err((
+                "labels",
+                "empty: a classifier needs at least one label".into(),
+            ));
+        }
+        for (i, label) in self.labels.iter().enumerate() {
+            if label.is_empty() {
+                return Err(("labels", format!("label {i} is empty")));
+            }
+            if self.labels[..i].contains(label) {
+                return Err(("labels", format!("label {label:?} appears twice")));
+            }
+        }
+        if !(MIN_MAX_LEN..=MAX_MAX_LEN).contains(&self.max_len) {
+            return Err((
+                "max_len",
+                format!("{} is outside {MIN_MAX_LEN}..={MAX_MAX_LEN}", self.max_len),
+            ));
+        }
+        for (name, hash) in &self.files {
+            check_file_name(name).map_err(|p| ("files", p))?;
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err((
+                    "files",
+                    format!("{name}: {hash:?} is not a sha256 hex digest"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A bundle file name must be a plain name inside the bundle directory.
+fn check_file_name(name: &str) -> std::result::Result<(), String> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.contains('\\')
+        || name.contains('\0')
+        || name.contains("..");
+    if bad {
+        return Err(format!(
+            "{name:?} is not a plain file name (no '/', '\\', '..')"
+        ));
+    }
+    if name == MANIFEST_FILE {
+        return Err(format!("{MANIFEST_FILE} cannot list itself"));
+    }
+    Ok(())
+}
+
+/// Entry point of the reading stages.
+pub struct Bundle;
+
+impl Bundle {
+    /// Reads and checks `dir/manifest.json`: JSON, `format_version` (checked before the
+    /// rest of the shape, so a newer format gets a version error, not a parse error),
+    /// labels, `max_len`, file names.
+    pub fn read(dir: impl AsRef<Path>) -> Result<ReadBundle> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(DeviceError::BundleDir {
+                problem: if dir.exists() {
+                    "not a directory".into()
+                } else {
+                    "directory does not exist".into()
+                },
+                dir,
+            });
+        }
+        let bytes = read_bundle_file(&dir, MANIFEST_FILE)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| DeviceError::ManifestParse {
+                dir: dir.clone(),
+                problem: format!("invalid JSON: {e}"),
+            })?;
+        let version = value
+            .get("format_version")
+            .ok_or_else(|| DeviceError::InvalidManifest {
+                dir: dir.clone(),
+                field: "format_version",
+                problem: "missing".into(),
+            })?;
+        let found = version
+            .as_u64()
+            .ok_or_else(|| DeviceError::InvalidManifest {
+                dir: dir.clone(),
+                field: "format_version",
+                problem: format!("{version} is not an unsigned integer"),
+            })?;
+        if found != u64::from(BUNDLE_FORMAT_VERSION) {
+            return Err(DeviceError::UnsupportedVersion {
+                dir,
+                found,
+                supported: BUNDLE_FORMAT_VERSION,
+            });
+        }
+        let manifest: Manifest =
+            serde_json::from_value(value).map_err(|e| DeviceError::ManifestParse {
+                dir: dir.clone(),
+                problem: e.to_string(),
+            })?;
+        manifest
+            .check_fields()
+            .map_err(|(field, problem)| DeviceError::InvalidManifest {
+                dir: dir.clone(),
+                field,
+                problem,
+            })?;
+        Ok(ReadBundle { dir, manifest })
+    }
+}
+
+/// Stage 1: a bundle whose manifest is parsed and sane; its files are not checked yet.
+#[derive(Debug, Clone)]
+pub struct ReadBundle {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl ReadBundle {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Checks that the model and tokenizer are listed and that every listed file exists
+    /// and matches its sha256.
+    pub fn verify(self) -> Result<VerifiedBundle> {
+        let ReadBundle { dir, manifest } = self;
+        for required in [MODEL_FILE, TOKENIZER_FILE] {
+            if !manifest.files.contains_key(required) {
+                return Err(DeviceError::InvalidManifest {
+                    dir,
+                    field: "files",
+                    problem: format!("{required} is not listed"),
+                });
+            }
+        }
+        let mut model = Vec::new();
+        let mut tokenizer = Vec::new();
+        for (name, expected) in &manifest.files {
+            let bytes = read_bundle_file(&dir, name)?;
+            let actual = sha256_hex(&bytes);
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(DeviceError::HashMismatch {
+                    dir,
+                    file: name.clone(),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+            match name.as_str() {
+                MODEL_FILE => model = bytes,
+                TOKENIZER_FILE => tokenizer = bytes,
+                _ => {}
+            }
+        }
+        Ok(VerifiedBundle {
+            dir,
+            manifest,
+            model,
+            tokenizer,
+        })
+    }
+}
+
+/// Stage 2: every file checked; holds the verified model and tokenizer bytes.
+#[derive(Debug, Clone)]
+pub struct VerifiedBundle {
+    dir: PathBuf,
+    manifest: Manifest,
+    model: Vec<u8>,
+    tokenizer: Vec<u8>,
+}
+
+impl VerifiedBundle {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The verified bytes of [`MODEL_FILE`].
+    pub fn model_bytes(&self) -> &[u8] {
+        &self.model
+    }
+
+    /// The verified bytes of [`TOKENIZER_FILE`].
+    pub fn tokenizer_bytes(&self) -> &[u8] {
+        &self.tokenizer
+    }
+
+    /// "bundle DIR: FILE", the origin used in load errors.
+    pub(crate) fn origin(&self, file: &str) -> String {
+        format!("bundle {}: {file}", self.dir.display())
+    }
+}
+
+fn read_bundle_file(dir: &Path, name: &str) -> Result<Vec<u8>> {
+    fs::read(dir.join(name)).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            DeviceError::MissingFile {
+                dir: dir.to_path_buf(),
+                file: name.to_string(),
+            }
+        } else {
+            DeviceError::Io {
+                dir: dir.to_path_buf(),
+                file: name.to_string(),
+                source: e,
+            }
+        }
+    })
+}
+
+/// Lowercase hex sha256 of `bytes`, as recorded in [`Manifest::files`].
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Writes a complete bundle to `dir`, all or nothing, and returns the manifest written
+/// (with `format_version` set to [`BUNDLE_FORMAT_VERSION`] and `files` filled in).
+///
+/// Everything goes to a fresh temporary directory next to `dir` first (files fsynced,
+/// `manifest.json` last, directory fsynced); then it is renamed into place. If `dir`
+/// already exists it is renamed aside, the new one renamed in, and the old one removed:
+/// at no point is `dir` a mix of old and new files or a partial bundle (between the two
+/// renames it is briefly absent). `files` must contain [`MODEL_FILE`] and
+/// [`TOKENIZER_FILE`] and only plain file names.
+pub fn write_bundle(
+    dir: &Path,
+    mut manifest: Manifest,
+    files: &[(&str, &[u8])],
+) -> Result<Manifest> {
+    let invalid = |field: &'static str, problem: String| DeviceError::InvalidManifest {
+        dir: dir.to_path_buf(),
+        field,
+        problem,
+    };
+    manifest.format_version = BUNDLE_FORMAT_VERSION;
+    manifest.files.clear();
+    for (name, bytes) in files {
+        check_file_name(name).map_err(|p| invalid("files", p))?;
+        if manifest
+            .files
+            .insert(name.to_string(), sha256_hex(bytes))
+            .is_some()
+        {
+            return Err(invalid("files", format!("{name} given twice")));
+        }
+    }
+    for required in [MODEL_FILE, TOKENIZER_FILE] {
+        if !manifest.files.contains_key(required) {
+            return Err(invalid("files", format!("{required} is required")));
+        }
+    }
+    manifest.check_fields().map_err(|(f, p)| invalid(f, p))?;
+    let manifest_json =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| DeviceError::ManifestParse {
+            dir: dir.to_path_buf(),
+            problem: format!("cannot serialise: {e}"),
+        })?;
+
+    let dir_err = |problem: String| DeviceError::BundleDir {
+        dir: dir.to_path_buf(),
+        problem,
+    };
+    let base = dir
+        .file_name()
+        .ok_or_else(|| dir_err("path has no final component".into()))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(dir_err(
+            "exists and is not a directory; not replacing it".into(),
+        ));
+    }
+    fs::create_dir_all(&parent)
+        .map_err(|e| dir_err(format!("cannot create parent {}: {e}", parent.display())))?;
+
+    let tmp = unique_sibling(&parent, &base, "tmp");
+    fs::create_dir(&tmp).map_err(|e| dir_err(format!("cannot create {}: {e}", tmp.display())))?;
+    let staged = (|| -> io::Result<()> {
+        for (name, bytes) in files {
+            write_synced(&tmp.join(name), bytes)?;
+        }
+        let mut json = manifest_json;
+        json.push(b'\n');
+        write_synced(&tmp.join(MANIFEST_FILE), &json)?;
+        sync_dir(&tmp)
+    })();
+    if let Err(e) = staged {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(dir_err(format!("writing {}: {e}", tmp.display())));
+    }
+
+    if dir.exists() {
+        let old = unique_sibling(&parent, &base, "old");
+        if let Err(e) = fs::rename(dir, &old) {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(dir_err(format!("moving the old bundle aside: {e}")));
+        }
+        if let Err(e) = fs::rename(&tmp, dir) {
+            // Put the old bundle back: never leave `dir` missing on failure.
+            let _ = fs::rename(&old, dir);
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(dir_err(format!("moving the new bundle in: {e}")));
+        }
+        let _ = sync_dir(&parent);
+        fs::remove_dir_all(&old)
+            .map_err(|e| dir_err(format!("removing the old bundle {}: {e}", old.display())))?;
+    } else if let Err(e) = fs::rename(&tmp, dir) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(dir_err(format!("moving the new bundle in: {e}")));
+    }
+    sync_dir(&parent).map_err(|e| dir_err(format!("fsync {}: {e}", parent.display())))?;
+    Ok(manifest)
+}
+
+/// `parent/.base.kind-PID-NANOS`: hidden, unique, on the same file system as the target.
+fn unique_sibling(parent: &Path, base: &str, kind: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    parent.join(format!(".{base}.{kind}-{}-{nanos}", std::process::id()))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// fsync a directory so renames and new entries in it survive power loss (no-op where
+/// directories cannot be opened, e.g. Windows).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    match fs::File::open(dir) {
+        Ok(f) => f.sync_all().or(Ok(())),
+        Err(_) if cfg!(windows) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Current UTC time as RFC 3339 (`2024-05-01T12:34:56Z`), without a date crate.
+pub fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339_from_unix(secs)
+}
+
+fn rfc3339_from_unix(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        let mut m = Manifest::new("test", "tiny", vec!["a".into(), "b".into()], 16);
+        m.metrics = serde_json::json!({"accuracy": 0.9});
+        m
+    }
+
+    fn write_sample(dir: &Path) -> Manifest {
+        write_bundle(
+            dir,
+            manifest(),
+            &[
+                (MODEL_FILE, b"onnx bytes"),
+                (TOKENIZER_FILE, b"{\"tok\":1}"),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn manifest_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bundle");
+        let written = write_sample(&dir);
+        assert_eq!(written.files.len(), 2);
+        assert_eq!(written.files[MODEL_FILE], sha256_hex(b"onnx bytes"));
+        let read = Bundle::read(&dir).unwrap();
+        assert_eq!(read.manifest(), &written);
+        let verified = read.verify().unwrap();
+        assert_eq!(verified.model_bytes(), b"onnx bytes");
+        assert_eq!(verified.tokenizer_bytes(), b"{\"tok\":1}");
+    }
+
+    #[test]
+    fn unknown_fields_and_missing_optional_fields_are_tolerated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let json = serde_json::json!({
+            "format_version": 1, "name": "n", "labels": ["x"], "max_len": 8,
+            "signature": "from a later version", "int8": {"model": "model.int8.onnx"}
+        });
+        fs::write(tmp.path().join(MANIFEST_FILE), json.to_string()).unwrap();
+        let read = Bundle::read(tmp.path()).unwrap();
+        assert_eq!(read.manifest().preset, "");
+        // No files listed: verification names what is missing.
+        let err = read.verify().unwrap_err().to_string();
+        assert!(err.contains("model.onnx is not listed"), "{err}");
+    }
+
+    #[test]
+    fn tampered_file_is_a_sha256_error_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("b");
+        write_sample(&dir);
+        let path = dir.join(MODEL_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[3] ^= 0x01;
+        fs::write(&path, bytes).unwrap();
+        let err = Bundle::read(&dir).unwrap().verify().unwrap_err();
+        assert!(matches!(err, DeviceError::HashMismatch { ref file, .. } if file == MODEL_FILE));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("file model.onnx: sha256 mismatch (manifest "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("b");
+        write_sample(&dir);
+        fs::remove_file(dir.join(TOKENIZER_FILE)).unwrap();
+        let msg = Bundle::read(&dir)
+            .unwrap()
+            .verify()
+            .unwrap_err()
+            .to_string();
+        assert!(msg.ends_with(": missing file tokenizer.json"), "{msg}");
+
+        fs::remove_file(dir.join(MANIFEST_FILE)).unwrap();
+        let msg = Bundle::read(&dir).unwrap_err().to_string();
+        assert!(msg.ends_with(": missing file manifest.json"), "{msg}");
+    }
+
+    #[test]
+    fn bad_format_version_is_rejected_before_shape_checks() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(
+            tmp.path().join(MANIFEST_FILE),
+            r#"{"format_version": 7, "entirely": "different"}"#,
+        )
+        .unwrap();
+        let err = Bundle::read(tmp.path()).unwrap_err();
+        assert!(matches!(
+            err,
+            DeviceError::UnsupportedVersion { found: 7, .. }
+        ));
+        let msg = err.to_string();
+        assert!(
+            msg.ends_with("manifest.json: unsupported format_version 7 (this device reads 1)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn path_traversal_names_are_rejected() {
+        let tmp = tempfile::tempdir().unwrap();
+        for evil in [
+            "../model.onnx",
+            "/etc/passwd",
+            "sub/model.onnx",
+            "..",
+            "manifest.json",
+        ] {
+            let mut m = manifest();
+            m.files.insert(MODEL_FILE.into(), sha256_hex(b""));
+            m.files.insert(TOKENIZER_FILE.into(), sha256_hex(b""));
+            m.files.insert(evil.into(), sha256_hex(b""));
+            fs::write(
+                tmp.path().join(MANIFEST_FILE),
+                serde_json::to_string(&m).unwrap(),
+            )
+            .unwrap();
+            let err = Bundle::read(tmp.path()).unwrap_err();
+            assert!(
+                matches!(err, DeviceError::InvalidManifest { field: "files", .. }),
+                "{evil}: {err}"
+            );
+            // The writer refuses them too.
+            let w = write_bundle(
+                &tmp.path().join("w"),
+                manifest(),
+                &[(MODEL_FILE, b""), (TOKENIZER_FILE, b""), (evil, b"")],
+            );
+            assert!(w.is_err(), "{evil}");
+        }
+    }
+
+    #[test]
+    fn insane_fields_are_rejected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut m = manifest();
+        m.labels.clear();
+        let err = write_bundle(
+            &tmp.path().join("x"),
+            m,
+            &[(MODEL_FILE, b""), (TOKENIZER_FILE, b"")],
+        );
+        assert!(err.unwrap_err().to_string().contains("field labels"));
+        let mut m = manifest();
+        m.max_len = 1;
+        fs::write(
+            tmp.path().join(MANIFEST_FILE),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+        let msg = Bundle::read(tmp.path()).unwrap_err().to_string();
+        assert!(msg.contains("field max_len: 1 is outside"), "{msg}");
+        assert!(!tmp.path().join("x").exists());
+    }
+
+    #[test]
+    fn write_over_existing_bundle_leaves_a_complete_bundle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("b");
+        write_sample(&dir);
+        fs::write(dir.join("stale.txt"), b"left from before").unwrap();
+        let mut m = manifest();
+        m.name = "second".into();
+        write_bundle(
+            &dir,
+            m,
+            &[
+                (MODEL_FILE, b"new model"),
+                (TOKENIZER_FILE, b"new tok"),
+                ("extra.bin", b"x"),
+            ],
+        )
+        .unwrap();
+        let v = Bundle::read(&dir).unwrap().verify().unwrap();
+        assert_eq!(v.manifest().name, "second");
+        assert_eq!(v.model_bytes(), b"new model");
+        assert!(
+            !dir.join("stale.txt").exists(),
+            "old directory content must be gone"
+        );
+        // No temporary or old directories left next to it.
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn failed_write_keeps_the_old_bundle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("b");
+        let first = write_sample(&dir);
+        let r = write_bundle(&dir, manifest(), &[(MODEL_FILE, b"only the model")]);
+        assert!(r.is_err());
+        let read = Bundle::read(&dir).unwrap();
+        assert_eq!(read.manifest(), &first);
+        read.verify().unwrap();
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339_from_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_from_unix(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_from_unix(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}

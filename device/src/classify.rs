@@ -1,0 +1,250 @@
+//! Text in, label out: tokenizer + engine + labels, and the explanation (top tokens by
+//! the pooling attention α) that comes for free with the attention-pooling model.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::bundle::{Bundle, VerifiedBundle};
+use crate::engine::Engine;
+use crate::error::{DeviceError, Result};
+use crate::tokenize::{Batch, Encoded, TextEncoder};
+
+/// How much of the ranking a [`Prediction`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassifyOptions {
+    /// Labels in `top_k`, best first (clamped to the number of labels).
+    pub top_k: usize,
+    /// Tokens in `top_tokens`, highest α first.
+    pub top_tokens: usize,
+}
+
+impl Default for ClassifyOptions {
+    fn default() -> Self {
+        ClassifyOptions {
+            top_k: 3,
+            top_tokens: 3,
+        }
+    }
+}
+
+/// One label with its probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelScore {
+    pub label: String,
+    pub p: f32,
+}
+
+/// One input token with its pooling weight α.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenWeight {
+    pub token: String,
+    pub weight: f32,
+}
+
+/// The classification of one text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub label: String,
+    pub label_index: usize,
+    /// Softmax probability of `label`.
+    pub confidence: f32,
+    /// Best labels with probabilities, best first.
+    pub top_k: Vec<LabelScore>,
+    /// Non-special tokens with the highest attention α, highest first.
+    pub top_tokens: Vec<TokenWeight>,
+    /// Wall time of tokenise + run + softmax, microseconds (for a batch: the whole batch's).
+    pub inference_us: u64,
+}
+
+/// Stage 4 (ready): a tokenizer and an engine from the same bundle, plus its labels.
+#[derive(Debug)]
+pub struct Classifier {
+    encoder: TextEncoder,
+    engine: Engine,
+    labels: Vec<String>,
+    options: ClassifyOptions,
+}
+
+impl Classifier {
+    /// Reads, verifies and loads the bundle in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Classifier> {
+        Self::load(&Bundle::read(dir)?.verify()?)
+    }
+
+    /// Loads tokenizer and engine from a verified bundle.
+    pub fn load(bundle: &VerifiedBundle) -> Result<Classifier> {
+        let encoder = TextEncoder::from_bundle(bundle)?;
+        let engine = Engine::load(bundle)?;
+        Self::new(encoder, engine, bundle.manifest().labels.clone())
+    }
+
+    /// Assembles a classifier from parts, checking they fit together.
+    pub fn new(encoder: TextEncoder, engine: Engine, labels: Vec<String>) -> Result<Classifier> {
+        let origin = "classifier".to_string();
+        if labels.len() != engine.num_labels() || labels.is_empty() {
+            return Err(DeviceError::Model {
+                origin,
+                problem: format!(
+                    "{} labels for a model with {} classes",
+                    labels.len(),
+                    engine.num_labels()
+                ),
+            });
+        }
+        if let Some(v) = engine.vocab_size() {
+            if encoder.vocab_size() > v {
+                return Err(DeviceError::Model {
+                    origin,
+                    problem: format!(
+                        "tokenizer has {} tokens, the model's embedding table {v}",
+                        encoder.vocab_size()
+                    ),
+                });
+            }
+        }
+        if let Some(p) = engine.max_positions() {
+            if encoder.max_len() > p {
+                return Err(DeviceError::Model {
+                    origin,
+                    problem: format!(
+                        "max_len {} exceeds the model's {p} positions",
+                        encoder.max_len()
+                    ),
+                });
+            }
+        }
+        Ok(Classifier {
+            encoder,
+            engine,
+            labels,
+            options: ClassifyOptions::default(),
+        })
+    }
+
+    /// Sets how many labels and tokens predictions carry.
+    pub fn with_options(mut self, options: ClassifyOptions) -> Classifier {
+        self.options = options;
+        self
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub fn encoder(&self) -> &TextEncoder {
+        &self.encoder
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Classifies one text.
+    pub fn classify(&self, text: &str) -> Result<Prediction> {
+        let mut v = self.classify_batch(&[text])?;
+        Ok(v.remove(0))
+    }
+
+    /// Classifies texts in one run, padded to the longest (mask 0 on pads). Each
+    /// prediction's `inference_us` is the whole batch's time.
+    pub fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let start = Instant::now();
+        let encoded = self.encoder.encode_batch(texts)?;
+        let batch = Batch::from_encoded(&encoded, self.encoder.pad_id());
+        let (logits, attention) =
+            self.engine
+                .run(&batch.ids, &batch.mask, batch.batch, batch.seq)?;
+        let c = self.labels.len();
+        let probs: Vec<Vec<f32>> = logits.chunks(c).map(softmax).collect();
+        let elapsed = start.elapsed().as_micros() as u64;
+        Ok(probs
+            .iter()
+            .zip(&encoded)
+            .zip(attention.chunks(batch.seq))
+            .map(|((p, enc), alpha)| self.prediction(p, enc, alpha, elapsed))
+            .collect())
+    }
+
+    fn prediction(&self, probs: &[f32], enc: &Encoded, alpha: &[f32], us: u64) -> Prediction {
+        let ranked = rank(probs);
+        let best = ranked[0];
+        let top_k = ranked
+            .iter()
+            .take(self.options.top_k)
+            .map(|&i| LabelScore {
+                label: self.labels[i].clone(),
+                p: probs[i],
+            })
+            .collect();
+        let real: Vec<usize> = (0..enc.len()).filter(|&i| !enc.special[i]).collect();
+        let weights: Vec<f32> = real.iter().map(|&i| alpha[i]).collect();
+        let top_tokens = rank(&weights)
+            .into_iter()
+            .take(self.options.top_tokens)
+            .map(|j| TokenWeight {
+                token: enc.tokens[real[j]].clone(),
+                weight: weights[j],
+            })
+            .collect();
+        Prediction {
+            label: self.labels[best].clone(),
+            label_index: best,
+            confidence: probs[best],
+            top_k,
+            top_tokens,
+            inference_us: us,
+        }
+    }
+}
+
+/// Numerically stable softmax (max subtracted, sums in f64). NaN inputs give NaN outputs.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f64> = logits.iter().map(|&x| f64::from(x - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|&e| (e / sum) as f32).collect()
+}
+
+/// Indices sorted by value, highest first; ties keep index order; NaN last.
+fn rank(values: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let (x, y) = (values[a], values[b]);
+        match (x.is_nan(), y.is_nan()) {
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            _ => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
+        }
+    });
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_is_stable_and_normalised() {
+        let p = softmax(&[1000.0, 1000.0, -1000.0]);
+        assert!((p[0] - 0.5).abs() < 1e-6 && (p[1] - 0.5).abs() < 1e-6 && p[2] == 0.0);
+        let p = softmax(&[1.0, 2.0, 3.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(p[2] > p[1] && p[1] > p[0]);
+    }
+
+    #[test]
+    fn classifier_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Classifier>();
+    }
+
+    #[test]
+    fn rank_orders_high_first_with_nan_last() {
+        assert_eq!(rank(&[0.1, f32::NAN, 0.5, 0.1]), vec![2, 0, 3, 1]);
+    }
+}

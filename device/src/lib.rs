@@ -1,0 +1,43 @@
+//! On-board runtime: loads a model bundle with tract, tokenises exactly as training did,
+//! classifies text.
+//!
+//! A bundle goes through named stages, each its own type, so a half-prepared one cannot
+//! be used (the same idea as tract's inference model → typed → optimised → runnable):
+//!
+//! ```text
+//! Bundle::read(dir)      -> ReadBundle      manifest.json parsed; format_version, labels,
+//!                                           max_len and file names checked
+//!   .verify()            -> VerifiedBundle  every listed file present, sha256 matches;
+//!                                           holds the verified model and tokenizer bytes
+//! Engine::load(&v)       -> Engine          tract plan optimised once (symbolic batch, seq)
+//! TextEncoder::from_bundle(&v)              the bundle's exact tokenizer.json, max_len
+//! Classifier::load(&v)   -> Classifier      ready: classify(text) -> Prediction
+//! ```
+//!
+//! ```no_run
+//! # fn main() -> Result<(), device::DeviceError> {
+//! let bundle = device::Bundle::read("/opt/model")?.verify()?;
+//! let classifier = device::Classifier::load(&bundle)?;
+//! let p = classifier.classify("the cat sat on the mat")?;
+//! println!("{} {:.2}", p.label, p.confidence);
+//! # Ok(()) }
+//! ```
+//!
+//! The host writes bundles through [`bundle::write_bundle`] and encodes its training
+//! data through [`tokenize::TextEncoder`], so the format and the tokenisation are
+//! defined once, here.
+
+pub mod bundle;
+pub mod classify;
+pub mod engine;
+pub mod error;
+pub mod tokenize;
+
+pub use bundle::{
+    sha256_hex, write_bundle, Bundle, Manifest, ReadBundle, VerifiedBundle, BUNDLE_FORMAT_VERSION,
+    MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE,
+};
+pub use classify::{softmax, Classifier, ClassifyOptions, LabelScore, Prediction, TokenWeight};
+pub use engine::Engine;
+pub use error::{DeviceError, Result};
+pub use tokenize::{Batch, Encoded, TextEncoder};

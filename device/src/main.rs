@@ -1,0 +1,168 @@
+//! `device`: the board's command line, a thin front end over the `device` library.
+//!
+//! Errors go to stderr as one readable chain (no backtrace) with a non-zero exit code;
+//! results go to stdout as one JSON object per line.
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use device::{Classifier, ClassifyOptions, Prediction};
+
+/// Offline text classifier for small boards: runs a model bundle written by the host.
+#[derive(Debug, Parser)]
+#[command(name = "device", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Classify texts, printing one JSON line per input.
+    ///
+    /// Each line is {"text", "label", "label_index", "confidence", "top_k": [{"label", "p"}],
+    /// "top_tokens": [{"token", "weight"}], "inference_us"}. Texts come from the TEXT arguments, or, when there are none, from stdin, one per
+    /// line. A stdin line that is not valid UTF-8 (or fails to classify) prints
+    /// {"line": N, "error": "..."} and processing continues.
+    Classify(ClassifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ClassifyArgs {
+    /// Bundle directory (manifest.json, model.onnx, tokenizer.json); it is verified
+    /// against its manifest's sha256 sums before use.
+    #[arg(long, value_name = "DIR")]
+    bundle: PathBuf,
+
+    /// Number of best labels to report in "top_k", with their probabilities.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    top_k: usize,
+
+    /// Number of input tokens with the highest attention weight to report in "top_tokens".
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    top_tokens: usize,
+
+    /// Texts to classify; when absent, read stdin line by line.
+    #[arg(value_name = "TEXT")]
+    texts: Vec<String>,
+}
+
+/// One output line for a classified text.
+#[derive(Serialize)]
+struct Classified<'a> {
+    text: &'a str,
+    #[serde(flatten)]
+    prediction: &'a Prediction,
+}
+
+/// One output line for an input that could not be classified.
+#[derive(Serialize)]
+struct Failed {
+    line: usize,
+    error: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Classify(args) => classify(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("device: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn classify(args: ClassifyArgs) -> Result<()> {
+    let classifier = Classifier::open(&args.bundle)
+        .with_context(|| format!("cannot load bundle {}", args.bundle.display()))?
+        .with_options(ClassifyOptions {
+            top_k: args.top_k,
+            top_tokens: args.top_tokens,
+        });
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+
+    if !args.texts.is_empty() {
+        for (i, text) in args.texts.iter().enumerate() {
+            emit(&mut out, &classifier, i + 1, text)?;
+        }
+        return Ok(out.flush()?);
+    }
+
+    let mut input = io::stdin().lock();
+    let mut buf = Vec::new();
+    let mut line = 0;
+    loop {
+        buf.clear();
+        let n = input.read_until(b'\n', &mut buf).context("reading stdin")?;
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        match std::str::from_utf8(&buf) {
+            Ok(text) => emit(&mut out, &classifier, line, text)?,
+            Err(e) => write_json(
+                &mut out,
+                &Failed {
+                    line,
+                    error: format!("not valid UTF-8: {e}"),
+                },
+            )?,
+        }
+        // Flush per line so a pipe reader sees each answer as it is made.
+        out.flush()?;
+    }
+    Ok(out.flush()?)
+}
+
+/// Classifies one text and writes its JSON line (or an error line).
+fn emit(out: &mut impl Write, classifier: &Classifier, line: usize, text: &str) -> Result<()> {
+    match classifier.classify(text) {
+        Ok(prediction) => write_json(
+            out,
+            &Classified {
+                text,
+                prediction: &prediction,
+            },
+        ),
+        Err(e) => write_json(
+            out,
+            &Failed {
+                line,
+                error: e.to_string(),
+            },
+        ),
+    }
+}
+
+fn write_json(out: &mut impl Write, value: &impl Serialize) -> Result<()> {
+    serde_json::to_writer(&mut *out, value).context("writing JSON")?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                .is_some_and(|k| k == io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,355 @@
+//! Text -> token ids, identically on the host (training data) and on the board.
+//!
+//! [`TextEncoder`] wraps the bundle's exact `tokenizer.json` (WordPiece training is not
+//! deterministic, so the board must use the very file training used) and overrides the
+//! length handling the json may carry: truncation to the model's `max_len` is set here,
+//! in code, keeping `[CLS] … [SEP]`, and padding is switched off (pretrained tokenizer
+//! files often fix both at 128). Batches are padded by [`Batch::from_encoded`] instead,
+//! to the longest text of the batch, with mask 0 on the pads.
+
+use std::collections::BTreeSet;
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::bundle::{VerifiedBundle, MAX_MAX_LEN, MIN_MAX_LEN};
+use crate::error::{DeviceError, Result};
+
+/// Token names treated as special besides what the post-processor marks.
+const SPECIAL_TOKENS: [&str; 3] = ["[CLS]", "[SEP]", "[PAD]"];
+/// Padding token name; its id fills padded positions.
+const PAD_TOKEN: &str = "[PAD]";
+
+/// One encoded text, at most `max_len` tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids, as the model's `input_ids` take them.
+    pub ids: Vec<i64>,
+    /// Token strings (WordPiece continuations keep their `##`).
+    pub tokens: Vec<String>,
+    /// True for `[CLS]`, `[SEP]`, `[PAD]` and anything the post-processor added.
+    pub special: Vec<bool>,
+}
+
+impl Encoded {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// The bundle's tokenizer with the model's length limit applied.
+#[derive(Debug, Clone)]
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
+    max_len: usize,
+    pad_id: i64,
+    special_ids: BTreeSet<u32>,
+}
+
+impl TextEncoder {
+    /// Loads the tokenizer of a verified bundle with the manifest's `max_len`.
+    pub fn from_bundle(bundle: &VerifiedBundle) -> Result<TextEncoder> {
+        Self::load(
+            bundle.tokenizer_bytes(),
+            bundle.manifest().max_len,
+            bundle.origin(crate::bundle::TOKENIZER_FILE),
+        )
+    }
+
+    /// Loads a tokenizer from `tokenizer.json` bytes (the host's path: training data and
+    /// export use this with the file that goes into the bundle).
+    pub fn from_bytes(json: &[u8], max_len: usize) -> Result<TextEncoder> {
+        Self::load(json, max_len, "tokenizer.json bytes".into())
+    }
+
+    fn load(json: &[u8], max_len: usize, origin: String) -> Result<TextEncoder> {
+        let err = |problem: String| DeviceError::Tokenizer {
+            origin: origin.clone(),
+            problem,
+        };
+        if !(MIN_MAX_LEN..=MAX_MAX_LEN).contains(&max_len) {
+            return Err(err(format!(
+                "max_len {max_len} is outside {MIN_MAX_LEN}..={MAX_MAX_LEN}"
+            )));
+        }
+        let mut tokenizer =
+            Tokenizer::from_bytes(json).map_err(|e| err(format!("invalid tokenizer.json: {e}")))?;
+        let added = tokenizer.get_post_processor().map_or(0, |p| {
+            use tokenizers::PostProcessor;
+            p.added_tokens(false)
+        });
+        if added >= max_len {
+            return Err(err(format!(
+                "max_len {max_len} leaves no room next to the {added} tokens the post-processor adds"
+            )));
+        }
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| err(format!("setting truncation: {e}")))?;
+        tokenizer.with_padding(None);
+
+        let mut special_ids: BTreeSet<u32> = SPECIAL_TOKENS
+            .iter()
+            .filter_map(|t| tokenizer.token_to_id(t))
+            .collect();
+        special_ids.extend(
+            tokenizer
+                .get_added_tokens_decoder()
+                .iter()
+                .filter(|(_, t)| SPECIAL_TOKENS.contains(&t.content.as_str()))
+                .map(|(id, _)| *id),
+        );
+        let pad_id = tokenizer.token_to_id(PAD_TOKEN).unwrap_or(0) as i64;
+        let encoder = TextEncoder {
+            tokenizer,
+            max_len,
+            pad_id,
+            special_ids,
+        };
+        // A tokenizer that turns "" into nothing would feed the model an empty sequence.
+        let empty = encoder.encode("").map_err(|e| err(e.to_string()))?;
+        if empty.is_empty() {
+            return Err(err(
+                "encodes empty text to zero tokens: it needs a post-processor adding [CLS]/[SEP]"
+                    .into(),
+            ));
+        }
+        Ok(encoder)
+    }
+
+    /// Maximum tokens per text, special tokens included.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Id used on padded positions (`[PAD]`, or 0 if the vocabulary has none).
+    pub fn pad_id(&self) -> i64 {
+        self.pad_id
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// The underlying tokenizer, configured (truncation on, padding off).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Encodes one text with special tokens, truncated to `max_len` (`[CLS]`/`[SEP]` kept).
+    /// Empty text gives `[CLS] [SEP]`; control characters are removed by the normalizer.
+    pub fn encode(&self, text: &str) -> Result<Encoded> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| DeviceError::Encode(e.to_string()))?;
+        let ids: Vec<i64> = enc.get_ids().iter().map(|&i| i64::from(i)).collect();
+        let special = enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_special_tokens_mask())
+            .map(|(id, &m)| m == 1 || self.special_ids.contains(id))
+            .collect();
+        let tokens = enc.get_tokens().to_vec();
+        if ids.len() > self.max_len {
+            return Err(DeviceError::Encode(format!(
+                "{} tokens after truncation to {}",
+                ids.len(),
+                self.max_len
+            )));
+        }
+        Ok(Encoded {
+            ids,
+            tokens,
+            special,
+        })
+    }
+
+    /// Encodes texts one by one (sequentially: no thread pool on a small board), unpadded.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
+        texts.iter().map(|t| self.encode(t)).collect()
+    }
+}
+
+/// Encoded texts padded to the batch's longest, row-major `[batch, seq]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub ids: Vec<i64>,
+    /// 1 on real tokens, 0 on padding.
+    pub mask: Vec<i64>,
+    pub batch: usize,
+    pub seq: usize,
+}
+
+impl Batch {
+    /// Right-pads every row to the longest with `pad_id` and mask 0.
+    pub fn from_encoded(encoded: &[Encoded], pad_id: i64) -> Batch {
+        let batch = encoded.len();
+        let seq = encoded.iter().map(Encoded::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(batch * seq);
+        let mut mask = Vec::with_capacity(batch * seq);
+        for e in encoded {
+            ids.extend_from_slice(&e.ids);
+            ids.extend(std::iter::repeat_n(pad_id, seq - e.len()));
+            mask.extend(std::iter::repeat_n(1, e.len()));
+            mask.extend(std::iter::repeat_n(0, seq - e.len()));
+        }
+        Batch {
+            ids,
+            mask,
+            batch,
+            seq,
+        }
+    }
+}
+
+/// A tiny BERT-style WordPiece tokenizer built in code, for tests here and in the host.
+#[doc(hidden)]
+pub mod testing {
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::normalizers::BertNormalizer;
+    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    use tokenizers::processors::bert::BertProcessing;
+    use tokenizers::{AddedToken, Tokenizer};
+
+    /// Vocabulary of [`tiny_tokenizer_json`]: `[PAD]`=0 `[UNK]`=1 `[CLS]`=2 `[SEP]`=3
+    /// `[MASK]`=4, then some words and pieces.
+    pub const TINY_VOCAB: [&str; 24] = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "dog",
+        "ran", "a", "fast", "slow", "play", "##ing", "##s", "##ed", "!", ",", ".", "cafe", "is",
+    ];
+
+    /// json of a tiny WordPiece tokenizer (BertNormalizer with everything on,
+    /// BertPreTokenizer, BertProcessing), as the host's tokenizer training would save it.
+    pub fn tiny_tokenizer_json() -> String {
+        // `vocab` wants an `AHashMap`, which converts from an array of pairs.
+        let vocab: [(String, u32); TINY_VOCAB.len()] =
+            std::array::from_fn(|i| (TINY_VOCAB[i].to_string(), i as u32));
+        let model = WordPiece::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .build()
+            .expect("tiny vocab is valid");
+        let mut tok = Tokenizer::new(model);
+        tok.with_normalizer(Some(BertNormalizer::new(true, true, Some(true), true)))
+            .expect("normalizer");
+        tok.with_pre_tokenizer(Some(BertPreTokenizer));
+        tok.with_post_processor(Some(BertProcessing::new(
+            ("[SEP]".into(), 3),
+            ("[CLS]".into(), 2),
+        )));
+        tok.add_special_tokens(
+            ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(|t| AddedToken::from(t, true)),
+        )
+        .expect("special tokens");
+        tok.to_string(false).expect("serialise tokenizer")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::tiny_tokenizer_json;
+    use super::*;
+
+    fn encoder(max_len: usize) -> TextEncoder {
+        TextEncoder::from_bytes(tiny_tokenizer_json().as_bytes(), max_len).unwrap()
+    }
+
+    #[test]
+    fn encodes_with_cls_and_sep() {
+        let e = encoder(16).encode("The cat sat on the mat!").unwrap();
+        assert_eq!(
+            e.tokens,
+            ["[CLS]", "the", "cat", "sat", "on", "the", "mat", "!", "[SEP]"]
+        );
+        assert_eq!(e.ids, [2, 5, 6, 7, 8, 5, 9, 19, 3]);
+        assert!(e.special[0] && e.special[8]);
+        assert!(e.special[1..8].iter().all(|s| !s));
+    }
+
+    #[test]
+    fn empty_text_is_cls_sep() {
+        let e = encoder(16).encode("").unwrap();
+        assert_eq!(e.tokens, ["[CLS]", "[SEP]"]);
+        assert_eq!(e.special, [true, true]);
+        let e = encoder(16).encode("   \t\n ").unwrap();
+        assert_eq!(e.tokens, ["[CLS]", "[SEP]"]);
+    }
+
+    #[test]
+    fn truncation_keeps_cls_sep_and_max_len() {
+        let enc = encoder(5);
+        let e = enc.encode("the cat sat on the mat the dog ran").unwrap();
+        assert_eq!(e.len(), 5);
+        assert_eq!(e.tokens, ["[CLS]", "the", "cat", "sat", "[SEP]"]);
+        for n in 0..40 {
+            let text = "playing dogs ".repeat(n);
+            let e = enc.encode(&text).unwrap();
+            assert!(e.len() <= 5);
+            assert_eq!(e.tokens.first().unwrap(), "[CLS]");
+            assert_eq!(e.tokens.last().unwrap(), "[SEP]");
+        }
+    }
+
+    #[test]
+    fn json_padding_and_truncation_are_overridden() {
+        let mut v: serde_json::Value = serde_json::from_str(&tiny_tokenizer_json()).unwrap();
+        v["truncation"] = serde_json::json!({"direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0});
+        v["padding"] = serde_json::json!({"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"});
+        let enc = TextEncoder::from_bytes(v.to_string().as_bytes(), 8).unwrap();
+        assert_eq!(enc.encode("the cat").unwrap().len(), 4);
+        assert_eq!(
+            enc.encode("the cat sat on the mat the dog").unwrap().len(),
+            8
+        );
+    }
+
+    #[test]
+    fn odd_input_never_panics() {
+        let enc = encoder(8);
+        for text in [
+            "\u{0}\u{1}\u{7f}cat\u{200b}",
+            "CAFÉ is playing",
+            "🦀🦀 漢字 dog",
+            "[CLS] [SEP] [PAD] cat",
+            &"x".repeat(10_000),
+        ] {
+            let e = enc.encode(text).unwrap();
+            assert!((2..=8).contains(&e.len()), "{text:?}: {:?}", e.tokens);
+        }
+        let e = enc.encode("\u{0}\u{1}cat\u{7}").unwrap();
+        assert_eq!(e.tokens, ["[CLS]", "cat", "[SEP]"]);
+        let e = enc.encode("CAFÉ is playing").unwrap();
+        assert_eq!(e.tokens, ["[CLS]", "cafe", "is", "play", "##ing", "[SEP]"]);
+        let e = enc.encode("[PAD] cat").unwrap();
+        assert_eq!(e.special, [true, true, false, true]);
+    }
+
+    #[test]
+    fn batch_pads_with_mask_zero() {
+        let enc = encoder(16);
+        let encs = enc
+            .encode_batch(&["the cat", "", "a dog ran fast"])
+            .unwrap();
+        let b = Batch::from_encoded(&encs, enc.pad_id());
+        assert_eq!((b.batch, b.seq), (3, 6));
+        assert_eq!(&b.ids[6..12], &[2, 3, 0, 0, 0, 0]);
+        assert_eq!(&b.mask[0..6], &[1, 1, 1, 1, 0, 0]);
+        assert_eq!(&b.mask[12..18], &[1; 6]);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        assert!(TextEncoder::from_bytes(b"{not json", 8).is_err());
+        assert!(TextEncoder::from_bytes(tiny_tokenizer_json().as_bytes(), 2).is_err());
+    }
+}

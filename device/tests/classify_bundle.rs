@@ -1,0 +1,338 @@
+//! End to end on the device side: a bundle with a tiny hand-written ONNX model (a bag of
+//! per-token class scores, averaged over real tokens) and the tiny test tokenizer,
+//! through the library and through the `device` binary.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use device::tokenize::testing::{tiny_tokenizer_json, TINY_VOCAB};
+use device::{
+    write_bundle, Bundle, Classifier, DeviceError, Engine, Manifest, MODEL_FILE, TOKENIZER_FILE,
+};
+use prost::Message;
+use tract_onnx::pb;
+
+const LABELS: [&str; 3] = ["animal", "place", "other"];
+
+fn value_info(name: &str, elem: pb::tensor_proto::DataType, dims: &[&str]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(Value::DimParam(d.to_string())),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn int_attr(name: &str, i: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
+}
+
+fn i64_tensor(name: &str, v: &[i64]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: pb::tensor_proto::DataType::Int64 as i32,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Per-token class scores: "cat", "dog" say animal; "mat", "cafe" say place.
+fn score_table() -> Vec<f32> {
+    TINY_VOCAB
+        .iter()
+        .flat_map(|t| match *t {
+            "cat" | "dog" => [4.0, 0.0, 0.0],
+            "mat" | "cafe" => [0.0, 4.0, 0.0],
+            _ => [0.0, 0.0, 0.5],
+        })
+        .collect()
+}
+
+/// logits = mean over real tokens of table[id]; attention = mask / count.
+fn bag_model_onnx() -> Vec<u8> {
+    use pb::tensor_proto::DataType;
+    let table = pb::TensorProto {
+        name: "table".into(),
+        dims: vec![TINY_VOCAB.len() as i64, LABELS.len() as i64],
+        data_type: DataType::Float as i32,
+        float_data: score_table(),
+        ..Default::default()
+    };
+    let graph = pb::GraphProto {
+        name: "bag".into(),
+        node: vec![
+            node(
+                "Cast",
+                &["attention_mask"],
+                "maskf",
+                vec![int_attr("to", DataType::Float as i64)],
+            ),
+            node(
+                "ReduceSum",
+                &["maskf", "axis1"],
+                "count",
+                vec![int_attr("keepdims", 1)],
+            ),
+            node("Div", &["maskf", "count"], "attention", vec![]),
+            node(
+                "Gather",
+                &["table", "input_ids"],
+                "scores",
+                vec![int_attr("axis", 0)],
+            ),
+            node("Unsqueeze", &["attention", "axis_last"], "att3", vec![]),
+            node("Mul", &["scores", "att3"], "weighted", vec![]),
+            node(
+                "ReduceSum",
+                &["weighted", "axis1"],
+                "logits",
+                vec![int_attr("keepdims", 0)],
+            ),
+        ],
+        initializer: vec![
+            table,
+            i64_tensor("axis1", &[1]),
+            i64_tensor("axis_last", &[-1]),
+        ],
+        input: vec![
+            value_info("input_ids", DataType::Int64, &["batch", "seq"]),
+            value_info("attention_mask", DataType::Int64, &["batch", "seq"]),
+        ],
+        output: vec![
+            value_info("logits", DataType::Float, &["batch", "classes"]),
+            value_info("attention", DataType::Float, &["batch", "seq"]),
+        ],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        producer_name: "device-test".into(),
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn write_test_bundle(dir: &Path) -> Manifest {
+    let model = bag_model_onnx();
+    let tok = tiny_tokenizer_json();
+    let manifest = Manifest::new("bag", "test", LABELS.map(String::from).to_vec(), 8);
+    write_bundle(
+        dir,
+        manifest,
+        &[(MODEL_FILE, &model), (TOKENIZER_FILE, tok.as_bytes())],
+    )
+    .unwrap()
+}
+
+#[test]
+fn classifies_and_explains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    write_test_bundle(&dir);
+    let c = Classifier::load(&Bundle::read(&dir).unwrap().verify().unwrap()).unwrap();
+    assert_eq!(c.engine().vocab_size(), Some(TINY_VOCAB.len()));
+
+    let p = c.classify("the cat sat").unwrap();
+    assert_eq!(p.label, "animal");
+    assert_eq!(p.label_index, 0);
+    assert_eq!(p.top_k.len(), 3);
+    assert!((p.top_k.iter().map(|s| s.p).sum::<f32>() - 1.0).abs() < 1e-5);
+    assert_eq!(p.confidence, p.top_k[0].p);
+    // Uniform attention over 5 real tokens; the top tokens skip [CLS]/[SEP].
+    assert_eq!(p.top_tokens.len(), 3);
+    assert!(p.top_tokens.iter().all(|t| !t.token.starts_with('[')));
+    assert!((p.top_tokens[0].weight - 0.2).abs() < 1e-6);
+
+    let p = c.classify("the mat at the cafe").unwrap();
+    assert_eq!(p.label, "place");
+    let p = c.classify("").unwrap();
+    assert_eq!(p.label, "other");
+    assert!(p.top_tokens.is_empty());
+}
+
+#[test]
+fn batch_padding_does_not_change_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    write_test_bundle(&dir);
+    let c = Classifier::open(&dir).unwrap();
+    let texts = ["cat", "the dog sat on the mat", ""];
+    let batch = c.classify_batch(&texts).unwrap();
+    for (text, b) in texts.iter().zip(&batch) {
+        let alone = c.classify(text).unwrap();
+        assert_eq!(alone.label, b.label);
+        for (x, y) in alone.top_k.iter().zip(&b.top_k) {
+            assert!((x.p - y.p).abs() < 1e-6, "{text}");
+        }
+    }
+}
+
+#[test]
+fn engine_rejects_bad_inputs_without_panicking() {
+    let e = Engine::from_onnx_bytes(&bag_model_onnx(), 3).unwrap();
+    let (logits, attention) = e
+        .run(&[2, 6, 3, 2, 3, 0], &[1, 1, 1, 1, 1, 0], 2, 3)
+        .unwrap();
+    assert_eq!((logits.len(), attention.len()), (6, 6));
+    assert_eq!(attention[5], 0.0);
+    let err = e.run(&[2, 999, 3], &[1, 1, 1], 1, 3).unwrap_err();
+    assert!(matches!(err, DeviceError::Input(_)), "{err}");
+    assert!(e.run(&[2, -1, 3], &[1, 1, 1], 1, 3).is_err());
+    assert!(e.run(&[2, 3], &[1, 1, 1], 1, 3).is_err());
+    assert!(e.run(&[2, 3, 0], &[1, 2, 0], 1, 3).is_err());
+    assert!(e.run(&[0, 0, 0], &[0, 0, 0], 1, 3).is_err());
+    assert!(e.run(&[], &[], 0, 0).is_err());
+    // Still usable, with another shape, after the errors.
+    let (logits, _) = e.run(&[2, 10, 3], &[1, 1, 1], 1, 3).unwrap();
+    assert!(logits[0] > logits[1]);
+
+    let err = Engine::from_onnx_bytes(&bag_model_onnx(), 4)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 classes"), "{err}");
+    let err = Engine::from_onnx_bytes(b"not onnx at all", 3)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("ONNX bytes: model:"), "{err}");
+}
+
+fn device_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_device"))
+}
+
+#[test]
+fn cli_classifies_arguments_and_stdin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    write_test_bundle(&dir);
+
+    let out = device_bin()
+        .args(["classify", "--bundle"])
+        .arg(&dir)
+        .args(["--top-k", "2", "--top-tokens", "1", "the cat", "a cafe"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["text"], "the cat");
+    assert_eq!(lines[0]["label"], "animal");
+    assert_eq!(lines[0]["label_index"], 0);
+    assert_eq!(lines[0]["top_k"].as_array().unwrap().len(), 2);
+    assert_eq!(lines[0]["top_tokens"].as_array().unwrap().len(), 1);
+    assert!(lines[0]["top_k"][0]["p"].is_number());
+    assert!(lines[0]["top_tokens"][0]["token"].is_string());
+    assert!(lines[0]["top_tokens"][0]["weight"].is_number());
+    assert!(lines[0]["confidence"].is_number());
+    assert!(lines[0]["inference_us"].is_u64());
+    assert_eq!(lines[1]["label"], "place");
+
+    let mut child = device_bin()
+        .args(["classify", "--bundle"])
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"the dog\r\n\xff\xfe bad\n\nthe mat")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["text"], "the dog");
+    assert_eq!(lines[1]["line"], 2);
+    assert!(lines[1]["error"].as_str().unwrap().contains("UTF-8"));
+    assert_eq!(lines[2]["text"], "");
+    assert_eq!(lines[3]["label"], "place");
+}
+
+#[test]
+fn cli_rejects_a_tampered_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    write_test_bundle(&dir);
+    let path = dir.join(TOKENIZER_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+    let out = device_bin()
+        .args(["classify", "--bundle"])
+        .arg(&dir)
+        .arg("cat")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("file tokenizer.json: sha256 mismatch"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+
+    let out = device_bin()
+        .args(["classify", "--bundle", "/nonexistent/bundle", "cat"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("directory does not exist"));
+}

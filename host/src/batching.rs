@@ -1,0 +1,79 @@
+//! Length-bucketed batches: each batch is padded to its own longest sequence, not to the
+//! maximum length, which is most of the training speed on short utterances.
+
+use candle_core::{Device, Result, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+/// Token ids of one example and its class index.
+#[derive(Debug, Clone)]
+pub struct EncodedExample {
+    pub ids: Vec<u32>,
+    pub label: u32,
+}
+
+/// A padded batch ready for the model.
+#[derive(Debug)]
+pub struct Batch {
+    /// u32 `[B,S]`, padded with 0 (`[PAD]`).
+    pub ids: Tensor,
+    /// f32 `[B,S]`, 1 for real tokens.
+    pub mask: Tensor,
+    /// u32 `[B]`.
+    pub labels: Tensor,
+    /// Indices of the examples in the source slice.
+    pub indices: Vec<usize>,
+}
+
+impl Batch {
+    pub fn new(examples: &[EncodedExample], indices: &[usize], device: &Device) -> Result<Self> {
+        let b = indices.len();
+        let s = indices
+            .iter()
+            .map(|&i| examples[i].ids.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut ids = vec![0u32; b * s];
+        let mut mask = vec![0f32; b * s];
+        for (row, &i) in indices.iter().enumerate() {
+            for (col, &id) in examples[i].ids.iter().enumerate() {
+                ids[row * s + col] = id;
+                mask[row * s + col] = 1.0;
+            }
+        }
+        let labels: Vec<u32> = indices.iter().map(|&i| examples[i].label).collect();
+        Ok(Self {
+            ids: Tensor::from_vec(ids, (b, s), device)?,
+            mask: Tensor::from_vec(mask, (b, s), device)?,
+            labels: Tensor::from_vec(labels, b, device)?,
+            indices: indices.to_vec(),
+        })
+    }
+}
+
+/// Training order for one epoch: shuffle, sort windows of `50 × batch_size` by length,
+/// cut into batches, shuffle the batches. Similar lengths share a batch; order stays random.
+pub fn bucketed_batches(
+    examples: &[EncodedExample],
+    batch_size: usize,
+    rng: &mut StdRng,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.shuffle(rng);
+    let window = batch_size * 50;
+    let mut batches = Vec::new();
+    for chunk in order.chunks_mut(window) {
+        chunk.sort_by_key(|&i| examples[i].ids.len());
+        batches.extend(chunk.chunks(batch_size).map(|c| c.to_vec()));
+    }
+    batches.shuffle(rng);
+    batches
+}
+
+/// Evaluation order: sorted by length, fixed-size batches (no randomness needed).
+pub fn sorted_batches(examples: &[EncodedExample], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| examples[i].ids.len());
+    order.chunks(batch_size).map(|c| c.to_vec()).collect()
+}

@@ -1,0 +1,126 @@
+//! A training checkpoint: a directory with `model.safetensors`, `config.json` and the
+//! exact `tokenizer.json` the model was trained with (plus logs and plots).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use candle_nn::VarMap;
+
+use crate::config::ModelConfig;
+use crate::error::{HostError, Result};
+use crate::model::AttentionClassifier;
+
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = device::bundle::TOKENIZER_FILE;
+/// Training summary (data, options, outcome), carried into the bundle manifest.
+pub const TRAINING_FILE: &str = "training.json";
+
+/// Writes `bytes` to `path` all-or-nothing: a temporary file in the same directory,
+/// fsync, then rename over the target.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        HostError::io(path, e)
+    })
+}
+
+/// Saves the VarMap's tensors as `model.safetensors` in `dir`, atomically.
+pub fn save_weights(varmap: &VarMap, dir: &Path) -> Result<()> {
+    let tmp = dir.join(format!(".{WEIGHTS_FILE}.tmp-{}", std::process::id()));
+    varmap.save(&tmp)?;
+    let f = std::fs::File::open(&tmp).map_err(|e| HostError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| HostError::io(&tmp, e))?;
+    std::fs::rename(&tmp, dir.join(WEIGHTS_FILE))
+        .map_err(|e| HostError::io(dir.join(WEIGHTS_FILE), e))
+}
+
+/// An opened checkpoint directory (config and tokenizer read and checked).
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub tokenizer_json: Vec<u8>,
+}
+
+impl Checkpoint {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let bad = |problem: String| HostError::Checkpoint {
+            path: dir.to_path_buf(),
+            problem,
+        };
+        if !dir.is_dir() {
+            return Err(bad("not a directory".into()));
+        }
+        for f in [WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE] {
+            if !dir.join(f).is_file() {
+                return Err(bad(format!("missing {f}")));
+            }
+        }
+        let text = std::fs::read_to_string(dir.join(CONFIG_FILE))
+            .map_err(|e| HostError::io(dir.join(CONFIG_FILE), e))?;
+        let config: ModelConfig =
+            serde_json::from_str(&text).map_err(|e| bad(format!("{CONFIG_FILE}: {e}")))?;
+        if config.labels.len() < 2 || !config.hidden.is_multiple_of(config.heads.max(1)) {
+            return Err(bad(format!(
+                "{CONFIG_FILE}: inconsistent architecture or fewer than 2 labels"
+            )));
+        }
+        let tokenizer_json = std::fs::read(dir.join(TOKENIZER_FILE))
+            .map_err(|e| HostError::io(dir.join(TOKENIZER_FILE), e))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            tokenizer_json,
+        })
+    }
+
+    /// True when `dir` looks like a checkpoint (has `model.safetensors`).
+    pub fn is_checkpoint(dir: &Path) -> bool {
+        dir.join(WEIGHTS_FILE).is_file()
+    }
+
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join(WEIGHTS_FILE)
+    }
+
+    pub fn load_model(&self, device: &Device) -> Result<AttentionClassifier> {
+        AttentionClassifier::load(&self.config, &self.weights_path(), device).map_err(|e| {
+            HostError::Checkpoint {
+                path: self.dir.clone(),
+                problem: format!("{WEIGHTS_FILE}: {e}"),
+            }
+        })
+    }
+
+    /// The training summary written by `tools train`, if present.
+    pub fn training_summary(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.join(TRAINING_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The text encoder for this checkpoint (same code the device runs).
+    pub fn encoder(&self) -> Result<device::tokenize::TextEncoder> {
+        Ok(device::tokenize::TextEncoder::from_bytes(
+            &self.tokenizer_json,
+            self.config.max_len,
+        )?)
+    }
+}

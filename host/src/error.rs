@@ -1,0 +1,50 @@
+//! The host library's error type: every message names what failed and where.
+
+use std::path::PathBuf;
+
+/// Errors from the host library.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Bad labelled data: `file:line: problem` (line omitted when not tied to one).
+    #[error("{}{}: {problem}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Data {
+        path: PathBuf,
+        line: Option<u64>,
+        problem: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("model: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("checkpoint {path}: {problem}")]
+    Checkpoint { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
+    #[error("export: {0}")]
+    Export(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl HostError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub fn data(path: impl Into<PathBuf>, line: Option<u64>, problem: impl Into<String>) -> Self {
+        Self::Data {
+            path: path.into(),
+            line,
+            problem: problem.into(),
+        }
+    }
+}
+
+pub type Result<T, E = HostError> = std::result::Result<T, E>;

@@ -1,0 +1,189 @@
+//! Export: a checkpoint becomes a device bundle (`model.onnx`, `tokenizer.json`,
+//! `manifest.json`), written through the device's own bundle types and checked with the
+//! device's own engine before success is reported.
+
+pub mod onnx;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::Serialize;
+
+use crate::batching::EncodedExample;
+use crate::checkpoint::Checkpoint;
+use crate::data::{Columns, Dataset};
+use crate::error::{HostError, Result};
+
+/// Largest logit difference between candle and tract that export accepts.
+pub const LOGIT_TOLERANCE: f32 = 1e-4;
+
+/// What `tools export` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub bundle: PathBuf,
+    pub files: std::collections::BTreeMap<String, String>,
+    pub bundle_bytes: u64,
+    /// Texts checked through tract against candle.
+    pub checked: usize,
+    pub max_logit_diff: f32,
+    pub check_data: String,
+}
+
+/// The texts export checks itself on: `check_data` if given, else the validation data the
+/// checkpoint was trained with (its validation file, or the same seeded split of its
+/// training file).
+fn check_texts(
+    ckpt: &Checkpoint,
+    check_data: Option<&Path>,
+    columns: &Columns,
+) -> Result<(Vec<String>, String)> {
+    if let Some(p) = check_data {
+        let d = Dataset::load(p, columns)?;
+        return Ok((
+            d.examples.into_iter().map(|e| e.text).collect(),
+            p.display().to_string(),
+        ));
+    }
+    let summary = ckpt.training_summary().ok_or_else(|| {
+        HostError::Export(format!(
+            "{}: no training.json to find validation text; pass --check-data FILE",
+            ckpt.dir.display()
+        ))
+    })?;
+    let get = |k: &str| summary.get(k).and_then(|v| v.as_str()).map(PathBuf::from);
+    let missing = |p: &Path| {
+        HostError::Export(format!(
+            "validation data {} is not readable here; pass --check-data FILE",
+            p.display()
+        ))
+    };
+    if let Some(val) = get("val_file") {
+        let d = Dataset::load(&val, columns).map_err(|_| missing(&val))?;
+        return Ok((
+            d.examples.into_iter().map(|e| e.text).collect(),
+            val.display().to_string(),
+        ));
+    }
+    let train = get("train_file")
+        .ok_or_else(|| HostError::Export("training.json has no train_file".into()))?;
+    let seed = summary
+        .pointer("/options/seed")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(42);
+    let d = Dataset::load(&train, columns).map_err(|_| missing(&train))?;
+    let (_, val) = d.stratified_split(0.1, seed);
+    Ok((
+        val.examples.into_iter().map(|e| e.text).collect(),
+        format!("{} (validation split)", train.display()),
+    ))
+}
+
+/// Exports `ckpt_dir` to a bundle at `out`.
+pub fn export(
+    ckpt_dir: &Path,
+    out: &Path,
+    check_data: Option<&Path>,
+    columns: &Columns,
+) -> Result<ExportReport> {
+    let ckpt = Checkpoint::open(ckpt_dir)?;
+    let device = Device::Cpu;
+    let weights = candle_core::safetensors::load(ckpt.weights_path(), &device)?;
+    let onnx_bytes =
+        onnx::build_onnx(&ckpt.config, &weights).map_err(|e| HostError::Export(e.to_string()))?;
+
+    // Check the ONNX through the device's engine against candle before writing anything.
+    let (texts, check_source) = check_texts(&ckpt, check_data, columns)?;
+    let model = ckpt.load_model(&device)?;
+    let encoder = ckpt.encoder()?;
+    let engine = device::engine::Engine::from_onnx_bytes(&onnx_bytes, ckpt.config.num_labels())?;
+    let c = ckpt.config.num_labels();
+    let mut max_diff = 0f32;
+    for chunk in texts.chunks(64) {
+        let encoded = chunk
+            .iter()
+            .map(|t| encoder.encode(t))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let examples: Vec<EncodedExample> = encoded
+            .iter()
+            .map(|e| EncodedExample {
+                ids: e.ids.iter().map(|&i| i as u32).collect(),
+                label: 0,
+            })
+            .collect();
+        let indices: Vec<usize> = (0..examples.len()).collect();
+        let batch = crate::batching::Batch::new(&examples, &indices, &device)?;
+        let reference = model
+            .forward(&batch.ids, &batch.mask, &crate::model::Dropout::off())?
+            .logits
+            .to_vec2::<f32>()?;
+        for (i, enc) in encoded.iter().enumerate() {
+            let mask = vec![1i64; enc.ids.len()];
+            let (logits, _) = engine.run(&enc.ids, &mask, 1, enc.ids.len())?;
+            let argmax = |v: &[f32]| (0..c).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0);
+            let diff = logits
+                .iter()
+                .zip(&reference[i])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            max_diff = max_diff.max(diff);
+            if argmax(&logits) != argmax(&reference[i])
+                || diff > LOGIT_TOLERANCE
+                || !diff.is_finite()
+            {
+                return Err(HostError::Export(format!(
+                    "tract and candle disagree on {:?}: max logit difference {diff:.2e} (tolerance {LOGIT_TOLERANCE:.0e}), \
+                     argmax {} vs {}; nothing was written",
+                    chunk[i],
+                    argmax(&logits),
+                    argmax(&reference[i])
+                )));
+            }
+        }
+    }
+
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model")
+        .to_string();
+    let mut manifest = device::bundle::Manifest::new(
+        name,
+        ckpt.config.preset.clone(),
+        ckpt.config.labels.clone(),
+        ckpt.config.max_len,
+    );
+    manifest.tool_version = format!("tools {}", env!("CARGO_PKG_VERSION"));
+    manifest.metrics = serde_json::json!({
+        "training": ckpt.training_summary().map(|s| serde_json::json!({
+            "best_epoch": s.pointer("/outcome/best_epoch"),
+            "best_val_macro_f1": s.pointer("/outcome/best_val_macro_f1"),
+            "best_val_accuracy": s.pointer("/outcome/best_val_accuracy"),
+            "seconds": s.pointer("/outcome/seconds"),
+            "train_examples": s.get("train_examples"),
+            "parameters": s.get("parameters"),
+        })),
+        "export_check": { "texts": texts.len(), "max_logit_diff": max_diff, "source": check_source },
+    });
+    let manifest = device::bundle::write_bundle(
+        out,
+        manifest,
+        &[
+            (device::bundle::MODEL_FILE, &onnx_bytes),
+            (device::bundle::TOKENIZER_FILE, &ckpt.tokenizer_json),
+        ],
+    )?;
+    let bundle_bytes = manifest
+        .files
+        .keys()
+        .filter_map(|f| std::fs::metadata(out.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    Ok(ExportReport {
+        bundle: out.to_path_buf(),
+        files: manifest.files,
+        bundle_bytes,
+        checked: texts.len(),
+        max_logit_diff: max_diff,
+        check_data: check_source,
+    })
+}

@@ -1,0 +1,26 @@
+//! Host-side library: everything that happens on the developer's machine before a
+//! model reaches a board.
+//!
+//! The path through it: [`data`] reads labelled text → [`tokenizer`] trains a
+//! WordPiece vocabulary → [`model`] is the candle attention classifier → [`train`]
+//! fits it ([`pipeline`] runs a whole job into a [`checkpoint`]) → [`evaluate`] measures
+//! it → [`export`] writes a device bundle (ONNX + tokenizer + manifest) and checks it with
+//! the device's own engine.
+
+pub mod batching;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod evaluate;
+pub mod export;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod pipeline;
+pub mod plot;
+pub mod preset;
+pub mod tokenizer;
+pub mod train;
+
+pub use error::{HostError, Result};

@@ -1,0 +1,225 @@
+//! The building blocks of the attention classifier, each a plain struct with `forward`.
+//!
+//! Two candle pitfalls shape this file (see `docs/model.md`): `candle_nn::LayerNorm` and
+//! `softmax_last_dim` have no backward pass, so LayerNorm is written from basic ops and
+//! softmax is `candle_nn::ops::softmax`. Linear layers fold batch and sequence into one
+//! matmul dimension, which avoids candle's slow broadcast-gradient reductions.
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::dropout::Dropout;
+use crate::config::ModelConfig;
+
+/// Additive mask value for padding: large and finite, so an all-padding row stays finite.
+pub const MASK_NEG: f64 = -1e9;
+
+/// `y = x Wᵀ + b` with `W` stored `[out, in]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("rank >= 1");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
+        y.reshape(out_dims)
+    }
+}
+
+/// LayerNorm over the last dimension, from basic ops so it has a gradient.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// Token + position embeddings, then LayerNorm and dropout.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub word: Tensor,
+    pub position: Tensor,
+    pub norm: LayerNorm,
+}
+
+impl Embeddings {
+    pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        Ok(Self {
+            word: vb.get((cfg.vocab_size, cfg.hidden), "word_embeddings.weight")?,
+            position: vb.get((cfg.max_len, cfg.hidden), "position_embeddings.weight")?,
+            norm: LayerNorm::new(vb.pp("LayerNorm"), cfg.hidden, cfg.layer_norm_eps)?,
+        })
+    }
+
+    /// `ids`: u32 `[B,S]` → `[B,S,d]`.
+    pub fn forward(&self, ids: &Tensor, dropout: &Dropout) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        let hidden = self.word.dim(1)?;
+        let words = self
+            .word
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, s, hidden))?;
+        let positions = self.position.narrow(0, 0, s)?;
+        let x = words.broadcast_add(&positions)?;
+        dropout.apply(&self.norm.forward(&x)?)
+    }
+}
+
+/// Multi-head self-attention with an additive padding mask.
+#[derive(Debug, Clone)]
+pub struct SelfAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub output: Linear,
+    pub norm: LayerNorm,
+    pub heads: usize,
+}
+
+impl SelfAttention {
+    pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let d = cfg.hidden;
+        let s = vb.pp("self");
+        let o = vb.pp("output");
+        Ok(Self {
+            query: Linear::new(s.pp("query"), d, d, true)?,
+            key: Linear::new(s.pp("key"), d, d, true)?,
+            value: Linear::new(s.pp("value"), d, d, true)?,
+            output: Linear::new(o.pp("dense"), d, d, true)?,
+            norm: LayerNorm::new(o.pp("LayerNorm"), d, cfg.layer_norm_eps)?,
+            heads: cfg.heads,
+        })
+    }
+
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        x.reshape((b, s, self.heads, d / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// `x`: `[B,S,d]`, `key_mask`: additive `[B,1,1,S]`. Returns `LayerNorm(x + attn(x))`.
+    pub fn forward(&self, x: &Tensor, key_mask: &Tensor, dropout: &Dropout) -> Result<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        let head_dim = d / self.heads;
+        let q = self.split_heads(&self.query.forward(x)?)?;
+        let k = self.split_heads(&self.key.forward(x)?)?;
+        let v = self.split_heads(&self.value.forward(x)?)?;
+        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
+        let probs = candle_nn::ops::softmax(&scores.broadcast_add(key_mask)?, D::Minus1)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, d))?;
+        let attended = dropout.apply(&self.output.forward(&ctx)?)?;
+        self.norm.forward(&(x + attended)?)
+    }
+}
+
+/// Position-wise feed-forward block with erf-GELU.
+#[derive(Debug, Clone)]
+pub struct FeedForward {
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub norm: LayerNorm,
+}
+
+impl FeedForward {
+    pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        Ok(Self {
+            intermediate: Linear::new(vb.pp("intermediate.dense"), cfg.hidden, cfg.ffn, true)?,
+            output: Linear::new(vb.pp("output.dense"), cfg.ffn, cfg.hidden, true)?,
+            norm: LayerNorm::new(vb.pp("output.LayerNorm"), cfg.hidden, cfg.layer_norm_eps)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, dropout: &Dropout) -> Result<Tensor> {
+        let h = self.intermediate.forward(x)?.gelu_erf()?;
+        let y = dropout.apply(&self.output.forward(&h)?)?;
+        self.norm.forward(&(x + y)?)
+    }
+}
+
+/// One post-LayerNorm transformer encoder layer (BERT layout and names).
+#[derive(Debug, Clone)]
+pub struct EncoderLayer {
+    pub attention: SelfAttention,
+    pub ffn: FeedForward,
+}
+
+impl EncoderLayer {
+    pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        Ok(Self {
+            attention: SelfAttention::new(vb.pp("attention"), cfg)?,
+            ffn: FeedForward::new(vb, cfg)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, key_mask: &Tensor, dropout: &Dropout) -> Result<Tensor> {
+        let x = self.attention.forward(x, key_mask, dropout)?;
+        self.ffn.forward(&x, dropout)
+    }
+}
+
+/// Additive attention pooling: `α = softmax(uᵀ tanh(W h + b))` over the real tokens.
+#[derive(Debug, Clone)]
+pub struct AttentionPooling {
+    pub dense: Linear,
+    pub query: Linear,
+}
+
+impl AttentionPooling {
+    pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        Ok(Self {
+            dense: Linear::new(vb.pp("dense"), cfg.hidden, cfg.pool_dim, true)?,
+            query: Linear::new(vb.pp("query"), cfg.pool_dim, 1, false)?,
+        })
+    }
+
+    /// `x`: `[B,S,d]`, `pad_mask`: additive `[B,S]`. Returns `(pooled [B,d], α [B,S])`.
+    pub fn forward(&self, x: &Tensor, pad_mask: &Tensor) -> Result<(Tensor, Tensor)> {
+        let energy = self.dense.forward(x)?.tanh()?;
+        let scores = self.query.forward(&energy)?.squeeze(D::Minus1)?;
+        let alpha = candle_nn::ops::softmax(&(scores + pad_mask)?, D::Minus1)?;
+        let pooled = alpha.unsqueeze(1)?.matmul(x)?.squeeze(1)?;
+        Ok((pooled, alpha))
+    }
+}

@@ -1,0 +1,94 @@
+//! `AttentionClassifier`: embeddings → encoder layers → additive attention pooling → linear.
+//!
+//! The exact math and weight names are in `docs/model.md`; the ONNX writer in
+//! [`crate::export::onnx`] emits the same graph.
+
+mod dropout;
+mod init;
+pub mod layers;
+
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+pub use dropout::Dropout;
+pub use init::{init_varmap, is_no_decay, parameter_shapes};
+use layers::{AttentionPooling, Embeddings, EncoderLayer, Linear, MASK_NEG};
+
+use crate::config::ModelConfig;
+
+/// What one forward pass returns: class scores and the pooling weights.
+#[derive(Debug, Clone)]
+pub struct ClassifierOutput {
+    /// `[B, C]` unnormalised class scores.
+    pub logits: Tensor,
+    /// `[B, S]` attention pooling weights α (sum to 1 over real tokens, 0 on padding).
+    pub alpha: Tensor,
+}
+
+/// The classifier: a plain struct of layers.
+#[derive(Debug, Clone)]
+pub struct AttentionClassifier {
+    pub config: ModelConfig,
+    pub embeddings: Embeddings,
+    pub layers: Vec<EncoderLayer>,
+    pub pooling: AttentionPooling,
+    pub classifier: Linear,
+}
+
+impl AttentionClassifier {
+    /// Builds the model on weights found in `vb` by their `docs/model.md` names.
+    pub fn new(vb: VarBuilder, config: &ModelConfig) -> Result<Self> {
+        let embeddings = Embeddings::new(vb.pp("embeddings"), config)?;
+        let layers = (0..config.layers)
+            .map(|l| EncoderLayer::new(vb.pp(format!("encoder.layer.{l}")), config))
+            .collect::<Result<Vec<_>>>()?;
+        let pooling = AttentionPooling::new(vb.pp("pooling"), config)?;
+        let classifier = Linear::new(
+            vb.pp("classifier"),
+            config.hidden,
+            config.num_labels(),
+            true,
+        )?;
+        Ok(Self {
+            config: config.clone(),
+            embeddings,
+            layers,
+            pooling,
+            classifier,
+        })
+    }
+
+    /// A freshly initialised model (BERT init from a seeded RNG) and the VarMap that owns it.
+    pub fn fresh(config: &ModelConfig, seed: u64, device: &Device) -> Result<(Self, VarMap)> {
+        let varmap = init_varmap(config, seed, device)?;
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        Ok((Self::new(vb, config)?, varmap))
+    }
+
+    /// Loads `model.safetensors` weights (no training).
+    pub fn load(config: &ModelConfig, weights: &std::path::Path, device: &Device) -> Result<Self> {
+        // SAFETY-free path: read the file into memory instead of mmapping it.
+        let tensors = candle_core::safetensors::load(weights, device)?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        Self::new(vb, config)
+    }
+
+    /// `ids`: u32 `[B,S]`; `mask`: f32 `[B,S]` (1 real, 0 padding).
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        dropout: &Dropout,
+    ) -> Result<ClassifierOutput> {
+        let (b, s) = ids.dims2()?;
+        let pad = ((mask.ones_like()? - mask)? * MASK_NEG)?;
+        let key_mask = pad.reshape((b, 1, 1, s))?;
+        let mut x = self.embeddings.forward(ids, dropout)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &key_mask, dropout)?;
+        }
+        let (pooled, alpha) = self.pooling.forward(&x, &pad)?;
+        let logits = self.classifier.forward(&dropout.apply(&pooled)?)?;
+        Ok(ClassifierOutput { logits, alpha })
+    }
+}

@@ -1,0 +1,193 @@
+//! `tools train` as a library call: data → tokenizer → model → training → checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::Serialize;
+
+use crate::batching::EncodedExample;
+use crate::checkpoint::{save_weights, write_atomic, CONFIG_FILE, TOKENIZER_FILE, TRAINING_FILE};
+use crate::config::ModelConfig;
+use crate::data::{Columns, Dataset};
+use crate::error::{HostError, Result};
+use crate::model::AttentionClassifier;
+use crate::preset::Preset;
+use crate::train::{train, EpochLog, TrainOptions, TrainOutcome};
+
+/// Everything `tools train` needs.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    pub train: PathBuf,
+    /// Validation file; without it a stratified share of `train` is held out.
+    pub val: Option<PathBuf>,
+    pub val_fraction: f64,
+    pub columns: Columns,
+    pub out: PathBuf,
+    /// Architecture and defaults (flags already applied).
+    pub preset: Preset,
+    /// An existing `tokenizer.json` to use instead of training one.
+    pub tokenizer: Option<PathBuf>,
+    pub options: TrainOptions,
+}
+
+/// What `tools train` reports at the end (also saved as `training.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub train_file: String,
+    pub val_file: Option<String>,
+    pub train_examples: usize,
+    pub val_examples: usize,
+    pub labels: usize,
+    pub vocab_size: usize,
+    pub parameters: usize,
+    pub preset: Preset,
+    pub options: TrainOptions,
+    pub outcome: TrainOutcome,
+}
+
+/// Encodes a data set with the checkpoint's text encoder and label list.
+pub fn encode(
+    encoder: &device::tokenize::TextEncoder,
+    data: &Dataset,
+    labels: &[String],
+) -> Result<Vec<EncodedExample>> {
+    data.check_labels(labels)?;
+    data.examples
+        .iter()
+        .map(|e| {
+            let enc = encoder.encode(&e.text)?;
+            let label = labels
+                .iter()
+                .position(|l| *l == e.label)
+                .expect("checked above") as u32;
+            Ok(EncodedExample {
+                ids: enc.ids.iter().map(|&i| i as u32).collect(),
+                label,
+            })
+        })
+        .collect()
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| HostError::Invalid(e.to_string()))?;
+    write_atomic(path, text.as_bytes())
+}
+
+/// The per-epoch log as CSV.
+pub fn log_csv(log: &[EpochLog]) -> String {
+    let mut s =
+        String::from("epoch,train_loss,train_accuracy,val_loss,val_accuracy,val_macro_f1,lr,examples_per_s,seconds\n");
+    for l in log {
+        s += &format!(
+            "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3e},{:.1},{:.2}\n",
+            l.epoch,
+            l.train_loss,
+            l.train_accuracy,
+            l.val_loss,
+            l.val_accuracy,
+            l.val_macro_f1,
+            l.lr,
+            l.examples_per_s,
+            l.seconds
+        );
+    }
+    s
+}
+
+/// Runs a whole training job and leaves a checkpoint in `job.out`.
+pub fn run(job: &TrainJob) -> Result<TrainSummary> {
+    job.preset.validate()?;
+    let full = Dataset::load(&job.train, &job.columns)?;
+    let labels = full.training_labels()?;
+    let (train_set, val_set) = match &job.val {
+        Some(p) => {
+            let val = Dataset::load(p, &job.columns)?;
+            val.check_labels(&labels)?;
+            (full, val)
+        }
+        None => full.stratified_split(job.val_fraction, job.options.seed),
+    };
+    if val_set.examples.is_empty() {
+        return Err(HostError::data(
+            &job.train,
+            None,
+            "too few examples to hold out a validation split",
+        ));
+    }
+
+    let tokenizer_json = match &job.tokenizer {
+        Some(p) => std::fs::read(p).map_err(|e| HostError::io(p, e))?,
+        None => {
+            let texts: Vec<&str> = train_set.examples.iter().map(|e| e.text.as_str()).collect();
+            crate::tokenizer::train_wordpiece(&texts, job.preset.vocab_size)?
+        }
+    };
+    let encoder = device::tokenize::TextEncoder::from_bytes(&tokenizer_json, job.preset.max_len)?;
+    let p = &job.preset;
+    let config = ModelConfig {
+        preset: p.name.clone(),
+        vocab_size: encoder.vocab_size(),
+        hidden: p.hidden,
+        layers: p.layers,
+        heads: p.heads,
+        ffn: p.ffn,
+        pool_dim: p.pool_dim,
+        max_len: p.max_len,
+        dropout: p.dropout,
+        layer_norm_eps: 1e-12,
+        labels: labels.clone(),
+    };
+    let train_enc = encode(&encoder, &train_set, &labels)?;
+    let val_enc = encode(&encoder, &val_set, &labels)?;
+
+    std::fs::create_dir_all(&job.out).map_err(|e| HostError::io(&job.out, e))?;
+    write_atomic(&job.out.join(TOKENIZER_FILE), &tokenizer_json)?;
+    write_json(&job.out.join(CONFIG_FILE), &config)?;
+
+    let device = Device::Cpu;
+    let (model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
+    let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    if job.options.progress {
+        eprintln!(
+            "training {} ({} parameters, vocab {}) on {} examples, validating on {}, {} labels",
+            config.preset,
+            parameters,
+            config.vocab_size,
+            train_enc.len(),
+            val_enc.len(),
+            labels.len()
+        );
+    }
+    let out = job.out.clone();
+    let special = crate::train::SpecialIds::from_encoder(&encoder);
+    let outcome = train(
+        &model,
+        &varmap,
+        &train_enc,
+        &val_enc,
+        &job.options,
+        &special,
+        |_| save_weights(&varmap, &out),
+    )?;
+
+    let summary = TrainSummary {
+        train_file: job.train.display().to_string(),
+        val_file: job.val.as_ref().map(|p| p.display().to_string()),
+        train_examples: train_enc.len(),
+        val_examples: val_enc.len(),
+        labels: labels.len(),
+        vocab_size: config.vocab_size,
+        parameters,
+        preset: job.preset.clone(),
+        options: job.options.clone(),
+        outcome,
+    };
+    write_json(&job.out.join(TRAINING_FILE), &summary)?;
+    write_atomic(
+        &job.out.join("training_log.csv"),
+        log_csv(&summary.outcome.log).as_bytes(),
+    )?;
+    crate::plot::training_curves(&job.out.join("training_curves.svg"), &summary.outcome.log)?;
+    Ok(summary)
+}

@@ -1,0 +1,140 @@
+//! Model presets shipped in `models/presets/*.json`, compiled into the binary.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HostError, Result};
+
+/// Architecture and training defaults of a named preset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    pub name: String,
+    pub description: String,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub ffn: usize,
+    pub pool_dim: usize,
+    pub max_len: usize,
+    pub dropout: f32,
+    pub vocab_size: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_ratio: f64,
+    pub label_smoothing: f64,
+    pub token_dropout: f64,
+    pub patience: usize,
+}
+
+const SHIPPED: [(&str, &str); 2] = [
+    ("tiny", include_str!("../../models/presets/tiny.json")),
+    ("small", include_str!("../../models/presets/small.json")),
+];
+
+impl Preset {
+    /// Names of the shipped presets.
+    pub fn names() -> Vec<&'static str> {
+        SHIPPED.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// A shipped preset by name, or a preset JSON file by path.
+    pub fn get(name_or_path: &str) -> Result<Self> {
+        if let Some((_, json)) = SHIPPED.iter().find(|(n, _)| *n == name_or_path) {
+            return serde_json::from_str(json)
+                .map_err(|e| HostError::Invalid(format!("preset {name_or_path}: {e}")));
+        }
+        let path = std::path::Path::new(name_or_path);
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(path).map_err(|e| HostError::io(path, e))?;
+            return serde_json::from_str(&text)
+                .map_err(|e| HostError::Invalid(format!("preset {}: {e}", path.display())));
+        }
+        Err(HostError::Invalid(format!(
+            "unknown preset '{name_or_path}' (shipped: {}; or give a path to a preset .json)",
+            Self::names().join(", ")
+        )))
+    }
+
+    /// Checks that the sizes make a valid network.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(HostError::Invalid(format!("preset {}: {m}", self.name)));
+        if self.hidden == 0
+            || self.layers == 0
+            || self.heads == 0
+            || self.ffn == 0
+            || self.pool_dim == 0
+        {
+            return bad("hidden, layers, heads, ffn and pool_dim must be positive".into());
+        }
+        if !self.hidden.is_multiple_of(self.heads) {
+            return bad(format!(
+                "hidden {} is not divisible by heads {}",
+                self.hidden, self.heads
+            ));
+        }
+        if !(3..=4096).contains(&self.max_len) {
+            return bad(format!(
+                "max_len {} must be between 3 and 4096",
+                self.max_len
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} must be in [0, 1)", self.dropout));
+        }
+        if self.epochs == 0 || self.batch_size == 0 {
+            return bad("epochs and batch_size must be positive".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("learning rate {} must be positive", self.lr));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_presets_parse_and_are_valid() {
+        for n in Preset::names() {
+            let p = Preset::get(n).unwrap();
+            p.validate().unwrap();
+            assert_eq!(p.name, n);
+        }
+        let tiny = Preset::get("tiny").unwrap();
+        assert_eq!(
+            (tiny.hidden, tiny.layers, tiny.heads, tiny.ffn, tiny.max_len),
+            (128, 2, 4, 512, 64)
+        );
+        assert_eq!(
+            (
+                Preset::get("small").unwrap().hidden,
+                Preset::get("small").unwrap().layers
+            ),
+            (256, 4)
+        );
+    }
+
+    #[test]
+    fn unknown_preset_is_named() {
+        let e = Preset::get("huge").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown preset 'huge'") && e.contains("tiny"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_sizes_are_rejected() {
+        let mut p = Preset::get("tiny").unwrap();
+        p.heads = 3;
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not divisible"));
+    }
+}

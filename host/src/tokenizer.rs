@@ -1,0 +1,89 @@
+//! WordPiece tokenizer training (BERT style) with the `tokenizers` crate.
+//!
+//! Training is not deterministic (tie-breaking in the trainer), so the JSON produced here
+//! is saved once in the checkpoint and copied byte for byte into the bundle: the board
+//! encodes with exactly the file that trained the model.
+
+use std::collections::HashSet;
+
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{AddedToken, Tokenizer, TokenizerImpl};
+
+use crate::error::{HostError, Result};
+
+/// The special tokens, in id order 0..=4.
+pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// Trains a WordPiece vocabulary of at most `vocab_size` tokens on `texts` and returns the
+/// tokenizer as `tokenizer.json` bytes (lower-casing, accent stripping, one token per CJK
+/// character, `[CLS] … [SEP]` template).
+pub fn train_wordpiece(texts: &[&str], vocab_size: usize) -> Result<Vec<u8>> {
+    if vocab_size < SPECIAL_TOKENS.len() + 10 {
+        return Err(HostError::Invalid(format!(
+            "vocabulary size {vocab_size} is too small (minimum 15)"
+        )));
+    }
+    let normalizer = BertNormalizer::new(true, true, Some(true), true);
+    // Every character of the normalised corpus is in the alphabet, so none becomes [UNK].
+    let mut alphabet = HashSet::new();
+    for t in texts {
+        let mut n = tokenizers::NormalizedString::from(*t);
+        tokenizers::Normalizer::normalize(&normalizer, &mut n).map_err(tok_err)?;
+        alphabet.extend(n.get().chars().filter(|c| !c.is_whitespace()));
+    }
+    let mut trainer = WordPieceTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(1)
+        .show_progress(false)
+        .special_tokens(
+            SPECIAL_TOKENS
+                .iter()
+                .map(|t| AddedToken::from(*t, true))
+                .collect(),
+        )
+        .initial_alphabet(alphabet)
+        .build();
+    let mut tokenizer: TokenizerImpl<
+        WordPiece,
+        BertNormalizer,
+        BertPreTokenizer,
+        BertProcessing,
+        WordPieceDecoder,
+    > = TokenizerImpl::new(WordPiece::default());
+    tokenizer
+        .with_normalizer(Some(normalizer))
+        .map_err(tok_err)?;
+    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+    tokenizer.with_post_processor(Some(BertProcessing::new(
+        ("[SEP]".into(), 3),
+        ("[CLS]".into(), 2),
+    )));
+    tokenizer.with_decoder(Some(WordPieceDecoder::default()));
+    tokenizer
+        .train(&mut trainer, texts.iter().copied())
+        .map_err(tok_err)?;
+    let tokenizer = Tokenizer::from(tokenizer);
+    for (id, tok) in SPECIAL_TOKENS.iter().enumerate() {
+        if tokenizer.token_to_id(tok) != Some(id as u32) {
+            return Err(HostError::Tokenizer(format!(
+                "special token {tok} did not get id {id}"
+            )));
+        }
+    }
+    let json = tokenizer.to_string(true).map_err(tok_err)?;
+    Ok(json.into_bytes())
+}
+
+/// Vocabulary size of a `tokenizer.json`.
+pub fn vocab_size(json: &[u8]) -> Result<usize> {
+    let t = Tokenizer::from_bytes(json).map_err(tok_err)?;
+    Ok(t.get_vocab_size(true))
+}
+
+fn tok_err(e: impl std::fmt::Display) -> HostError {
+    HostError::Tokenizer(e.to_string())
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Reference check of a written model: onnx.checker (full_check) and onnxruntime.
+
+Usage: onnx_check.py MODEL.onnx INPUTS.json
+INPUTS.json: {"input_ids": [[...], ...], "attention_mask": [[...], ...]}
+Prints {"logits": [[...]], "attention": [[...]]} from onnxruntime on stdout.
+Needs: pip install onnx onnxruntime numpy
+"""
+import json
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+
+def main() -> None:
+    model_path, inputs_path = sys.argv[1], sys.argv[2]
+    model = onnx.load(model_path)
+    onnx.checker.check_model(model, full_check=True)
+    assert model.ir_version == 8, model.ir_version
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)], model.opset_import
+    assert [i.name for i in model.graph.input] == ["input_ids", "attention_mask"]
+    assert [o.name for o in model.graph.output] == ["logits", "attention"]
+    for i in model.graph.input:
+        dims = [d.dim_param for d in i.type.tensor_type.shape.dim]
+        assert dims == ["batch", "seq"], dims
+
+    with open(inputs_path) as f:
+        inputs = json.load(f)
+    feeds = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    logits, attention = session.run(["logits", "attention"], feeds)
+    json.dump({"logits": logits.tolist(), "attention": attention.tolist()}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

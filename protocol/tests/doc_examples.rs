@@ -1,0 +1,159 @@
+//! The hex examples of docs/protocol.md, computed and compared with the document.
+
+mod common;
+
+use common::*;
+use protocol::{crc::crc32, decode_frame, ErrorCode, Request, Response, Source};
+
+const CLASSIFY_FRAME: &str = "12 02 AC 02 09 6C 69 67 68 74 73 20 6F 6E 8D 9A 12 6C 00";
+const RESULT_FRAME: &str = "04 02 AC 02 02 02 01 05 60 3F 02 02 01 03 60 3F 01 01 01 0A 3E 01 06 6C 69 67 68 74 73 01 09 C0 3F D2 09 FE B9 EF 5D 00";
+const ERROR_FRAME: &str = "06 05 01 AC 02 06 05 F5 CC 0C 8E 00";
+const HELLO_FRAME: &str = "01 07 01 01 C5 D8 5D 91 00";
+
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect()
+}
+
+fn doc() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
+    std::fs::read_to_string(path).expect("docs/protocol.md")
+}
+
+fn result_example() -> Response {
+    let mut top_k = heapless::Vec::new();
+    top_k.push((2, 0.875)).unwrap();
+    top_k.push((0, 0.125)).unwrap();
+    let mut top_tokens = heapless::Vec::new();
+    top_tokens.push((s("lights"), 1.5)).unwrap();
+    Response::Result {
+        id: 300,
+        source: Source::Request,
+        label_index: 2,
+        confidence: 0.875,
+        top_k,
+        top_tokens,
+        inference_us: 1234,
+    }
+}
+
+#[test]
+fn classify_example() {
+    let m = Request::classify(300, "lights on").unwrap();
+    let msg = [
+        0x02, 0xAC, 0x02, 0x09, 0x6C, 0x69, 0x67, 0x68, 0x74, 0x73, 0x20, 0x6F, 0x6E,
+    ];
+    let mut buf = [0u8; 64];
+    assert_eq!(postcard::to_slice(&m, &mut buf).unwrap(), &msg);
+    assert_eq!(crc32(&msg), 0x6C12_9A8D);
+    assert_eq!(hex(&frame(&m)), CLASSIFY_FRAME);
+    assert_eq!(decode_frame::<Request>(&mut unhex(CLASSIFY_FRAME)), Ok(m));
+}
+
+#[test]
+fn result_example_frame() {
+    let m = result_example();
+    let mut buf = [0u8; 64];
+    let msg = postcard::to_slice(&m, &mut buf).unwrap();
+    assert_eq!(msg.len(), 34);
+    assert_eq!(
+        hex(msg),
+        "02 AC 02 00 02 00 00 60 3F 02 02 00 00 60 3F 00 00 00 00 3E 01 06 6C 69 67 68 74 73 00 00 C0 3F D2 09"
+    );
+    assert_eq!(crc32(msg), 0x5DEF_B9FE);
+    assert_eq!(hex(&frame(&m)), RESULT_FRAME);
+    assert_eq!(decode_frame::<Response>(&mut unhex(RESULT_FRAME)), Ok(m));
+}
+
+#[test]
+fn error_example() {
+    let m = Response::error(Some(300), ErrorCode::TextTooLong, "");
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        hex(postcard::to_slice(&m, &mut buf).unwrap()),
+        "05 01 AC 02 06 00"
+    );
+    assert_eq!(crc32(&[0x05, 0x01, 0xAC, 0x02, 0x06, 0x00]), 0x8E0C_CCF5);
+    assert_eq!(hex(&frame(&m)), ERROR_FRAME);
+    assert_eq!(decode_frame::<Response>(&mut unhex(ERROR_FRAME)), Ok(m));
+}
+
+#[test]
+fn hello_example() {
+    let m = Request::hello(1);
+    assert_eq!(hex(&frame(&m)), HELLO_FRAME);
+    assert_eq!(decode_frame::<Request>(&mut unhex(HELLO_FRAME)), Ok(m));
+}
+
+#[test]
+fn documented_bytes_are_in_the_document() {
+    let doc = doc();
+    for (name, hex) in [
+        ("classify", CLASSIFY_FRAME),
+        ("result", RESULT_FRAME),
+        ("error", ERROR_FRAME),
+        ("hello", HELLO_FRAME),
+    ] {
+        assert!(
+            doc.contains(hex),
+            "docs/protocol.md lacks the {name} frame {hex}"
+        );
+    }
+    for fragment in [
+        "02 AC 02 09 6C 69 67 68 74 73 20 6F 6E 8D 9A 12 6C",
+        "`0x6C129A8D`",
+        "`0x5DEFB9FE`",
+        "`0x8E0CCCF5`",
+        "`05 01 AC 02 06 00`",
+        "crc32(\"123456789\") | `0xCBF43926`",
+        "`PROTOCOL_VERSION = 1`",
+    ] {
+        assert!(doc.contains(fragment), "docs/protocol.md lacks {fragment}");
+    }
+}
+
+#[test]
+fn documented_limits_match_the_crate() {
+    let doc = doc();
+    use protocol::*;
+    for (name, value) in [
+        ("MAX_FRAME", MAX_FRAME),
+        ("MAX_PAYLOAD", MAX_PAYLOAD),
+        ("MAX_MESSAGE", MAX_MESSAGE),
+        ("MAX_TEXT_LEN", MAX_TEXT_LEN),
+        ("MAX_LABEL_LEN", MAX_LABEL_LEN),
+        ("MAX_LABELS_PER_PAGE", MAX_LABELS_PER_PAGE),
+        ("MAX_TOP_K", MAX_TOP_K),
+        ("MAX_TOP_TOKENS", MAX_TOP_TOKENS),
+        ("MAX_TOKEN_LEN", MAX_TOKEN_LEN),
+        ("MAX_DETAIL_LEN", MAX_DETAIL_LEN),
+        ("MAX_SOFTWARE_VERSION_LEN", MAX_SOFTWARE_VERSION_LEN),
+        ("MAX_MODEL_NAME_LEN", MAX_MODEL_NAME_LEN),
+    ] {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with('|') && l.contains(&format!("`{name}`")))
+            .unwrap_or_else(|| panic!("no limits row for {name}"));
+        assert!(
+            row.contains(&format!("| {value} ")),
+            "{name} = {value}, doc row: {row}"
+        );
+    }
+    // Error codes table.
+    for v in 0..=10u16 {
+        let code = ErrorCode::from(v);
+        let name = format!("{code:?}");
+        assert!(
+            doc.contains(&format!("| {v} | `{name}` |")),
+            "error code {v} {name} missing from the doc table"
+        );
+    }
+}

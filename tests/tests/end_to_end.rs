@@ -1,0 +1,123 @@
+//! The whole path on the shipped demo data with the real binaries:
+//! train → export → `device classify` → `tools eval` on checkpoint and bundle.
+
+use e2e::{csv_texts_and_labels, repo_root, run_ok};
+use serde_json::Value;
+
+#[test]
+fn demo_train_export_classify_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let bundle = dir.path().join("bundle");
+    let (ckpt_s, bundle_s) = (ckpt.to_str().unwrap(), bundle.to_str().unwrap());
+
+    let summary: Value = serde_json::from_str(&run_ok(
+        "tools",
+        &[
+            "train",
+            "--train",
+            "models/demo/train.csv",
+            "--out",
+            ckpt_s,
+            "--epochs",
+            "12",
+            "--quiet",
+            "--json",
+            "--threads",
+            "2",
+        ],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(summary["labels"], 15);
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "training.json",
+        "training_log.csv",
+        "training_curves.svg",
+    ] {
+        assert!(ckpt.join(f).is_file(), "checkpoint lacks {f}");
+    }
+    let log = std::fs::read_to_string(ckpt.join("training_log.csv")).unwrap();
+    assert!(log.lines().count() >= 2, "per-epoch log has rows");
+
+    let export: Value = serde_json::from_str(&run_ok(
+        "tools",
+        &["export", "--model", ckpt_s, "--out", bundle_s, "--json"],
+        None,
+    ))
+    .unwrap();
+    assert!(export["checked"].as_u64().unwrap() > 0);
+    assert!(export["max_logit_diff"].as_f64().unwrap() <= 1e-4);
+    // The tokenizer that trained the model is the one the bundle carries, byte for byte.
+    assert_eq!(
+        std::fs::read(ckpt.join("tokenizer.json")).unwrap(),
+        std::fs::read(bundle.join("tokenizer.json")).unwrap()
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["labels"].as_array().unwrap().len(), 15);
+    assert!(manifest["files"]["model.onnx"].as_str().unwrap().len() == 64);
+
+    // Device runtime on every test text.
+    let test = repo_root().join("models/demo/test.csv");
+    let rows = csv_texts_and_labels(&test);
+    let input: String = rows.iter().map(|(t, _)| format!("{t}\n")).collect();
+    let out = run_ok(
+        "device",
+        &["classify", "--bundle", bundle_s],
+        Some(input.as_bytes()),
+    );
+    let preds: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(preds.len(), rows.len());
+    let correct = preds
+        .iter()
+        .zip(&rows)
+        .filter(|(p, (_, label))| p["label"] == label.as_str())
+        .count();
+    let device_acc = correct as f64 / rows.len() as f64;
+    for p in &preds {
+        let c = p["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c));
+        assert!(p["top_tokens"].as_array().unwrap().len() <= 3);
+        assert!(p["inference_us"].as_u64().is_some());
+    }
+
+    // The same report from the checkpoint (candle) and the bundle (tract).
+    let eval = |model: &str| -> Value {
+        serde_json::from_str(&run_ok(
+            "tools",
+            &[
+                "eval",
+                "--model",
+                model,
+                "--data",
+                "models/demo/test.csv",
+                "--json",
+            ],
+            None,
+        ))
+        .unwrap()
+    };
+    let (from_ckpt, from_bundle) = (eval(ckpt_s), eval(bundle_s));
+    assert_eq!(
+        from_ckpt["accuracy"], from_bundle["accuracy"],
+        "candle and tract must agree"
+    );
+    assert_eq!(from_ckpt["macro_f1"], from_bundle["macro_f1"]);
+    assert!(
+        (from_bundle["accuracy"].as_f64().unwrap() - device_acc).abs() < 1e-9,
+        "device classify = tools eval"
+    );
+    assert_eq!(from_bundle["n"], rows.len());
+    assert!(from_bundle["in_scope_accuracy"].is_number() && from_bundle["oos_recall"].is_number());
+    assert_eq!(from_bundle["per_class"].as_array().unwrap().len(), 15);
+    // A 12-epoch tiny model learns the demo task well above chance (1/15).
+    assert!(device_acc > 0.6, "demo test accuracy {device_acc}");
+    assert!(bundle.join("confusion.csv").is_file() && bundle.join("confusion.svg").is_file());
+}

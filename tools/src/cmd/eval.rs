@@ -1,0 +1,77 @@
+//! `tools eval`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use host::evaluate::{evaluate, Evaluated};
+
+use super::ColumnArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A checkpoint directory (evaluated with candle) or a bundle directory (with tract).
+    #[arg(long, value_name = "CKPT|BUNDLE")]
+    model: PathBuf,
+    /// Labelled data to evaluate on (.csv/.tsv/.jsonl).
+    #[arg(long, value_name = "FILE")]
+    data: PathBuf,
+    /// Label of out-of-scope examples; when present in the data, in-scope accuracy and
+    /// out-of-scope recall are reported as CLINC150 defines them.
+    #[arg(long, default_value = "oos", value_name = "LABEL")]
+    oos_label: String,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
+    /// Write the confusion matrix as CSV here (and a picture beside it, .svg, for ≤ 50 classes).
+    /// Default: confusion.csv in the model directory.
+    #[arg(long, value_name = "FILE")]
+    confusion: Option<PathBuf>,
+    #[command(flatten)]
+    columns: ColumnArgs,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let model = Evaluated::open(&a.model)
+        .with_context(|| format!("cannot open model {}", a.model.display()))?;
+    let started = std::time::Instant::now();
+    let report = evaluate(&model, &a.data, &a.columns.columns(), Some(&a.oos_label))
+        .context("evaluation failed")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let csv_path = a
+        .confusion
+        .clone()
+        .unwrap_or_else(|| a.model.join("confusion.csv"));
+    host::checkpoint::write_atomic(&csv_path, report.confusion_csv().as_bytes())
+        .with_context(|| format!("cannot write {}", csv_path.display()))?;
+    let svg_path = csv_path.with_extension("svg");
+    if report.labels.len() <= 50 {
+        host::plot::confusion_matrix(&svg_path, &report.labels, &report.confusion)?;
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["model"] = serde_json::json!(a.model.display().to_string());
+        v["kind"] = serde_json::json!(model.kind());
+        v["seconds"] = serde_json::json!(seconds);
+        println!("{v}");
+    } else {
+        println!(
+            "{} {} on {} ({} examples, {:.1} s)\n",
+            model.kind(),
+            a.model.display(),
+            a.data.display(),
+            report.n,
+            seconds
+        );
+        print!("{}", report.to_text());
+        println!(
+            "\nconfusion matrix: {}{}",
+            csv_path.display(),
+            if report.labels.len() <= 50 {
+                format!(", {}", svg_path.display())
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! `tools train`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use host::pipeline::{run as run_job, TrainJob};
+use host::preset::Preset;
+use host::train::TrainOptions;
+
+use super::ColumnArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Training data: .csv/.tsv with a header row, or .jsonl with {"text":..,"label":..}.
+    #[arg(long, value_name = "FILE")]
+    train: PathBuf,
+    /// Validation data (same format). Without it, a stratified share of --train is held out.
+    #[arg(long, value_name = "FILE")]
+    val: Option<PathBuf>,
+    /// Share of each class held out for validation when --val is not given.
+    #[arg(long, default_value_t = 0.1, value_name = "F")]
+    val_fraction: f64,
+    /// Checkpoint directory to write (model.safetensors, config.json, tokenizer.json, logs, plots).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Size preset: `tiny`, `small`, or a path to a preset .json (see models/presets/).
+    #[arg(long, default_value = "tiny", value_name = "NAME|FILE")]
+    preset: String,
+    /// Use this tokenizer.json instead of training a WordPiece vocabulary.
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+    /// Vocabulary size of the trained tokenizer (preset default).
+    #[arg(long, value_name = "N")]
+    vocab_size: Option<usize>,
+    /// Hidden size d (preset default).
+    #[arg(long, value_name = "N")]
+    hidden: Option<usize>,
+    /// Encoder layers (preset default).
+    #[arg(long, value_name = "N")]
+    layers: Option<usize>,
+    /// Attention heads per layer (preset default).
+    #[arg(long, value_name = "N")]
+    heads: Option<usize>,
+    /// Feed-forward inner size (preset default).
+    #[arg(long, value_name = "N")]
+    ffn: Option<usize>,
+    /// Attention-pooling inner size (preset default).
+    #[arg(long, value_name = "N")]
+    pool_dim: Option<usize>,
+    /// Maximum tokens per text, [CLS] and [SEP] included; longer texts are truncated.
+    #[arg(long, value_name = "N")]
+    max_len: Option<usize>,
+    /// Dropout probability (preset default).
+    #[arg(long, value_name = "P")]
+    dropout: Option<f32>,
+    /// Maximum epochs (preset default); early stopping may end sooner.
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Examples per batch (preset default).
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// Peak learning rate after warm-up (preset default).
+    #[arg(long, value_name = "F")]
+    lr: Option<f64>,
+    /// AdamW weight decay (not applied to biases and LayerNorm).
+    #[arg(long, value_name = "F")]
+    weight_decay: Option<f64>,
+    /// Label smoothing of the cross-entropy loss.
+    #[arg(long, value_name = "F")]
+    label_smoothing: Option<f64>,
+    /// Share of tokens replaced by [MASK] during training (word dropout; preset default).
+    #[arg(long, value_name = "P")]
+    token_dropout: Option<f64>,
+    /// Epochs without a better validation macro-F1 before stopping.
+    #[arg(long, value_name = "N")]
+    patience: Option<usize>,
+    /// Maximum global gradient norm.
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    clip_norm: f64,
+    /// Seed for initialisation, shuffling, dropout and the validation split.
+    #[arg(long, default_value_t = 42, value_name = "N")]
+    seed: u64,
+    /// No progress bar or per-epoch lines.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    columns: ColumnArgs,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut p = Preset::get(&a.preset)?;
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { p.$f = v; } )* };
+    }
+    set!(
+        vocab_size,
+        hidden,
+        layers,
+        heads,
+        ffn,
+        pool_dim,
+        max_len,
+        dropout,
+        epochs,
+        batch_size,
+        lr,
+        weight_decay,
+        label_smoothing,
+        token_dropout,
+        patience
+    );
+    if a.hidden.is_some() || a.layers.is_some() || a.heads.is_some() || a.ffn.is_some() {
+        p.name = format!("{}-custom", p.name);
+    }
+    if !(0.0..1.0).contains(&a.val_fraction) || a.val_fraction == 0.0 {
+        anyhow::bail!("--val-fraction {} must be in (0, 1)", a.val_fraction);
+    }
+    let options = TrainOptions {
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        lr: p.lr,
+        weight_decay: p.weight_decay,
+        warmup_ratio: p.warmup_ratio,
+        clip_norm: a.clip_norm,
+        patience: p.patience,
+        label_smoothing: p.label_smoothing,
+        token_dropout: p.token_dropout,
+        seed: a.seed,
+        progress: !a.quiet,
+    };
+    let job = TrainJob {
+        train: a.train,
+        val: a.val,
+        val_fraction: a.val_fraction,
+        columns: a.columns.columns(),
+        out: a.out.clone(),
+        preset: p,
+        tokenizer: a.tokenizer,
+        options,
+    };
+    let summary = run_job(&job).context("training failed")?;
+    let o = &summary.outcome;
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "best epoch {} of {}: validation accuracy {:.4}, macro-F1 {:.4}; {:.1} s; checkpoint {}",
+            o.best_epoch,
+            o.epochs_run,
+            o.best_val_accuracy,
+            o.best_val_macro_f1,
+            o.seconds,
+            a.out.display()
+        );
+    }
+    Ok(())
+}

@@ -43,14 +43,16 @@ pub fn training_curves(path: &Path, log: &[EpochLog]) -> Result<()> {
             &RED,
         ))
         .map_err(|e| plot_err(path, e))?
-        .label("train loss");
+        .label("train loss")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
     chart
         .draw_series(LineSeries::new(
             log.iter().map(|l| (l.epoch as f64, l.val_loss)),
             &BLUE,
         ))
         .map_err(|e| plot_err(path, e))?
-        .label("validation loss");
+        .label("validation loss")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
     chart
         .configure_series_labels()
         .background_style(WHITE)
@@ -103,56 +105,69 @@ pub fn training_curves(path: &Path, log: &[EpochLog]) -> Result<()> {
     Ok(())
 }
 
-/// A confusion-matrix heat map, rows normalised by the gold count.
+/// Escapes text for SVG.
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A confusion-matrix heat map, rows normalised by the gold count (blue: correct share on
+/// the diagonal, red: confusions), with the count in each non-empty cell. Written as plain
+/// SVG so every label sits exactly on its row and column.
 pub fn confusion_matrix(path: &Path, labels: &[String], confusion: &[Vec<usize>]) -> Result<()> {
     let c = labels.len();
-    let cell = if c <= 20 { 28 } else { 14 };
-    let margin = 10 + labels.iter().map(|l| l.chars().count()).max().unwrap_or(4) as u32 * 7;
-    let size = margin + cell * c as u32 + 20;
-    let root = SVGBackend::new(path, (size, size + 30)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "confusion matrix (rows: gold, columns: predicted)",
-            ("sans-serif", 14),
-        )
-        .margin(5)
-        .x_label_area_size(margin)
-        .y_label_area_size(margin)
-        .build_cartesian_2d(0..c, 0..c)
-        .map_err(|e| plot_err(path, e))?;
-    let name = |i: &usize| labels.get(*i).cloned().unwrap_or_default();
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_labels(c)
-        .y_labels(c)
-        .x_label_formatter(&name)
-        .y_label_formatter(&|i| name(&(c - 1 - i.min(&(c - 1)))))
-        .x_label_style(
-            ("sans-serif", 10)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
-        .y_label_style(("sans-serif", 10))
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .draw_series(confusion.iter().enumerate().flat_map(|(g, row)| {
-            let total = row.iter().sum::<usize>().max(1) as f64;
-            row.iter().enumerate().map(move |(p, &v)| {
-                let share = v as f64 / total;
-                let shade = (255.0 * (1.0 - share)) as u8;
-                let color = if g == p {
-                    RGBColor(shade, shade, 255)
-                } else {
-                    RGBColor(255, shade, shade)
-                };
-                let y = c - 1 - g;
-                Rectangle::new([(p, y), (p + 1, y + 1)], color.filled())
-            })
-        }))
-        .map_err(|e| plot_err(path, e))?;
-    root.present().map_err(|e| plot_err(path, e))?;
-    Ok(())
+    let cell = if c <= 20 { 30.0 } else { 16.0 };
+    let font = if c <= 20 { 11.0 } else { 8.0 };
+    let label_px =
+        labels.iter().map(|l| l.chars().count()).max().unwrap_or(4) as f64 * font * 0.62 + 12.0;
+    let (x0, y0) = (label_px, 40.0);
+    let width = x0 + cell * c as f64 + 20.0;
+    let height = y0 + cell * c as f64 + label_px + 10.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{x0:.0}\" y=\"20\" font-size=\"13\">confusion matrix (rows: gold, columns: predicted)</text>\n"
+    );
+    for (g, row) in confusion.iter().enumerate() {
+        let total = row.iter().sum::<usize>().max(1) as f64;
+        for (p, &v) in row.iter().enumerate() {
+            let share = v as f64 / total;
+            let shade = (255.0 * (1.0 - share)).round() as u8;
+            let fill = if g == p {
+                format!("rgb({shade},{shade},255)")
+            } else {
+                format!("rgb(255,{shade},{shade})")
+            };
+            let (x, y) = (x0 + p as f64 * cell, y0 + g as f64 * cell);
+            svg += &format!(
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{cell}\" height=\"{cell}\" fill=\"{fill}\" stroke=\"#ddd\"/>\n"
+            );
+            if v > 0 && c <= 50 {
+                let color = if share > 0.5 { "white" } else { "black" };
+                svg += &format!(
+                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"{:.0}\" text-anchor=\"middle\" fill=\"{color}\">{v}</text>\n",
+                    x + cell / 2.0,
+                    y + cell / 2.0 + font / 3.0,
+                    font * 0.9
+                );
+            }
+        }
+    }
+    for (i, l) in labels.iter().enumerate() {
+        let l = xml_escape(l);
+        let mid = i as f64 * cell + cell / 2.0;
+        svg += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"{font}\" text-anchor=\"end\">{l}</text>\n",
+            x0 - 4.0,
+            y0 + mid + font / 3.0
+        );
+        let (tx, ty) = (x0 + mid + font / 3.0, y0 + cell * c as f64 + 4.0);
+        svg += &format!(
+            "<text x=\"{tx:.1}\" y=\"{ty:.1}\" font-size=\"{font}\" text-anchor=\"end\" transform=\"rotate(-90 {tx:.1} {ty:.1})\">{l}</text>\n"
+        );
+    }
+    svg += "</svg>\n";
+    crate::checkpoint::write_atomic(path, svg.as_bytes())
 }

@@ -23,8 +23,15 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DeviceError, Result};
 
-/// Bundle format this device reads and the host writes.
-pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+/// Newest bundle format this device reads. Format 2 adds model variants (`variants`,
+/// `default_variant`, `reference`) whose ONNX files may share one external-data weights
+/// file; the host writes 2 only when a bundle has variants, so a float bundle stays
+/// format 1 and readable by older devices.
+pub const BUNDLE_FORMAT_VERSION: u32 = 2;
+/// Oldest bundle format this device still reads.
+pub const MIN_BUNDLE_FORMAT_VERSION: u32 = 1;
+/// Name of the implicit variant of a bundle without `variants`: `model.onnx` in f32.
+pub const FLOAT_VARIANT: &str = "float";
 /// The manifest; written last, so its presence marks a complete bundle.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The f32 ONNX model (inputs `input_ids`, `attention_mask`; outputs `logits`, `attention`).
@@ -66,6 +73,53 @@ pub struct Manifest {
     /// Program and version that wrote the bundle.
     #[serde(default)]
     pub tool_version: String,
+    /// Model variants (format 2). Empty: the bundle has one variant, [`FLOAT_VARIANT`],
+    /// in [`MODEL_FILE`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
+    /// The variant to use when nothing else decides (no `--variant`, no recorded tuning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_variant: Option<String>,
+    /// A few texts with the outputs each variant must give (checked before a variant is
+    /// chosen on the board).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference: Vec<ReferenceText>,
+}
+
+/// One runnable form of the model in a bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    /// `float`, `weights-int8` or `int8-compute`.
+    pub name: String,
+    /// Its ONNX file in the bundle.
+    pub file: String,
+    /// sha256 of `file` (also in `files`), filled in by [`write_bundle`].
+    #[serde(default)]
+    pub sha256: String,
+    /// Other bundle files the ONNX reads as external data (shared weights).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_data: Vec<String>,
+    /// Validation accuracy measured on the host for this variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_accuracy: Option<f64>,
+    /// Free text: what the variant computes in which precision.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A reference text and what each variant must answer for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceText {
+    pub text: String,
+    /// Variant name -> expected output.
+    pub outputs: BTreeMap<String, ReferenceOutput>,
+}
+
+/// The expected output of one variant on one reference text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceOutput {
+    pub label_index: usize,
+    pub logits: Vec<f32>,
 }
 
 impl Manifest {
@@ -87,7 +141,45 @@ impl Manifest {
             metrics: serde_json::Value::Null,
             created: now_rfc3339(),
             tool_version: concat!("edge-classifier device ", env!("CARGO_PKG_VERSION")).into(),
+            variants: Vec::new(),
+            default_variant: None,
+            reference: Vec::new(),
         }
+    }
+
+    /// The variants of this bundle; a bundle without `variants` has the one implicit
+    /// [`FLOAT_VARIANT`] in [`MODEL_FILE`].
+    pub fn variant_list(&self) -> Vec<Variant> {
+        if !self.variants.is_empty() {
+            return self.variants.clone();
+        }
+        vec![Variant {
+            name: FLOAT_VARIANT.into(),
+            file: MODEL_FILE.into(),
+            sha256: self.files.get(MODEL_FILE).cloned().unwrap_or_default(),
+            external_data: Vec::new(),
+            expected_accuracy: None,
+            description: "f32 weights and compute".into(),
+        }]
+    }
+
+    /// The variant called `name`, or an error listing the ones there are.
+    pub fn variant(&self, name: &str) -> std::result::Result<Variant, String> {
+        let all = self.variant_list();
+        all.iter().find(|v| v.name == name).cloned().ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|v| v.name.as_str()).collect();
+            format!(
+                "no variant {name:?} in this bundle (it has: {})",
+                names.join(", ")
+            )
+        })
+    }
+
+    /// The manifest's default variant name (the first variant when none is marked).
+    pub fn default_variant_name(&self) -> String {
+        self.default_variant
+            .clone()
+            .unwrap_or_else(|| self.variant_list()[0].name.clone())
     }
 
     /// Field checks shared by reading and writing: (field, problem) of the first failure.
@@ -111,6 +203,27 @@ impl Manifest {
                 "max_len",
                 format!("{} is outside {MIN_MAX_LEN}..={MAX_MAX_LEN}", self.max_len),
             ));
+        }
+        for (i, v) in self.variants.iter().enumerate() {
+            if v.name.is_empty() || self.variants[..i].iter().any(|w| w.name == v.name) {
+                return Err((
+                    "variants",
+                    format!("variant name {:?} empty or repeated", v.name),
+                ));
+            }
+            for f in std::iter::once(&v.file).chain(&v.external_data) {
+                if !self.files.contains_key(f) {
+                    return Err((
+                        "variants",
+                        format!("variant {}: file {f} is not listed in files", v.name),
+                    ));
+                }
+            }
+        }
+        if let Some(d) = &self.default_variant {
+            if !self.variant_list().iter().any(|v| &v.name == d) {
+                return Err(("default_variant", format!("{d:?} is not a variant")));
+            }
         }
         for (name, hash) in &self.files {
             check_file_name(name).map_err(|p| ("files", p))?;
@@ -184,7 +297,9 @@ impl Bundle {
                 field: "format_version",
                 problem: format!("{version} is not an unsigned integer"),
             })?;
-        if found != u64::from(BUNDLE_FORMAT_VERSION) {
+        if !(u64::from(MIN_BUNDLE_FORMAT_VERSION)..=u64::from(BUNDLE_FORMAT_VERSION))
+            .contains(&found)
+        {
             return Err(DeviceError::UnsupportedVersion {
                 dir,
                 found,
@@ -236,8 +351,7 @@ impl ReadBundle {
                 });
             }
         }
-        let mut model = Vec::new();
-        let mut tokenizer = Vec::new();
+        let mut files = BTreeMap::new();
         for (name, expected) in &manifest.files {
             let bytes = read_bundle_file(&dir, name)?;
             let actual = sha256_hex(&bytes);
@@ -249,28 +363,22 @@ impl ReadBundle {
                     actual,
                 });
             }
-            match name.as_str() {
-                MODEL_FILE => model = bytes,
-                TOKENIZER_FILE => tokenizer = bytes,
-                _ => {}
-            }
+            files.insert(name.clone(), bytes);
         }
         Ok(VerifiedBundle {
             dir,
             manifest,
-            model,
-            tokenizer,
+            files,
         })
     }
 }
 
-/// Stage 2: every file checked; holds the verified model and tokenizer bytes.
+/// Stage 2: every file checked; holds the verified bytes of every listed file.
 #[derive(Debug, Clone)]
 pub struct VerifiedBundle {
     dir: PathBuf,
     manifest: Manifest,
-    model: Vec<u8>,
-    tokenizer: Vec<u8>,
+    files: BTreeMap<String, Vec<u8>>,
 }
 
 impl VerifiedBundle {
@@ -284,12 +392,17 @@ impl VerifiedBundle {
 
     /// The verified bytes of [`MODEL_FILE`].
     pub fn model_bytes(&self) -> &[u8] {
-        &self.model
+        self.file_bytes(MODEL_FILE).unwrap_or_default()
     }
 
     /// The verified bytes of [`TOKENIZER_FILE`].
     pub fn tokenizer_bytes(&self) -> &[u8] {
-        &self.tokenizer
+        self.file_bytes(TOKENIZER_FILE).unwrap_or_default()
+    }
+
+    /// The verified bytes of any file listed in the manifest.
+    pub fn file_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.files.get(name).map(Vec::as_slice)
     }
 
     /// "bundle DIR: FILE", the origin used in load errors.
@@ -321,7 +434,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Writes a complete bundle to `dir`, all or nothing, and returns the manifest written
-/// (with `format_version` set to [`BUNDLE_FORMAT_VERSION`] and `files` filled in).
+/// (with `format_version` set — [`MIN_BUNDLE_FORMAT_VERSION`] without variants,
+/// [`BUNDLE_FORMAT_VERSION`] with — and `files` and variant hashes filled in).
 ///
 /// Everything goes to a fresh temporary directory next to `dir` first (files fsynced,
 /// `manifest.json` last, directory fsynced); then it is renamed into place. If `dir`
@@ -339,7 +453,11 @@ pub fn write_bundle(
         field,
         problem,
     };
-    manifest.format_version = BUNDLE_FORMAT_VERSION;
+    manifest.format_version = if manifest.variants.is_empty() {
+        MIN_BUNDLE_FORMAT_VERSION
+    } else {
+        BUNDLE_FORMAT_VERSION
+    };
     manifest.files.clear();
     for (name, bytes) in files {
         check_file_name(name).map_err(|p| invalid("files", p))?;
@@ -355,6 +473,10 @@ pub fn write_bundle(
         if !manifest.files.contains_key(required) {
             return Err(invalid("files", format!("{required} is required")));
         }
+    }
+    let hashes = manifest.files.clone();
+    for v in &mut manifest.variants {
+        v.sha256 = hashes.get(&v.file).cloned().unwrap_or_default();
     }
     manifest.check_fields().map_err(|(f, p)| invalid(f, p))?;
     let manifest_json =
@@ -580,7 +702,7 @@ mod tests {
         ));
         let msg = err.to_string();
         assert!(
-            msg.ends_with("manifest.json: unsupported format_version 7 (this device reads 1)"),
+            msg.ends_with("manifest.json: unsupported format_version 7 (this device reads 1..=2)"),
             "{msg}"
         );
     }
@@ -685,6 +807,77 @@ mod tests {
         let read = Bundle::read(&dir).unwrap();
         assert_eq!(read.manifest(), &first);
         read.verify().unwrap();
+    }
+
+    #[test]
+    fn variants_bump_the_format_and_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Without variants: format 1 and one implicit float variant in model.onnx.
+        let dir = tmp.path().join("f");
+        let m = write_sample(&dir);
+        assert_eq!(m.format_version, 1);
+        let list = m.variant_list();
+        assert_eq!((list.len(), list[0].name.as_str()), (1, FLOAT_VARIANT));
+        assert_eq!(m.default_variant_name(), FLOAT_VARIANT);
+        // With variants: format 2, hashes filled in, references kept.
+        let mut m = manifest();
+        m.variants = vec![
+            Variant {
+                name: "weights-int8".into(),
+                file: MODEL_FILE.into(),
+                sha256: String::new(),
+                external_data: vec!["w.bin".into()],
+                expected_accuracy: Some(0.9),
+                description: String::new(),
+            },
+            Variant {
+                name: "int8-compute".into(),
+                file: "c.onnx".into(),
+                sha256: String::new(),
+                external_data: vec!["w.bin".into()],
+                expected_accuracy: None,
+                description: String::new(),
+            },
+        ];
+        m.default_variant = Some("weights-int8".into());
+        m.reference = vec![ReferenceText {
+            text: "hi".into(),
+            outputs: [(
+                "weights-int8".to_string(),
+                ReferenceOutput {
+                    label_index: 1,
+                    logits: vec![0.0, 1.0],
+                },
+            )]
+            .into(),
+        }];
+        let dir = tmp.path().join("q");
+        let files: [(&str, &[u8]); 4] = [
+            (MODEL_FILE, b"m"),
+            ("c.onnx", b"c"),
+            ("w.bin", b"w"),
+            (TOKENIZER_FILE, b"t"),
+        ];
+        let written = write_bundle(&dir, m.clone(), &files).unwrap();
+        assert_eq!(written.format_version, 2);
+        assert_eq!(written.variants[1].sha256, sha256_hex(b"c"));
+        let v = Bundle::read(&dir).unwrap().verify().unwrap();
+        assert_eq!(v.manifest(), &written);
+        assert_eq!(v.file_bytes("w.bin"), Some(&b"w"[..]));
+        assert!(v
+            .manifest()
+            .variant("float")
+            .unwrap_err()
+            .contains("weights-int8, int8-compute"));
+        // A variant whose file is not in the bundle is refused when writing.
+        let mut bad = m.clone();
+        bad.variants[1].file = "missing.onnx".into();
+        let e = write_bundle(&tmp.path().join("x"), bad, &files).unwrap_err();
+        assert!(e.to_string().contains("missing.onnx is not listed"), "{e}");
+        let mut bad = m;
+        bad.default_variant = Some("int4".into());
+        let e = write_bundle(&tmp.path().join("x"), bad, &files).unwrap_err();
+        assert!(e.to_string().contains("field default_variant"), "{e}");
     }
 
     #[test]

@@ -9,13 +9,83 @@
 //! vocabulary size and position count from the graph and rejects ids or lengths outside
 //! them instead of letting the process panic.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tract_onnx::data_resolver::ModelDataResolver;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-use crate::bundle::{VerifiedBundle, MODEL_FILE};
+use crate::bundle::VerifiedBundle;
 use crate::error::{DeviceError, Result};
+
+/// How a plan is built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Apply tract's `f32_to_f16` transform (pays only where the CPU computes in fp16
+    /// natively: see [`native_fp16`]).
+    pub f16: bool,
+}
+
+/// True when this CPU has native fp16 arithmetic (ARMv8.2 FP16, e.g. a Pi 5's
+/// Cortex-A76); false elsewhere, including every x86 and a Pi 4.
+pub fn native_fp16() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("fp16")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+/// Where an ONNX file's external data (shared int8 weights) comes from.
+enum ExternalData {
+    /// None expected: an external reference is an error.
+    None,
+    /// Verified bytes of a bundle, by file name (what was hashed is what is used).
+    Verified {
+        dir: PathBuf,
+        files: BTreeMap<String, Arc<Vec<u8>>>,
+    },
+    /// Files in a directory, read by tract.
+    Dir(PathBuf),
+}
+
+/// Serves external-data reads from the verified bytes of a bundle.
+struct VerifiedResolver(BTreeMap<String, Arc<Vec<u8>>>);
+
+impl ModelDataResolver for VerifiedResolver {
+    fn read_bytes_from_path(
+        &self,
+        buf: &mut Vec<u8>,
+        p: &Path,
+        offset: usize,
+        length: Option<usize>,
+    ) -> TractResult<()> {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let bytes = self.0.get(name).ok_or_else(|| {
+            TractError::msg(format!(
+                "external data {name:?} is not a verified file of this variant"
+            ))
+        })?;
+        let end = match length {
+            Some(l) => offset.checked_add(l),
+            None => Some(bytes.len()),
+        }
+        .filter(|&e| e <= bytes.len() && offset <= e)
+        .ok_or_else(|| {
+            TractError::msg(format!(
+                "external data {name}: offset {offset} length {length:?} outside its {} bytes",
+                bytes.len()
+            ))
+        })?;
+        buf.extend_from_slice(&bytes[offset..end]);
+        Ok(())
+    }
+}
 
 /// Graph input names, in the order the engine feeds them.
 pub const INPUT_NAMES: [&str; 2] = ["input_ids", "attention_mask"];
@@ -33,26 +103,103 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads the verified model bytes of a bundle; `C` is the manifest's label count.
+    /// Loads the bundle's default variant (`model.onnx` for a float bundle); `C` is the
+    /// manifest's label count.
     pub fn load(bundle: &VerifiedBundle) -> Result<Engine> {
-        Self::build(
-            bundle.model_bytes(),
-            bundle.manifest().labels.len(),
-            bundle.origin(MODEL_FILE),
-        )
+        let name = bundle.manifest().default_variant_name();
+        Self::load_variant(bundle, &name, EngineOptions::default())
+    }
+
+    /// Loads the variant `name` of a verified bundle, its external data served from the
+    /// verified bytes.
+    pub fn load_variant(
+        bundle: &VerifiedBundle,
+        name: &str,
+        options: EngineOptions,
+    ) -> Result<Engine> {
+        let manifest = bundle.manifest();
+        let variant = manifest
+            .variant(name)
+            .map_err(|problem| DeviceError::InvalidManifest {
+                dir: bundle.dir().to_path_buf(),
+                field: "variants",
+                problem,
+            })?;
+        let origin = bundle.origin(&variant.file);
+        let missing = |f: &str| DeviceError::MissingFile {
+            dir: bundle.dir().to_path_buf(),
+            file: f.to_string(),
+        };
+        let bytes = bundle
+            .file_bytes(&variant.file)
+            .ok_or_else(|| missing(&variant.file))?;
+        let mut files = BTreeMap::new();
+        for f in &variant.external_data {
+            let b = bundle.file_bytes(f).ok_or_else(|| missing(f))?;
+            files.insert(f.clone(), Arc::new(b.to_vec()));
+        }
+        let external = ExternalData::Verified {
+            dir: bundle.dir().to_path_buf(),
+            files,
+        };
+        Self::build(bytes, manifest.labels.len(), origin, external, options)
     }
 
     /// Loads ONNX bytes directly (the host's check of a freshly written model).
     pub fn from_onnx_bytes(bytes: &[u8], num_labels: usize) -> Result<Engine> {
-        Self::build(bytes, num_labels, "ONNX bytes".into())
+        Self::build(
+            bytes,
+            num_labels,
+            "ONNX bytes".into(),
+            ExternalData::None,
+            EngineOptions::default(),
+        )
     }
 
-    fn build(bytes: &[u8], num_labels: usize, origin: String) -> Result<Engine> {
+    /// Loads `dir/file`, whose external data (if any) is read from files in `dir` (the
+    /// host's check of a staged bundle before it is written).
+    pub fn from_onnx_file(
+        dir: &Path,
+        file: &str,
+        num_labels: usize,
+        options: EngineOptions,
+    ) -> Result<Engine> {
+        let bytes = std::fs::read(dir.join(file)).map_err(|e| DeviceError::Io {
+            dir: dir.to_path_buf(),
+            file: file.to_string(),
+            source: e,
+        })?;
+        let origin = format!("{}: {file}", dir.display());
+        Self::build(
+            &bytes,
+            num_labels,
+            origin,
+            ExternalData::Dir(dir.to_path_buf()),
+            options,
+        )
+    }
+
+    fn build(
+        bytes: &[u8],
+        num_labels: usize,
+        origin: String,
+        external: ExternalData,
+        options: EngineOptions,
+    ) -> Result<Engine> {
         let err = |problem: String| DeviceError::Model {
             origin: origin.clone(),
             problem,
         };
-        let onnx = tract_onnx::onnx();
+        let mut onnx = tract_onnx::onnx();
+        let model_dir = match external {
+            ExternalData::None => None,
+            ExternalData::Dir(dir) => Some(dir),
+            ExternalData::Verified { dir, files } => {
+                onnx.provider = Arc::new(VerifiedResolver(files));
+                Some(dir)
+            }
+        };
+        let model_dir = model_dir.map(|d| d.to_string_lossy().into_owned());
         let proto = onnx
             .proto_model_for_read(&mut &bytes[..])
             .map_err(|e| err(format!("not a readable ONNX protobuf: {e:#}")))?;
@@ -63,12 +210,32 @@ impl Engine {
             producer.is_some_and(|n| n.op_type == "Range")
         });
 
-        let model = onnx
-            .model_for_proto_model(&proto)
+        let parsed = onnx
+            .parse(&proto, model_dir.as_deref())
             .map_err(|e| err(format!("tract cannot parse it: {e:#}")))?;
-        let model = model
-            .into_optimized()
-            .map_err(|e| err(format!("tract cannot optimise it: {e:#}")))?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(err(format!(
+                "unresolved inputs {:?}",
+                parsed.unresolved_inputs
+            )));
+        }
+        let model = if options.f16 {
+            let transform = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
+                .map_err(|e| err(format!("{e:#}")))?
+                .ok_or_else(|| err("tract has no f32_to_f16 transform".into()))?;
+            let mut typed = parsed
+                .model
+                .into_typed()
+                .and_then(|m| m.into_decluttered())
+                .map_err(|e| err(format!("tract cannot type it: {e:#}")))?;
+            transform
+                .transform(&mut typed)
+                .map_err(|e| err(format!("f32_to_f16: {e:#}")))?;
+            typed.into_optimized()
+        } else {
+            parsed.model.into_optimized()
+        }
+        .map_err(|e| err(format!("tract cannot optimise it: {e:#}")))?;
         let logits_fact = model
             .output_fact(0)
             .map_err(|e| err(format!("{e:#}")))?
@@ -158,6 +325,9 @@ impl Engine {
                     t.shape()
                 )));
             }
+            let t = t
+                .cast_to::<f32>()
+                .map_err(|e| DeviceError::Inference(format!("output {name}: {e:#}")))?;
             let view = t
                 .to_plain_array_view::<f32>()
                 .map_err(|e| DeviceError::Inference(format!("output {name}: {e:#}")))?;
@@ -236,8 +406,9 @@ fn check_interface(graph: &pb::GraphProto) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Rows of an embedding table: dim 0 of an initializer gathered (axis 0) with indices
-/// that are a graph input (`producer` None) or come from the node `producer` accepts.
+/// Rows of an embedding table: dim 0 of an initializer (or of an initializer passed
+/// through `DequantizeLinear`, an int8 table) gathered (axis 0) with indices that are a
+/// graph input (`producer` None) or come from the node `producer` accepts.
 fn table_rows(
     graph: &pb::GraphProto,
     accept: impl Fn(Option<&pb::NodeProto>) -> bool,
@@ -262,7 +433,13 @@ fn table_rows(
             }
         })
         .find_map(|n| {
-            let table = graph.initializer.iter().find(|t| t.name == n.input[0])?;
+            let init = |name: &str| graph.initializer.iter().find(|t| t.name == name);
+            let table = init(&n.input[0]).or_else(|| {
+                let p = producer(&n.input[0])?;
+                (p.op_type == "DequantizeLinear")
+                    .then(|| init(p.input.first()?))
+                    .flatten()
+            })?;
             usize::try_from(*table.dims.first()?).ok()
         })
 }

@@ -36,7 +36,7 @@ pub enum DeviceError {
 
     /// The manifest was written for a bundle format this device does not read.
     #[error(
-        "bundle {}: manifest.json: unsupported format_version {found} (this device reads {supported})",
+        "bundle {}: manifest.json: unsupported format_version {found} (this device reads 1..={supported})",
         .dir.display()
     )]
     UnsupportedVersion {

@@ -31,7 +31,12 @@ pub mod bundle;
 pub mod classify;
 pub mod engine;
 pub mod error;
+#[cfg(unix)]
+pub mod install;
+pub mod serve;
+pub mod signature;
 pub mod tokenize;
+pub mod variant;
 
 pub use bundle::{
     sha256_hex, write_bundle, Bundle, Manifest, ReadBundle, VerifiedBundle, BUNDLE_FORMAT_VERSION,

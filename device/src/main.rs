@@ -4,7 +4,6 @@
 //! results go to stdout as one JSON object per line.
 
 use std::io::{self, BufRead, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -12,6 +11,10 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use device::{Classifier, ClassifyOptions, Prediction};
+
+mod serve_cli;
+mod trust_cli;
+mod tune_cli;
 
 /// Offline text classifier for small boards: runs a model bundle written by the host.
 #[derive(Debug, Parser)]
@@ -30,14 +33,22 @@ enum Command {
     /// line. A stdin line that is not valid UTF-8 (or fails to classify) prints
     /// {"line": N, "error": "..."} and processing continues.
     Classify(ClassifyArgs),
+    /// Answer the serial protocol (docs/protocol.md, docs/link.md) on a serial port, and
+    /// push a Result frame for each line of local input. Runs until killed.
+    Serve(serve_cli::ServeArgs),
+    /// Time every model variant of a bundle on this board, keep the fastest whose outputs
+    /// match the manifest's reference outputs, and record the choice next to the bundle
+    /// (variant-choice.json; a read-only bundle directory is reported, not an error).
+    Tune(tune_cli::TuneArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct ClassifyArgs {
-    /// Bundle directory (manifest.json, model.onnx, tokenizer.json); it is verified
-    /// against its manifest's sha256 sums before use.
-    #[arg(long, value_name = "DIR")]
-    bundle: PathBuf,
+    #[command(flatten)]
+    source: trust_cli::SourceArgs,
+
+    #[command(flatten)]
+    trust: trust_cli::TrustArgs,
 
     /// Number of best labels to report in "top_k", with their probabilities.
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -46,6 +57,12 @@ struct ClassifyArgs {
     /// Number of input tokens with the highest attention weight to report in "top_tokens".
     #[arg(long, value_name = "N", default_value_t = 3)]
     top_tokens: usize,
+
+    /// Model variant to run: `float`, `weights-int8`, `int8-compute` (or `NAME+f16`).
+    /// Default: the choice recorded by `device tune`, else measured now on first load
+    /// (when the bundle has more than one variant) and recorded.
+    #[arg(long, value_name = "NAME")]
+    variant: Option<String>,
 
     /// Texts to classify; when absent, read stdin line by line.
     #[arg(value_name = "TEXT")]
@@ -71,6 +88,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify(args) => classify(args),
+        Command::Serve(args) => serve_cli::run(args),
+        Command::Tune(args) => tune_cli::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,12 +102,13 @@ fn main() -> ExitCode {
 }
 
 fn classify(args: ClassifyArgs) -> Result<()> {
-    let classifier = Classifier::open(&args.bundle)
-        .with_context(|| format!("cannot load bundle {}", args.bundle.display()))?
-        .with_options(ClassifyOptions {
-            top_k: args.top_k,
-            top_tokens: args.top_tokens,
-        });
+    let classifier = trust_cli::open(&args.source, &args.trust, |v| {
+        tune_cli::load_selected(v, args.variant.as_deref())
+    })?
+    .with_options(ClassifyOptions {
+        top_k: args.top_k,
+        top_tokens: args.top_tokens,
+    });
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
 

@@ -52,12 +52,16 @@ pub fn save_weights(varmap: &VarMap, dir: &Path) -> Result<()> {
         .map_err(|e| HostError::io(dir.join(WEIGHTS_FILE), e))
 }
 
-/// An opened checkpoint directory (config and tokenizer read and checked).
+/// An opened checkpoint directory (config and tokenizer read and checked): a float one
+/// (`model.safetensors`) or a quantised one (`model.int8.safetensors` +
+/// `quantization.json`, see [`crate::quantize`]).
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     pub dir: PathBuf,
     pub config: ModelConfig,
     pub tokenizer_json: Vec<u8>,
+    /// A quantised checkpoint (no float weights).
+    pub quantized: bool,
 }
 
 impl Checkpoint {
@@ -69,7 +73,18 @@ impl Checkpoint {
         if !dir.is_dir() {
             return Err(bad("not a directory".into()));
         }
-        for f in [WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE] {
+        let quantized = !dir.join(WEIGHTS_FILE).is_file()
+            && dir.join(crate::quantize::QUANT_WEIGHTS_FILE).is_file();
+        let weights = if quantized {
+            crate::quantize::QUANT_WEIGHTS_FILE
+        } else {
+            WEIGHTS_FILE
+        };
+        let mut needed = vec![weights, CONFIG_FILE, TOKENIZER_FILE];
+        if quantized {
+            needed.push(crate::quantize::QUANT_SPEC_FILE);
+        }
+        for f in needed {
             if !dir.join(f).is_file() {
                 return Err(bad(format!("missing {f}")));
             }
@@ -89,25 +104,54 @@ impl Checkpoint {
             dir: dir.to_path_buf(),
             config,
             tokenizer_json,
+            quantized,
         })
     }
 
-    /// True when `dir` looks like a checkpoint (has `model.safetensors`).
+    /// True when `dir` looks like a checkpoint (has `model.safetensors` or
+    /// `model.int8.safetensors`).
     pub fn is_checkpoint(dir: &Path) -> bool {
-        dir.join(WEIGHTS_FILE).is_file()
+        dir.join(WEIGHTS_FILE).is_file() || dir.join(crate::quantize::QUANT_WEIGHTS_FILE).is_file()
     }
 
     pub fn weights_path(&self) -> PathBuf {
         self.dir.join(WEIGHTS_FILE)
     }
 
+    /// The model: float weights, or for a quantised checkpoint the int8-compute
+    /// simulation (the variant with the most quantisation; see [`Self::load_variant`]).
     pub fn load_model(&self, device: &Device) -> Result<AttentionClassifier> {
+        if self.quantized {
+            return self.load_variant(crate::quantize::Variant::Int8Compute, device);
+        }
         AttentionClassifier::load(&self.config, &self.weights_path(), device).map_err(|e| {
             HostError::Checkpoint {
                 path: self.dir.clone(),
                 problem: format!("{WEIGHTS_FILE}: {e}"),
             }
         })
+    }
+
+    /// The model as `variant` computes it: a float checkpoint only has `float`; a
+    /// quantised one simulates `weights-int8` or `int8-compute` (its `float` is the
+    /// dequantised weights, the float originals are not kept).
+    pub fn load_variant(
+        &self,
+        variant: crate::quantize::Variant,
+        device: &Device,
+    ) -> Result<AttentionClassifier> {
+        use crate::quantize::{QuantizedModel, Variant};
+        if !self.quantized {
+            if variant != Variant::Float {
+                return Err(HostError::Invalid(format!(
+                    "{} is a float checkpoint: variant {variant} needs a quantised one                      (tools quantize)",
+                    self.dir.display()
+                )));
+            }
+            return self.load_model(device);
+        }
+        let q = QuantizedModel::load(&self.dir, &self.config)?;
+        q.model(variant, device)
     }
 
     /// The training summary written by `tools train`, if present.

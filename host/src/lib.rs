@@ -14,12 +14,14 @@ pub mod data;
 pub mod error;
 pub mod evaluate;
 pub mod export;
+pub mod link;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
 pub mod plot;
 pub mod preset;
+pub mod quantize;
 pub mod tokenizer;
 pub mod train;
 

@@ -18,6 +18,8 @@ struct Param {
 /// AdamW over a fixed set of named parameters.
 pub struct FusedAdamW {
     params: Vec<Param>,
+    /// Exponential moving average of the weights (one buffer per parameter), when enabled.
+    ema: Option<(f32, Vec<Vec<f32>>)>,
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
@@ -42,12 +44,45 @@ impl FusedAdamW {
             .collect();
         Self {
             params,
+            ema: None,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
             weight_decay,
             steps: 0,
         }
+    }
+
+    /// Also keeps an exponential moving average of the weights with `decay` (e.g. 0.999):
+    /// evaluating and saving the averaged weights smooths out the last steps' noise.
+    pub fn with_ema(mut self, decay: f64) -> Result<Self> {
+        if decay > 0.0 {
+            let buffers = self
+                .params
+                .iter()
+                .map(|p| p.var.as_tensor().flatten_all()?.to_vec1::<f32>())
+                .collect::<Result<Vec<_>>>()?;
+            self.ema = Some((decay as f32, buffers));
+        }
+        Ok(self)
+    }
+
+    /// Exchanges the live weights with the averaged ones (a second call swaps back).
+    /// Does nothing without EMA.
+    pub fn swap_ema(&mut self) -> Result<()> {
+        let Some((_, buffers)) = &mut self.ema else {
+            return Ok(());
+        };
+        for (p, buf) in self.params.iter().zip(buffers.iter_mut()) {
+            let live = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            let averaged = std::mem::replace(buf, live);
+            p.var.set(&Tensor::from_vec(
+                averaged,
+                p.var.shape().clone(),
+                p.var.device(),
+            )?)?;
+        }
+        Ok(())
     }
 
     /// One update at learning rate `lr`, after scaling the gradients so their global L2
@@ -79,7 +114,13 @@ impl FusedAdamW {
         let step_size = (lr / bc1) as f32;
         let bc2_sqrt = bc2.sqrt() as f32;
         let eps = self.eps as f32;
-        for (p, g) in self.params.iter_mut().zip(gs) {
+        // Warm-started EMA (as in TensorFlow's ExponentialMovingAverage with num_updates),
+        // so early averages are not dominated by the random initialisation.
+        let ema_decay = self
+            .ema
+            .as_ref()
+            .map(|(d, _)| d.min((1.0 + self.steps as f32) / (10.0 + self.steps as f32)));
+        for (k, (p, g)) in self.params.iter_mut().zip(gs).enumerate() {
             let Some(g) = g else { continue };
             let shape = p.var.shape().clone();
             let mut w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
@@ -94,6 +135,11 @@ impl FusedAdamW {
                 p.v[i] = b2 * p.v[i] + (1.0 - b2) * gi * gi;
                 let denom = p.v[i].sqrt() / bc2_sqrt + eps;
                 w[i] = w[i] * decay - step_size * p.m[i] / denom;
+            }
+            if let (Some(d), Some((_, buffers))) = (ema_decay, self.ema.as_mut()) {
+                for (e, &x) in buffers[k].iter_mut().zip(&w) {
+                    *e = d * *e + (1.0 - d) * x;
+                }
             }
             p.var.set(&Tensor::from_vec(w, shape, p.var.device())?)?;
         }
@@ -141,6 +187,27 @@ mod tests {
                 assert!((p - q).abs() < 1e-5, "{p} vs {q}");
             }
         }
+    }
+
+    /// The average trails the weights and swapping twice restores them exactly.
+    #[test]
+    fn ema_swaps_and_restores() {
+        let dev = Device::Cpu;
+        let a = Var::from_tensor(&Tensor::new(&[1f32, -1.0], &dev).unwrap()).unwrap();
+        let mut opt = FusedAdamW::new(vec![(a.clone(), false)], 0.0)
+            .with_ema(0.9)
+            .unwrap();
+        for _ in 0..20 {
+            let loss = a.as_tensor().sum_all().unwrap();
+            opt.step(&loss.backward().unwrap(), 0.1, 1e9).unwrap();
+        }
+        let live = a.as_tensor().to_vec1::<f32>().unwrap();
+        opt.swap_ema().unwrap();
+        let avg = a.as_tensor().to_vec1::<f32>().unwrap();
+        // The weights fall steadily, so their average lags above them.
+        assert!(avg[0] > live[0] && avg[1] > live[1], "{avg:?} vs {live:?}");
+        opt.swap_ema().unwrap();
+        assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), live);
     }
 
     /// Clipping bounds the update: with a huge gradient the first step moves each weight

@@ -25,6 +25,7 @@ pub struct Preset {
     pub warmup_ratio: f64,
     pub label_smoothing: f64,
     pub token_dropout: f64,
+    pub ema_decay: f64,
     pub patience: usize,
 }
 

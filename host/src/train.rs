@@ -28,12 +28,16 @@ pub struct TrainOptions {
     pub warmup_ratio: f64,
     /// Maximum global L2 norm of the gradient.
     pub clip_norm: f64,
-    /// Stop after this many epochs without a better validation macro-F1.
+    /// Stop after this many epochs without a better validation macro-F1 (counted only in
+    /// the second half of the schedule).
     pub patience: usize,
     pub label_smoothing: f64,
     /// Share of real tokens replaced by `[MASK]` in each training batch (word dropout):
     /// a regulariser that keeps a small model from memorising exact phrasings.
     pub token_dropout: f64,
+    /// Decay of the exponential moving average of the weights that is validated and saved
+    /// (0 = off).
+    pub ema_decay: f64,
     pub seed: u64,
     /// Show a progress bar (stderr).
     pub progress: bool,
@@ -51,6 +55,7 @@ impl Default for TrainOptions {
             patience: 5,
             label_smoothing: 0.1,
             token_dropout: 0.0,
+            ema_decay: 0.0,
             seed: 42,
             progress: true,
         }
@@ -210,7 +215,7 @@ pub fn train(
         .iter()
         .map(|(n, v)| (v.clone(), !crate::model::is_no_decay(n)))
         .collect();
-    let mut optimizer = FusedAdamW::new(params, opts.weight_decay);
+    let mut optimizer = FusedAdamW::new(params, opts.weight_decay).with_ema(opts.ema_decay)?;
 
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let dropout = Dropout::train(model.config.dropout, opts.seed.wrapping_add(1));
@@ -267,6 +272,8 @@ pub fn train(
         }
         bar.finish_and_clear();
         let train_seconds = epoch_start.elapsed().as_secs_f64();
+        // Validate (and save) the averaged weights, then continue training the live ones.
+        optimizer.swap_ema()?;
         let val = predict(model, val_set, &device)?;
         let gold: Vec<usize> = val_set.iter().map(|e| e.label as usize).collect();
         let report = Report::new(&labels, &gold, &val.predicted, None);
@@ -303,8 +310,12 @@ pub fn train(
         } else {
             since_best += 1;
         }
+        optimizer.swap_ema()?;
         log.push(entry);
-        if since_best >= opts.patience {
+        // With a linear-decay schedule the best epochs come once the learning rate is low,
+        // and a near-saturated validation score is noisy early on: patience only counts in
+        // the second half of the schedule.
+        if since_best >= opts.patience && epoch * 2 >= opts.epochs {
             if opts.progress {
                 eprintln!(
                     "early stop: no better validation macro-F1 for {} epochs",

@@ -136,3 +136,37 @@ fn parse_csv(data: &str) -> Vec<Vec<String>> {
     }
     rows
 }
+
+/// Trains the tiny preset on the shipped demo data for `epochs` and exports it; returns
+/// the bundle directory (inside `dir`).
+pub fn train_demo_bundle(dir: &Path, epochs: u32) -> PathBuf {
+    let ckpt = dir.join("ckpt");
+    let bundle = dir.join("bundle");
+    let epochs = epochs.to_string();
+    run_ok(
+        "tools",
+        &[
+            "train",
+            "--train",
+            "models/demo/train.csv",
+            "--out",
+            ckpt.to_str().unwrap(),
+            "--epochs",
+            &epochs,
+            "--quiet",
+        ],
+        None,
+    );
+    run_ok(
+        "tools",
+        &[
+            "export",
+            "--model",
+            ckpt.to_str().unwrap(),
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+        None,
+    );
+    bundle
+}

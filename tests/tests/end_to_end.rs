@@ -119,5 +119,10 @@ fn demo_train_export_classify_eval() {
     assert_eq!(from_bundle["per_class"].as_array().unwrap().len(), 15);
     // A 12-epoch tiny model learns the demo task well above chance (1/15).
     assert!(device_acc > 0.6, "demo test accuracy {device_acc}");
-    assert!(bundle.join("confusion.csv").is_file() && bundle.join("confusion.svg").is_file());
+    // Eval output lands beside the bundle, never inside it (a bundle holds what its manifest lists).
+    assert!(!bundle.join("confusion.csv").exists());
+    let beside = dir.path().join("bundle.confusion.csv");
+    assert!(beside.is_file() && dir.path().join("bundle.confusion.svg").is_file());
+    let csv = std::fs::read_to_string(beside).unwrap();
+    assert_eq!(csv.lines().count(), 16, "header + one row per label");
 }

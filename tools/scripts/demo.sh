@@ -25,4 +25,4 @@ echo "... $(wc -l < "$out/predictions.jsonl") predictions in $out/predictions.js
 echo "== report: bundle (tract) on the test set"
 "$bin/tools" eval --model "$out/bundle" --data models/demo/test.csv
 echo
-echo "training curves: $out/ckpt/training_curves.svg; confusion matrix: $out/bundle/confusion.svg"
+echo "training curves: $out/ckpt/training_curves.svg; confusion matrix: $out/bundle.confusion.svg"

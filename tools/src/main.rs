@@ -9,8 +9,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "tools", version, about, long_about = None)]
 struct Cli {
-    /// Worker threads for candle and rayon (default: all cores). Both pools get the same
-    /// number so they do not oversubscribe the CPU.
+    /// Worker threads for candle and rayon. Both pools get the same number so they do not
+    /// oversubscribe the CPU. Default: all cores, except `train` of a model with hidden
+    /// size ≤ 128, which runs fastest on 1 thread (its matmuls are too small to split;
+    /// docs/benchmarks.md).
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -25,15 +27,40 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Export a checkpoint to a device bundle (ONNX + tokenizer + manifest), self-checked.
     Export(cmd::export::Args),
+    /// Quantise a float checkpoint to int8 (calibrated), report the loss, gate on accuracy.
+    Quantize(cmd::quantize::Args),
+    /// Make an ed25519 key pair (NAME.key, NAME.pub) for signing bundles.
+    Keygen(cmd::keygen::Args),
+    /// Sign an existing bundle with a secret key (writes manifest.sig).
+    Sign(cmd::sign::Args),
+    /// Install a bundle into a state directory (SD card, NFS) all or nothing, or roll back.
+    Deploy(cmd::deploy::Args),
+    /// Classify one text on a board running `device serve`, over its serial port.
+    Classify(cmd::classify::Args),
+    /// Print what a board pushes over its serial port (local results, errors), with label names.
+    Monitor(cmd::monitor::Args),
+    /// Latency / throughput / accuracy over the serial link (--serial) or in-process (--bundle).
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
-    runtime::configure(cli.threads);
+    let threads = cli.threads.or(match &cli.command {
+        Command::Train(a) => a.default_threads(),
+        _ => None,
+    });
+    runtime::configure(threads);
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(*a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
+        Command::Keygen(a) => cmd::keygen::run(a),
+        Command::Sign(a) => cmd::sign::run(a),
+        Command::Deploy(a) => cmd::deploy::run(a),
+        Command::Classify(a) => cmd::classify::run(a),
+        Command::Monitor(a) => cmd::monitor::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

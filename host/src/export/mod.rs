@@ -3,6 +3,7 @@
 //! device's own engine before success is reported.
 
 pub mod onnx;
+pub mod quantized;
 
 use std::path::{Path, PathBuf};
 
@@ -27,12 +28,15 @@ pub struct ExportReport {
     pub checked: usize,
     pub max_logit_diff: f32,
     pub check_data: String,
+    /// Variants of a quantised bundle and how each checked out (empty for a float bundle).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<quantized::VariantCheck>,
 }
 
 /// The texts export checks itself on: `check_data` if given, else the validation data the
 /// checkpoint was trained with (its validation file, or the same seeded split of its
 /// training file).
-fn check_texts(
+pub(crate) fn check_texts(
     ckpt: &Checkpoint,
     check_data: Option<&Path>,
     columns: &Columns,
@@ -86,6 +90,9 @@ pub fn export(
     columns: &Columns,
 ) -> Result<ExportReport> {
     let ckpt = Checkpoint::open(ckpt_dir)?;
+    if ckpt.quantized {
+        return quantized::export_quantized(&ckpt, out, check_data, columns);
+    }
     let device = Device::Cpu;
     let weights = candle_core::safetensors::load(ckpt.weights_path(), &device)?;
     let onnx_bytes =
@@ -185,5 +192,6 @@ pub fn export(
         checked: texts.len(),
         max_logit_diff: max_diff,
         check_data: check_source,
+        variants: Vec::new(),
     })
 }

@@ -17,8 +17,17 @@
 //! [`pooling`], [`classifier`]) emits that block's nodes.
 //!
 //! Linear weights are stored `[out, in]` in the checkpoint; [`GraphBuilder::matmul_weight`]
-//! is the single place that turns one into a MatMul operand (`[in, out]` initializer). A
-//! quantised export replaces that one function (int8 initializer + `DequantizeLinear`).
+//! is the single place that turns one into a MatMul operand (`[in, out]` initializer),
+//! and [`GraphBuilder::matmul`] the single place that multiplies by one. A quantised
+//! model ([`build_onnx_quantized`]) changes only those two and the embedding tables:
+//!
+//! | variant | linear layer | embedding table |
+//! |---|---|---|
+//! | `weights-int8` | `DequantizeLinear(int8 W[in,out], scale[out], axis=1) -> MatMul -> Add b` | `DequantizeLinear(int8 T, scale[rows], axis=0) -> Gather` |
+//! | `int8-compute` | `QuantizeLinear(x, s_x, zp_x) -> MatMulInteger(x_u8, int8 W, zp_x) -> Cast -> Mul(s_x*scale[out]) -> Add b` | same as weights-int8 |
+//!
+//! Both variants reference the same int8 tensors, which can live in one external-data
+//! file ([`pack_int8`]) that the two graphs share.
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,6 +37,7 @@ use prost::Message;
 use tract_onnx::pb;
 
 use crate::config::ModelConfig;
+use crate::quantize::{QuantizedModel, Variant, EMBEDDING_TABLES};
 
 /// ONNX opset of the default domain.
 pub const OPSET_VERSION: i64 = 17;
@@ -66,6 +76,8 @@ pub enum OnnxError {
     },
     #[error("config: {0}")]
     Config(String),
+    #[error("quantised model: {0}")]
+    Quantized(String),
 }
 
 type Result<T> = std::result::Result<T, OnnxError>;
@@ -74,7 +86,95 @@ type Result<T> = std::result::Result<T, OnnxError>;
 /// shapes of `docs/model.md`) as ONNX bytes.
 pub fn build_onnx(config: &ModelConfig, weights: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
     check_config(config)?;
-    let mut b = GraphBuilder::new(weights);
+    let b = GraphBuilder::new(weights);
+    build_graph(config, b)
+}
+
+/// Where the int8 tensors of a quantised graph live: one external-data file (`location`,
+/// a file name beside the ONNX) with each tensor's (offset, length), or inline.
+#[derive(Debug, Clone, Default)]
+pub struct ExternalLayout {
+    pub location: String,
+    pub offsets: HashMap<String, (usize, usize)>,
+}
+
+/// The int8 operand written for quantised tensor `name`: linear weights transposed to
+/// the MatMul operand `[in, out]`, embedding tables as stored `[rows, d]`.
+fn int8_operand(q: &QuantizedModel, name: &str) -> Option<(Vec<usize>, Vec<i8>)> {
+    let t = q.tables.get(name)?;
+    if EMBEDDING_TABLES.contains(&name) {
+        return Some((vec![t.rows, t.cols], t.values.clone()));
+    }
+    let mut v = vec![0i8; t.values.len()];
+    for o in 0..t.rows {
+        for i in 0..t.cols {
+            v[i * t.rows + o] = t.values[o * t.cols + i];
+        }
+    }
+    Some((vec![t.cols, t.rows], v))
+}
+
+/// Packs the tensors both variants share into one blob (each 64-byte aligned) for
+/// external data: every int8 tensor (key: its name), its f32 per-row scales (key:
+/// `NAME.scale`) and every tensor that stays f32 (LayerNorm, biases; key: its name).
+/// Only the int8-compute graph's own small constants (input scales and zero points,
+/// combined output scales) stay inline.
+pub fn pack_int8(q: &QuantizedModel, location: &str) -> (Vec<u8>, ExternalLayout) {
+    let mut blob = Vec::new();
+    let mut layout = ExternalLayout {
+        location: location.into(),
+        offsets: HashMap::new(),
+    };
+    let mut push = |key: String, bytes: Vec<u8>| {
+        while blob.len() % 64 != 0 {
+            blob.push(0);
+        }
+        layout.offsets.insert(key, (blob.len(), bytes.len()));
+        blob.extend(bytes);
+    };
+    for (name, t) in &q.tables {
+        let (_, v) = int8_operand(q, name).expect("listed table");
+        push(name.clone(), v.iter().map(|&x| x as u8).collect());
+        push(
+            format!("{name}.scale"),
+            t.scales.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        );
+    }
+    for (name, (_, v)) in &q.float {
+        push(
+            name.clone(),
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        );
+    }
+    (blob, layout)
+}
+
+/// Writes the quantised model `q` as the ONNX graph of `variant` (`weights-int8` or
+/// `int8-compute`); int8 tensors go to `external` when given, else inline.
+pub fn build_onnx_quantized(
+    q: &QuantizedModel,
+    variant: Variant,
+    external: Option<&ExternalLayout>,
+) -> Result<Vec<u8>> {
+    check_config(&q.config)?;
+    if variant == Variant::Float {
+        return Err(OnnxError::Quantized(
+            "a quantised checkpoint has no float weights; variants are weights-int8 and int8-compute".into(),
+        ));
+    }
+    let floats = q
+        .float_tensors(&candle_core::Device::Cpu)
+        .map_err(|e| OnnxError::Quantized(e.to_string()))?;
+    let mut b = GraphBuilder::new(&floats);
+    b.quant = Some(QuantCtx {
+        q,
+        compute: variant == Variant::Int8Compute,
+        external: external.cloned(),
+    });
+    build_graph(&q.config, b)
+}
+
+fn build_graph(config: &ModelConfig, mut b: GraphBuilder) -> Result<Vec<u8>> {
     let mask = Masks::new(&mut b);
     let mut x = embeddings(&mut b, config)?;
     for l in 0..config.layers {
@@ -128,6 +228,16 @@ pub struct GraphBuilder<'w> {
     emitted: HashMap<String, String>,
     /// Constant int64 tensors by (dims, values), so equal constants are shared.
     i64_consts: HashMap<(Vec<usize>, Vec<i64>), String>,
+    /// Set for a quantised model.
+    quant: Option<QuantCtx<'w>>,
+}
+
+/// What a quantised export needs besides the f32 tensors.
+struct QuantCtx<'q> {
+    q: &'q QuantizedModel,
+    /// int8-compute (quantised matmul inputs) rather than weights-int8.
+    compute: bool,
+    external: Option<ExternalLayout>,
 }
 
 impl<'w> GraphBuilder<'w> {
@@ -143,7 +253,160 @@ impl<'w> GraphBuilder<'w> {
             names,
             emitted: HashMap::new(),
             i64_consts: HashMap::new(),
+            quant: None,
         }
+    }
+
+    /// The int8 initializer of quantised tensor `name` (external or inline) and its
+    /// per-row scale initializer `[rows of the stored tensor]`.
+    fn int8_initializers(&mut self, name: &str) -> Result<Option<(String, String)>> {
+        let Some(ctx) = &self.quant else {
+            return Ok(None);
+        };
+        let q = ctx.q;
+        let Some((dims, values)) = int8_operand(q, name) else {
+            return Ok(None);
+        };
+        let ext = ctx
+            .external
+            .as_ref()
+            .map(|e| (e.location.clone(), e.offsets.get(name).copied()));
+        let init_name = self.fresh(&format!("{name}.int8"));
+        let mut t = pb::TensorProto {
+            name: init_name.clone(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: pb::tensor_proto::DataType::Int8 as i32,
+            ..Default::default()
+        };
+        match ext {
+            Some((location, Some((offset, length)))) => {
+                if length != values.len() {
+                    return Err(OnnxError::Quantized(format!(
+                        "{name}: external layout has {length} bytes, tensor {}",
+                        values.len()
+                    )));
+                }
+                t = external_tensor(
+                    &init_name,
+                    &dims,
+                    pb::tensor_proto::DataType::Int8,
+                    &location,
+                    offset,
+                    length,
+                );
+            }
+            Some((_, None)) => {
+                return Err(OnnxError::Quantized(format!(
+                    "{name} is missing from the external-data layout"
+                )))
+            }
+            None => t.raw_data = values.iter().map(|&v| v as u8).collect(),
+        }
+        self.initializers.push(t);
+        let scales = q.tables[name].scales.clone();
+        let key = format!("{name}.scale");
+        let scale = match self.external_f32(&key, &key, &[scales.len()]) {
+            Some(s) => s,
+            None => self.add_initializer(&key, &[scales.len()], &scales),
+        };
+        Ok(Some((init_name, scale)))
+    }
+
+    /// An f32 initializer whose bytes are in the external-data file under `key`, if the
+    /// quantised export has one and it holds `key`.
+    fn external_f32(&mut self, key: &str, name_hint: &str, dims: &[usize]) -> Option<String> {
+        let ext = self.quant.as_ref()?.external.as_ref()?;
+        let &(offset, length) = ext.offsets.get(key)?;
+        if length != dims.iter().product::<usize>() * 4 {
+            return None;
+        }
+        let location = ext.location.clone();
+        let name = self.fresh(name_hint);
+        self.initializers.push(external_tensor(
+            &name,
+            dims,
+            pb::tensor_proto::DataType::Float,
+            &location,
+            offset,
+            length,
+        ));
+        Some(name)
+    }
+
+    /// A u8 scalar initializer.
+    fn const_u8(&mut self, name_hint: &str, value: u8) -> String {
+        let name = self.fresh(name_hint);
+        self.initializers.push(pb::TensorProto {
+            name: name.clone(),
+            dims: vec![],
+            data_type: pb::tensor_proto::DataType::Uint8 as i32,
+            raw_data: vec![value],
+            ..Default::default()
+        });
+        name
+    }
+
+    /// `x W^T` for the checkpoint linear `{prefix}.weight` (`[out, in]`): a float or
+    /// weights-int8 `MatMul`, or the int8-compute chain
+    /// `QuantizeLinear -> MatMulInteger -> Cast -> Mul`.
+    pub fn matmul(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        out_dim: usize,
+        in_dim: usize,
+    ) -> Result<String> {
+        let name = format!("{prefix}.weight");
+        let compute = self.quant.as_ref().is_some_and(|c| c.compute);
+        if !compute {
+            let w = self.matmul_weight(&name, out_dim, in_dim)?;
+            return Ok(self.add_node("MatMul", &[x, &w], &format!("{prefix}.matmul"), vec![]));
+        }
+        let ctx = self.quant.as_ref().expect("compute implies quant");
+        let range = *ctx.q.spec.ranges.get(prefix).ok_or_else(|| {
+            OnnxError::Quantized(format!("no calibrated input range for {prefix}"))
+        })?;
+        let w_scales = ctx
+            .q
+            .tables
+            .get(&name)
+            .ok_or_else(|| OnnxError::MissingWeight { name: name.clone() })?
+            .scales
+            .clone();
+        if w_scales.len() != out_dim {
+            return Err(OnnxError::WrongShape {
+                name,
+                expected: vec![out_dim, in_dim],
+                got: vec![w_scales.len()],
+            });
+        }
+        let (w, _) = self
+            .int8_initializers(&name)?
+            .ok_or_else(|| OnnxError::MissingWeight { name: name.clone() })?;
+        let sx = self.const_f32(&format!("{prefix}.input_scale"), range.scale);
+        let zx = self.const_u8(&format!("{prefix}.input_zero_point"), range.zero_point);
+        let xq = self.add_node(
+            "QuantizeLinear",
+            &[x, &sx, &zx],
+            &format!("{prefix}.input_q"),
+            vec![],
+        );
+        let acc = self.add_node(
+            "MatMulInteger",
+            &[&xq, &w, &zx],
+            &format!("{prefix}.matmul_i32"),
+            vec![],
+        );
+        let float = attr_int("to", pb::tensor_proto::DataType::Float as i64);
+        let accf = self.add_node(
+            "Cast",
+            &[&acc],
+            &format!("{prefix}.matmul_f32"),
+            vec![float],
+        );
+        let combined: Vec<f32> = w_scales.iter().map(|s| s * range.scale).collect();
+        let scale = self.add_initializer(&format!("{prefix}.output_scale"), &[out_dim], &combined);
+        Ok(self.add_node("Mul", &[&accf, &scale], &format!("{prefix}.matmul"), vec![]))
     }
 
     /// `hint` if unused, else `hint.N` for the first free N.
@@ -266,17 +529,41 @@ impl<'w> GraphBuilder<'w> {
         if let Some(done) = self.emitted.get(name) {
             return Ok(done.clone());
         }
+        if let Some((q, scale)) = self.int8_initializers(name)? {
+            let deq = self.add_node(
+                "DequantizeLinear",
+                &[&q, &scale],
+                &format!("{name}.dequantized"),
+                vec![attr_int("axis", 0)],
+            );
+            self.emitted.insert(name.into(), deq.clone());
+            return Ok(deq);
+        }
         let values = self.weight_values(name, shape)?;
-        let init = self.add_initializer(name, shape, &values);
+        let init = match self.external_f32(name, name, shape) {
+            Some(init) => init,
+            None => self.add_initializer(name, shape, &values),
+        };
         self.emitted.insert(name.into(), init.clone());
         Ok(init)
     }
 
     /// The linear weight `name`, stored `[out, in]`, as the right-hand MatMul operand
-    /// `[in, out]`. The one place to change for a quantised export.
+    /// `[in, out]`: an f32 initializer, or for a quantised model
+    /// `DequantizeLinear(int8 [in, out], per-output-channel scale, axis=1)`.
     pub fn matmul_weight(&mut self, name: &str, out_dim: usize, in_dim: usize) -> Result<String> {
         if let Some(done) = self.emitted.get(name) {
             return Ok(done.clone());
+        }
+        if let Some((q, scale)) = self.int8_initializers(name)? {
+            let deq = self.add_node(
+                "DequantizeLinear",
+                &[&q, &scale],
+                &format!("{name}.dequantized"),
+                vec![attr_int("axis", 1)],
+            );
+            self.emitted.insert(name.into(), deq.clone());
+            return Ok(deq);
         }
         let w = self.weight_values(name, &[out_dim, in_dim])?;
         let mut t = vec![0f32; w.len()];
@@ -292,9 +579,8 @@ impl<'w> GraphBuilder<'w> {
 
     /// `x W^T + b` for the checkpoint linear `{prefix}.weight` / `{prefix}.bias`.
     fn linear(&mut self, x: &str, prefix: &str, out_dim: usize, in_dim: usize) -> Result<String> {
-        let w = self.matmul_weight(&format!("{prefix}.weight"), out_dim, in_dim)?;
+        let xw = self.matmul(x, prefix, out_dim, in_dim)?;
         let b = self.weight(&format!("{prefix}.bias"), &[out_dim])?;
-        let xw = self.add_node("MatMul", &[x, &w], &format!("{prefix}.matmul"), vec![]);
         Ok(self.add_node("Add", &[&xw, &b], &format!("{prefix}.out"), vec![]))
     }
 
@@ -347,6 +633,35 @@ impl<'w> GraphBuilder<'w> {
                 .collect(),
             ..Default::default()
         }
+    }
+}
+
+/// A tensor whose bytes are `length` bytes at `offset` of the external file `location`.
+fn external_tensor(
+    name: &str,
+    dims: &[usize],
+    data_type: pb::tensor_proto::DataType,
+    location: &str,
+    offset: usize,
+    length: usize,
+) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: data_type as i32,
+        data_location: Some(pb::tensor_proto::DataLocation::External as i32),
+        external_data: [
+            ("location", location.to_string()),
+            ("offset", offset.to_string()),
+            ("length", length.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| pb::StringStringEntryProto {
+            key: k.into(),
+            value: v,
+        })
+        .collect(),
+        ..Default::default()
     }
 }
 
@@ -586,8 +901,7 @@ fn gelu_erf(b: &mut GraphBuilder, x: &str, prefix: &str) -> String {
 pub fn pooling(b: &mut GraphBuilder, c: &ModelConfig, x: &str, mask: &str) -> Result<String> {
     let dense = b.linear(x, "pooling.dense", c.pool_dim, c.hidden)?;
     let e = b.add_node("Tanh", &[&dense], "pooling.tanh", vec![]);
-    let u = b.matmul_weight("pooling.query.weight", 1, c.pool_dim)?; // [da, 1]
-    let scores = b.add_node("MatMul", &[&e, &u], "pooling.scores", vec![]); // [B,S,1]
+    let scores = b.matmul(&e, "pooling.query", 1, c.pool_dim)?; // [B,S,1]
     let last = b.const_i64("const.axes_last", &[1], &[-1]);
     let scores = b.add_node("Squeeze", &[&scores, &last], "pooling.scores_2d", vec![]);
     let masked = b.add_node("Add", &[&scores, mask], "pooling.masked", vec![]);
@@ -605,8 +919,7 @@ pub fn pooling(b: &mut GraphBuilder, c: &ModelConfig, x: &str, mask: &str) -> Re
 
 /// `logits = pooled Wc^T + bc`, emitted as the `logits` output.
 pub fn classifier(b: &mut GraphBuilder, c: &ModelConfig, pooled: &str) -> Result<String> {
-    let w = b.matmul_weight("classifier.weight", c.num_labels(), c.hidden)?;
+    let xw = b.matmul(pooled, "classifier", c.num_labels(), c.hidden)?;
     let bias = b.weight("classifier.bias", &[c.num_labels()])?;
-    let xw = b.add_node("MatMul", &[pooled, &w], "classifier.matmul", vec![]);
     Ok(b.add_output_node("Add", &[&xw, &bias], LOGITS, vec![]))
 }

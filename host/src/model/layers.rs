@@ -5,8 +5,11 @@
 //! softmax is `candle_nn::ops::softmax`. Linear layers fold batch and sequence into one
 //! matmul dimension, which avoids candle's slow broadcast-gradient reductions.
 
+use std::sync::Arc;
+
 use candle_core::{Result, Tensor, D};
 use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
 
 use super::dropout::Dropout;
 use crate::config::ModelConfig;
@@ -14,11 +17,63 @@ use crate::config::ModelConfig;
 /// Additive mask value for padding: large and finite, so an all-padding row stays finite.
 pub const MASK_NEG: f64 = -1e9;
 
+/// Static asymmetric u8 quantisation of a matmul input, exactly ONNX `QuantizeLinear`
+/// followed by the zero-point subtraction `MatMulInteger` does:
+/// `x̂ = (clamp(round(x / scale) + zero_point, 0, 255) - zero_point) * scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ActQuant {
+    pub scale: f32,
+    pub zero_point: u8,
+}
+
+impl ActQuant {
+    /// The u8 grid covering `[lo, hi]` (widened to include 0, so 0 is exact).
+    pub fn from_range(lo: f32, hi: f32) -> ActQuant {
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        let scale = if hi - lo > 1e-12 {
+            (hi - lo) / 255.0
+        } else {
+            1.0
+        };
+        let zero_point = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+        ActQuant { scale, zero_point }
+    }
+
+    /// Fake quantisation with a straight-through gradient (`x + (x̂ - x).detach()`), so
+    /// the same code serves simulation and quantisation-aware training.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let zp = f64::from(self.zero_point);
+        let q = ((x / f64::from(self.scale))?.round()? + zp)?.clamp(0f32, 255f32)?;
+        let xq = ((q - zp)? * f64::from(self.scale))?;
+        x + (xq - x)?.detach()
+    }
+}
+
+/// The function a [`Probe`] calls with the layer, its input and its output.
+pub type ProbeFn = dyn Fn(&Linear, &Tensor, &Tensor) -> Result<()> + Send + Sync;
+
+/// A callback that sees every [`Linear`]'s name, input and output (calibration and
+/// per-layer error measurement). Not used in training or inference.
+#[derive(Clone)]
+pub struct Probe(pub Arc<ProbeFn>);
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Probe")
+    }
+}
+
 /// `y = x Wᵀ + b` with `W` stored `[out, in]`.
 #[derive(Debug, Clone)]
 pub struct Linear {
+    /// Weight-name prefix (`encoder.layer.0.attention.self.query`).
+    pub name: String,
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// Simulated static int8 quantisation of the input (int8-compute variant, QAT).
+    pub input_quant: Option<ActQuant>,
+    /// Observer of input and output (quantisation tooling).
+    pub probe: Option<Probe>,
 }
 
 impl Linear {
@@ -29,10 +84,33 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            name: vb.prefix(),
+            weight,
+            bias,
+            input_quant: None,
+            probe: None,
+        })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        let quantised;
+        let x = match &self.input_quant {
+            Some(q) => {
+                quantised = q.apply(input)?;
+                &quantised
+            }
+            None => input,
+        };
+        let y = self.matmul(x)?;
+        if let Some(p) = &self.probe {
+            (p.0)(self, input, &y)?;
+        }
+        Ok(y)
+    }
+
+    /// `x Wᵀ + b` without input quantisation or probe.
+    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("rank >= 1");
         let rows: usize = dims[..dims.len() - 1].iter().product();

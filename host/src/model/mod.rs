@@ -12,7 +12,8 @@ use candle_nn::{VarBuilder, VarMap};
 
 pub use dropout::Dropout;
 pub use init::{init_varmap, is_no_decay, parameter_shapes};
-use layers::{AttentionPooling, Embeddings, EncoderLayer, Linear, MASK_NEG};
+pub use layers::{ActQuant, Linear, Probe};
+use layers::{AttentionPooling, Embeddings, EncoderLayer, MASK_NEG};
 
 use crate::config::ModelConfig;
 
@@ -71,6 +72,20 @@ impl AttentionClassifier {
         let tensors = candle_core::safetensors::load(weights, device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         Self::new(vb, config)
+    }
+
+    /// Every linear layer, in graph order (the ones int8 quantisation covers).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut out = Vec::new();
+        for layer in &mut self.layers {
+            let a = &mut layer.attention;
+            out.extend([&mut a.query, &mut a.key, &mut a.value, &mut a.output]);
+            let f = &mut layer.ffn;
+            out.extend([&mut f.intermediate, &mut f.output]);
+        }
+        out.extend([&mut self.pooling.dense, &mut self.pooling.query]);
+        out.push(&mut self.classifier);
+        out
     }
 
     /// `ids`: u32 `[B,S]`; `mask`: f32 `[B,S]` (1 real, 0 padding).

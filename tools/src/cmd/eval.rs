@@ -12,6 +12,11 @@ pub struct Args {
     /// A checkpoint directory (evaluated with candle) or a bundle directory (with tract).
     #[arg(long, value_name = "CKPT|BUNDLE")]
     model: PathBuf,
+    /// Model variant: `float`, `weights-int8` or `int8-compute` (a bundle also takes
+    /// `NAME+f16`). Default: a bundle's manifest default; for a quantised checkpoint the
+    /// int8-compute simulation; for a float checkpoint float.
+    #[arg(long, value_name = "NAME")]
+    variant: Option<String>,
     /// Labelled data to evaluate on (.csv/.tsv/.jsonl).
     #[arg(long, value_name = "FILE")]
     data: PathBuf,
@@ -23,7 +28,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Write the confusion matrix as CSV here (and a picture beside it, .svg, for ≤ 50 classes).
-    /// Default: confusion.csv in the model directory.
+    /// Default: confusion.csv inside a checkpoint; BUNDLE.confusion.csv beside a bundle (a
+    /// bundle directory holds only what its manifest lists).
     #[arg(long, value_name = "FILE")]
     confusion: Option<PathBuf>,
     #[command(flatten)]
@@ -31,16 +37,22 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = Evaluated::open(&a.model)
+    let model = Evaluated::open_variant(&a.model, a.variant.as_deref())
         .with_context(|| format!("cannot open model {}", a.model.display()))?;
     let started = std::time::Instant::now();
     let report = evaluate(&model, &a.data, &a.columns.columns(), Some(&a.oos_label))
         .context("evaluation failed")?;
     let seconds = started.elapsed().as_secs_f64();
-    let csv_path = a
-        .confusion
-        .clone()
-        .unwrap_or_else(|| a.model.join("confusion.csv"));
+    let csv_path = a.confusion.clone().unwrap_or_else(|| match model {
+        Evaluated::Checkpoint(_) | Evaluated::CheckpointVariant(..) => {
+            a.model.join("confusion.csv")
+        }
+        Evaluated::Bundle(_) => {
+            let mut name = a.model.as_os_str().to_owned();
+            name.push(".confusion.csv");
+            PathBuf::from(name)
+        }
+    });
     host::checkpoint::write_atomic(&csv_path, report.confusion_csv().as_bytes())
         .with_context(|| format!("cannot write {}", csv_path.display()))?;
     let svg_path = csv_path.with_extension("svg");

@@ -21,11 +21,20 @@ pub struct Args {
     /// Print the export report as JSON.
     #[arg(long)]
     json: bool,
+    /// Secret key file (NAME.key from `tools keygen`): sign the bundle, i.e. write
+    /// manifest.sig over the exact bytes of its manifest.json (docs/deploy.md). The key is
+    /// loaded before exporting, so a bad key writes nothing.
+    #[arg(long, value_name = "NAME.key")]
+    sign: Option<PathBuf>,
     #[command(flatten)]
     columns: ColumnArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let key = match &a.sign {
+        Some(k) => Some(device::signature::SecretKey::load(k).context("--sign")?),
+        None => None,
+    };
     eprintln!(
         "exporting {} → {} (ONNX opset 17), checking with tract…",
         a.model.display(),
@@ -38,6 +47,11 @@ pub fn run(a: Args) -> Result<()> {
         &a.columns.columns(),
     )
     .with_context(|| format!("export of {} failed", a.model.display()))?;
+    if let Some(key) = &key {
+        let sig = device::signature::sign_bundle(&a.out, key)
+            .with_context(|| format!("signing bundle {}", a.out.display()))?;
+        eprintln!("bundle {}: signed by key {}", a.out.display(), sig.key_id);
+    }
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -50,6 +64,19 @@ pub fn run(a: Args) -> Result<()> {
         );
         for (f, h) in &report.files {
             println!("  {f}  sha256 {h}");
+        }
+        for v in &report.variants {
+            println!(
+                "  variant {:<13} {}  {} bytes  tract/candle label agreement {:.2}%  max logit diff {:.2e}  expected accuracy {}",
+                v.variant,
+                v.file,
+                v.bytes,
+                v.agreement * 100.0,
+                v.max_logit_diff,
+                v.expected_accuracy
+                    .map(|a| format!("{a:.4}"))
+                    .unwrap_or_else(|| "-".into())
+            );
         }
     }
     Ok(())

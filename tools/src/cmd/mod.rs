@@ -1,7 +1,15 @@
 //! One module per subcommand: its flags and a `run` that calls the host library.
 
+pub mod bench;
+pub mod classify;
+pub mod deploy;
 pub mod eval;
 pub mod export;
+pub mod keygen;
+pub mod monitor;
+pub mod quantize;
+pub mod serial;
+pub mod sign;
 pub mod train;
 
 use host::data::Columns;

@@ -71,6 +71,9 @@ pub struct Args {
     /// Share of tokens replaced by [MASK] during training (word dropout; preset default).
     #[arg(long, value_name = "P")]
     token_dropout: Option<f64>,
+    /// Decay of the weight average that is validated and saved (0 = off; preset default).
+    #[arg(long, value_name = "F")]
+    ema_decay: Option<f64>,
     /// Epochs without a better validation macro-F1 before stopping.
     #[arg(long, value_name = "N")]
     patience: Option<usize>,
@@ -88,6 +91,17 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     columns: ColumnArgs,
+}
+
+impl Args {
+    /// Threads when `--threads` is not given: 1 for small hidden sizes (their matmuls are
+    /// too small to split across cores profitably), otherwise all cores.
+    pub fn default_threads(&self) -> Option<usize> {
+        let hidden = self
+            .hidden
+            .or_else(|| Preset::get(&self.preset).ok().map(|p| p.hidden))?;
+        (hidden <= 128).then_some(1)
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -110,6 +124,7 @@ pub fn run(a: Args) -> Result<()> {
         weight_decay,
         label_smoothing,
         token_dropout,
+        ema_decay,
         patience
     );
     if a.hidden.is_some() || a.layers.is_some() || a.heads.is_some() || a.ffn.is_some() {
@@ -128,6 +143,7 @@ pub fn run(a: Args) -> Result<()> {
         patience: p.patience,
         label_smoothing: p.label_smoothing,
         token_dropout: p.token_dropout,
+        ema_decay: p.ema_decay,
         seed: a.seed,
         progress: !a.quiet,
     };

@@ -1,0 +1,74 @@
+//! Flags of `device serve` (kept beside `main.rs` so the shared file only gains a variant).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use device::serve::{serve, InputSource, ServeConfig};
+use device::ClassifyOptions;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Bundle directory (manifest.json, model.onnx, tokenizer.json); verified against its
+    /// manifest's sha256 sums and loaded once, before the port is opened.
+    #[arg(long, value_name = "DIR")]
+    bundle: PathBuf,
+
+    /// Serial port to answer on, e.g. /dev/serial0, /dev/ttyUSB0, /dev/ttyGS0 (USB gadget)
+    /// or a /dev/pts/N pseudo-terminal. If it disappears later (USB adapter unplugged) the
+    /// service reopens the same path with backoff and keeps the model loaded.
+    #[arg(long, value_name = "PORT")]
+    serial: String,
+
+    /// Baud rate (50..=4000000); 8 data bits, no parity, 1 stop bit, no flow control.
+    #[arg(long, value_name = "N", default_value_t = 115_200)]
+    baud: u32,
+
+    /// Local text to classify as well, one text per line: `-` for stdin, a regular file
+    /// (followed as it grows, like tail -F), or a FIFO (reopened when its writer closes).
+    /// Each line is pushed to the host as an unsolicited Result frame (Source::Local{seq}).
+    #[arg(long, value_name = "PATH|-")]
+    input: Option<String>,
+
+    /// Capacity of the inference queue; a Classify request that finds it full is answered
+    /// with an Error{Busy} at once (counted as a queue drop in Stats).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    queue: usize,
+
+    /// Inference threads taking jobs from the queue.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    workers: usize,
+
+    /// Labels (with probabilities) per Result frame, at most 5.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    top_k: u8,
+
+    /// Highest-attention tokens per Result frame, at most 5.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u8).range(0..=5))]
+    top_tokens: u8,
+
+    /// When the port cannot be opened at start, keep retrying instead of exiting with an
+    /// error (useful when the service starts before the USB adapter is plugged in).
+    #[arg(long)]
+    wait_for_port: bool,
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    let bundle = a.bundle.clone();
+    let cfg = ServeConfig {
+        bundle: a.bundle,
+        port: a.serial,
+        baud: a.baud,
+        input: a.input.as_deref().map(InputSource::parse),
+        queue: a.queue,
+        workers: a.workers,
+        options: ClassifyOptions {
+            top_k: usize::from(a.top_k),
+            top_tokens: usize::from(a.top_tokens),
+        },
+        wait_for_port: a.wait_for_port,
+    };
+    serve(cfg).with_context(|| format!("device serve (bundle {})", bundle.display()))
+}

@@ -1,0 +1,398 @@
+//! Choosing a model variant on the board itself.
+//!
+//! A bundle may carry several forms of the same model (`float`, `weights-int8`,
+//! `int8-compute`, see [`crate::bundle::Variant`]); which one is fastest is a property of
+//! the CPU (int8 compute pays only with SDOT, fp16 only with native FP16), so the device
+//! measures instead of guessing:
+//!
+//! ```text
+//! candidates   every variant of the manifest, plus `NAME+f16` (tract's f32_to_f16
+//!              transform) for float-compute variants where the CPU has native fp16
+//! check        each candidate must give the manifest's reference label for every
+//!              reference text (the logit difference is reported)
+//! time         warm-up, then the median of timed single-text runs over the reference texts
+//! choose       the fastest candidate that agrees
+//! record       `variant-choice.json` next to the manifest (atomic write); a read-only
+//!              bundle directory is reported and the choice is simply remade next time
+//! ```
+//!
+//! The recorded choice carries a fingerprint of the bundle's files, so a replaced bundle
+//! is re-tuned.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{sha256_hex, VerifiedBundle};
+use crate::classify::Classifier;
+use crate::engine::{native_fp16, Engine, EngineOptions};
+use crate::error::{DeviceError, Result};
+use crate::tokenize::TextEncoder;
+
+/// The tuning record written next to the manifest.
+pub const CHOICE_FILE: &str = "variant-choice.json";
+/// Suffix of a candidate run through tract's `f32_to_f16` transform.
+pub const F16_SUFFIX: &str = "+f16";
+/// Variants that compute in f32 (so the f16 transform applies to them).
+const FLOAT_COMPUTE: [&str; 2] = ["float", "weights-int8"];
+
+/// A variant name plus whether tract's f16 transform is applied (`weights-int8+f16`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    pub variant: String,
+    pub f16: bool,
+}
+
+impl Choice {
+    /// Parses `NAME` or `NAME+f16`.
+    pub fn parse(s: &str) -> Choice {
+        match s.strip_suffix(F16_SUFFIX) {
+            Some(v) => Choice {
+                variant: v.to_string(),
+                f16: true,
+            },
+            None => Choice {
+                variant: s.to_string(),
+                f16: false,
+            },
+        }
+    }
+
+    pub fn label(&self) -> String {
+        if self.f16 {
+            format!("{}{F16_SUFFIX}", self.variant)
+        } else {
+            self.variant.clone()
+        }
+    }
+
+    fn options(&self) -> EngineOptions {
+        EngineOptions { f16: self.f16 }
+    }
+}
+
+/// Tuning effort.
+#[derive(Debug, Clone, Copy)]
+pub struct TuneOptions {
+    /// Untimed runs per candidate before timing.
+    pub warmup: usize,
+    /// Timed passes over the reference texts per candidate.
+    pub runs: usize,
+}
+
+impl Default for TuneOptions {
+    fn default() -> Self {
+        TuneOptions { warmup: 3, runs: 5 }
+    }
+}
+
+/// One candidate's measurement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timing {
+    pub candidate: String,
+    /// Median wall time of one single-text classification, microseconds.
+    pub median_us: f64,
+    /// Time to build the tract plan, milliseconds.
+    pub load_ms: f64,
+    /// Every reference text got the manifest's label.
+    pub agrees: bool,
+    /// Reference texts checked.
+    pub checked: usize,
+    /// Largest |logit - reference logit| over the reference texts.
+    pub max_logit_diff: f32,
+    /// Why a candidate was skipped or failed, if it was.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// What tuning found (also the content of [`CHOICE_FILE`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TuneReport {
+    /// sha256 over the bundle's file hashes: a different bundle means a new tuning.
+    pub fingerprint: String,
+    pub chosen: Choice,
+    pub timings: Vec<Timing>,
+    /// Candidates not tried, with the reason.
+    pub skipped: Vec<String>,
+    pub native_fp16: bool,
+    pub arch: String,
+    pub created: String,
+}
+
+/// How the variant in use was decided.
+#[derive(Debug, Clone, Serialize)]
+pub struct Selection {
+    pub choice: Choice,
+    /// `override`, `recorded`, `tuned` or `only-variant`.
+    pub source: String,
+    /// The tuning, when one was run or read.
+    pub report: Option<TuneReport>,
+    /// Where the choice was recorded, or why it could not be.
+    pub record: String,
+}
+
+/// Fingerprint of a bundle: sha256 over its manifest's file hashes.
+pub fn fingerprint(bundle: &VerifiedBundle) -> String {
+    let joined: String = bundle
+        .manifest()
+        .files
+        .iter()
+        .map(|(k, v)| format!("{k}={v};"))
+        .collect();
+    sha256_hex(joined.as_bytes())
+}
+
+/// Every candidate of this bundle on this CPU, and the ones skipped with the reason.
+pub fn candidates(bundle: &VerifiedBundle) -> (Vec<Choice>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    let fp16 = native_fp16();
+    for v in bundle.manifest().variant_list() {
+        out.push(Choice {
+            variant: v.name.clone(),
+            f16: false,
+        });
+        if FLOAT_COMPUTE.contains(&v.name.as_str()) {
+            let label = format!("{}{F16_SUFFIX}", v.name);
+            if fp16 {
+                out.push(Choice {
+                    variant: v.name,
+                    f16: true,
+                });
+            } else {
+                skipped.push(format!("{label}: this CPU has no native fp16"));
+            }
+        }
+    }
+    (out, skipped)
+}
+
+/// Loads the classifier for `choice` from a verified bundle.
+pub fn load(bundle: &VerifiedBundle, choice: &Choice) -> Result<Classifier> {
+    let encoder = TextEncoder::from_bundle(bundle)?;
+    let engine = Engine::load_variant(bundle, &choice.variant, choice.options())?;
+    Classifier::new(encoder, engine, bundle.manifest().labels.clone())
+}
+
+/// Measures every candidate and returns the report (choice = fastest that agrees).
+pub fn tune(bundle: &VerifiedBundle, options: TuneOptions) -> Result<TuneReport> {
+    let (cands, skipped) = candidates(bundle);
+    let reference = &bundle.manifest().reference;
+    let mut timings = Vec::new();
+    for c in &cands {
+        let started = Instant::now();
+        let classifier = match load(bundle, c) {
+            Ok(cl) => cl,
+            Err(e) => {
+                timings.push(Timing {
+                    candidate: c.label(),
+                    median_us: f64::INFINITY,
+                    load_ms: 0.0,
+                    agrees: false,
+                    checked: 0,
+                    max_logit_diff: f32::INFINITY,
+                    note: format!("cannot load: {e}"),
+                });
+                continue;
+            }
+        };
+        let load_ms = started.elapsed().as_secs_f64() * 1e3;
+        let (mut agrees, mut checked, mut max_diff) = (true, 0usize, 0f32);
+        let mut note = String::new();
+        for r in reference {
+            let Some(expected) = r.outputs.get(&c.variant) else {
+                continue;
+            };
+            match logits_of(&classifier, &r.text) {
+                Ok(logits) => {
+                    checked += 1;
+                    let best = argmax(&logits);
+                    let diff = logits
+                        .iter()
+                        .zip(&expected.logits)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    max_diff = max_diff.max(diff);
+                    if best != expected.label_index {
+                        agrees = false;
+                        note = format!(
+                            "{:?}: label {best}, reference {}",
+                            r.text, expected.label_index
+                        );
+                    }
+                }
+                Err(e) => {
+                    agrees = false;
+                    note = format!("{:?}: {e}", r.text);
+                }
+            }
+        }
+        if reference.is_empty() {
+            note = "no reference texts in the manifest: not checked".into();
+        }
+        let texts: Vec<&str> = if reference.is_empty() {
+            vec!["turn on the lights in the kitchen please"]
+        } else {
+            reference.iter().map(|r| r.text.as_str()).collect()
+        };
+        for t in texts
+            .iter()
+            .cycle()
+            .take(options.warmup.max(1) * texts.len())
+        {
+            let _ = classifier.classify(t);
+        }
+        let mut samples = Vec::new();
+        for _ in 0..options.runs.max(1) {
+            for t in &texts {
+                let s = Instant::now();
+                let _ = classifier.classify(t);
+                samples.push(s.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        samples.sort_by(f64::total_cmp);
+        timings.push(Timing {
+            candidate: c.label(),
+            median_us: samples[samples.len() / 2],
+            load_ms,
+            agrees,
+            checked,
+            max_logit_diff: max_diff,
+            note,
+        });
+    }
+    let chosen = cands
+        .iter()
+        .zip(&timings)
+        .filter(|(_, t)| t.agrees && t.median_us.is_finite())
+        .min_by(|a, b| a.1.median_us.total_cmp(&b.1.median_us))
+        .map(|(c, _)| c.clone())
+        .ok_or_else(|| DeviceError::Model {
+            origin: format!("bundle {}", bundle.dir().display()),
+            problem: format!(
+                "no variant agrees with the manifest's reference outputs: {}",
+                timings
+                    .iter()
+                    .map(|t| format!("{} ({})", t.candidate, t.note))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        })?;
+    Ok(TuneReport {
+        fingerprint: fingerprint(bundle),
+        chosen,
+        timings,
+        skipped,
+        native_fp16: native_fp16(),
+        arch: std::env::consts::ARCH.into(),
+        created: crate::bundle::now_rfc3339(),
+    })
+}
+
+fn logits_of(classifier: &Classifier, text: &str) -> Result<Vec<f32>> {
+    let enc = classifier.encoder().encode(text)?;
+    let mask = vec![1i64; enc.ids.len()];
+    Ok(classifier
+        .engine()
+        .run(&enc.ids, &mask, 1, enc.ids.len())?
+        .0)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len())
+        .max_by(|&a, &b| v[a].total_cmp(&v[b]))
+        .unwrap_or(0)
+}
+
+/// Path of the tuning record of the bundle in `dir`.
+pub fn choice_path(dir: &Path) -> PathBuf {
+    dir.join(CHOICE_FILE)
+}
+
+/// The recorded tuning of this bundle, if there is one and it belongs to these files.
+pub fn recorded(bundle: &VerifiedBundle) -> Option<TuneReport> {
+    let text = std::fs::read(choice_path(bundle.dir())).ok()?;
+    let report: TuneReport = serde_json::from_slice(&text).ok()?;
+    (report.fingerprint == fingerprint(bundle)).then_some(report)
+}
+
+/// Writes the report next to the manifest, atomically. Returns where, or why not (a
+/// read-only bundle directory is not an error: the choice is remade on the next load).
+pub fn record(bundle: &VerifiedBundle, report: &TuneReport) -> String {
+    let path = choice_path(bundle.dir());
+    let tmp = bundle
+        .dir()
+        .join(format!(".{CHOICE_FILE}.tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    match result {
+        Ok(()) => format!("recorded in {}", path.display()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            format!(
+                "not recorded ({}: {e}); the bundle directory is not writable, so the \
+                 variant will be measured again on the next load",
+                path.display()
+            )
+        }
+    }
+}
+
+/// Decides the variant to run: `override_name` if given (checked against the bundle),
+/// else a recorded tuning of these exact files, else the only candidate, else a fresh
+/// tuning (recorded next to the bundle when possible).
+pub fn select(
+    bundle: &VerifiedBundle,
+    override_name: Option<&str>,
+    options: TuneOptions,
+) -> Result<Selection> {
+    if let Some(name) = override_name {
+        let choice = Choice::parse(name);
+        bundle
+            .manifest()
+            .variant(&choice.variant)
+            .map_err(|problem| DeviceError::InvalidManifest {
+                dir: bundle.dir().to_path_buf(),
+                field: "variants",
+                problem,
+            })?;
+        return Ok(Selection {
+            choice,
+            source: "override".into(),
+            report: None,
+            record: String::new(),
+        });
+    }
+    if let Some(report) = recorded(bundle) {
+        return Ok(Selection {
+            choice: report.chosen.clone(),
+            source: "recorded".into(),
+            record: format!("read from {}", choice_path(bundle.dir()).display()),
+            report: Some(report),
+        });
+    }
+    let (cands, _) = candidates(bundle);
+    if cands.len() == 1 {
+        return Ok(Selection {
+            choice: cands[0].clone(),
+            source: "only-variant".into(),
+            report: None,
+            record: String::new(),
+        });
+    }
+    let report = tune(bundle, options)?;
+    let record = record(bundle, &report);
+    Ok(Selection {
+        choice: report.chosen.clone(),
+        source: "tuned".into(),
+        report: Some(report),
+        record,
+    })
+}

@@ -479,11 +479,14 @@ pub fn write_bundle(
         v.sha256 = hashes.get(&v.file).cloned().unwrap_or_default();
     }
     manifest.check_fields().map_err(|(f, p)| invalid(f, p))?;
-    let manifest_json =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| DeviceError::ManifestParse {
+    // Compact JSON: a 150-label manifest with reference logits is 2x smaller than
+    // pretty-printed, which matters for int8 bundles of ~1 MB (`jq .` reads it fine).
+    let mut manifest_json =
+        serde_json::to_vec(&manifest).map_err(|e| DeviceError::ManifestParse {
             dir: dir.to_path_buf(),
             problem: format!("cannot serialise: {e}"),
         })?;
+    manifest_json.push(b'\n');
 
     let dir_err = |problem: String| DeviceError::BundleDir {
         dir: dir.to_path_buf(),

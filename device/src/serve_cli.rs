@@ -1,18 +1,22 @@
 //! Flags of `device serve` (kept beside `main.rs` so the shared file only gains a variant).
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 
 use device::serve::{serve, InputSource, ServeConfig};
 use device::ClassifyOptions;
 
+use crate::trust_cli::{SourceArgs, TrustArgs};
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Bundle directory (manifest.json, model.onnx, tokenizer.json); verified against its
-    /// manifest's sha256 sums and loaded once, before the port is opened.
-    #[arg(long, value_name = "DIR")]
-    bundle: PathBuf,
+    /// Where the model comes from: `--bundle DIR`, or `--state DIR` (the `current` bundle
+    /// of a state directory written by `tools deploy`). Verified (sha256, and the signature
+    /// under --trust) and loaded once, before the port is opened.
+    #[command(flatten)]
+    source: SourceArgs,
+
+    #[command(flatten)]
+    trust: TrustArgs,
 
     /// Serial port to answer on, e.g. /dev/serial0, /dev/ttyUSB0, /dev/ttyGS0 (USB gadget)
     /// or a /dev/pts/N pseudo-terminal. If it disappears later (USB adapter unplugged) the
@@ -56,9 +60,13 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    let bundle = a.bundle.clone();
+    let what = match (&a.source.bundle, &a.source.state) {
+        (Some(b), _) => format!("bundle {}", b.display()),
+        (None, Some(s)) => format!("state {}", s.display()),
+        (None, None) => "no bundle".to_string(),
+    };
+    let verified = crate::trust_cli::open(&a.source, &a.trust, |v| Ok(v.clone()))?;
     let cfg = ServeConfig {
-        bundle: a.bundle,
         port: a.serial,
         baud: a.baud,
         input: a.input.as_deref().map(InputSource::parse),
@@ -70,5 +78,5 @@ pub fn run(a: ServeArgs) -> Result<()> {
         },
         wait_for_port: a.wait_for_port,
     };
-    serve(cfg).with_context(|| format!("device serve (bundle {})", bundle.display()))
+    serve(cfg, verified).with_context(|| format!("device serve ({what})"))
 }

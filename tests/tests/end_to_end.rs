@@ -126,3 +126,57 @@ fn demo_train_export_classify_eval() {
     let csv = std::fs::read_to_string(beside).unwrap();
     assert_eq!(csv.lines().count(), 16, "header + one row per label");
 }
+
+/// `--tokenizer FILE` trains with an existing tokenizer.json, which then travels byte for
+/// byte into the checkpoint and the bundle.
+#[test]
+fn existing_tokenizer_is_used_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    let second = dir.path().join("second");
+    let bundle = dir.path().join("bundle");
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--train",
+            "models/demo/train.csv",
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        run_ok("tools", &args, None);
+    };
+    train(&first, &["--vocab-size", "400"]);
+    let tok = first.join("tokenizer.json");
+    train(&second, &["--tokenizer", tok.to_str().unwrap()]);
+    run_ok(
+        "tools",
+        &[
+            "export",
+            "--model",
+            second.to_str().unwrap(),
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+        None,
+    );
+    let original = std::fs::read(&tok).unwrap();
+    assert_eq!(
+        original,
+        std::fs::read(second.join("tokenizer.json")).unwrap()
+    );
+    assert_eq!(
+        original,
+        std::fs::read(bundle.join("tokenizer.json")).unwrap()
+    );
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(second.join("config.json")).unwrap()).unwrap();
+    let vocab = config["vocab_size"].as_u64().unwrap();
+    assert!(
+        vocab <= 400,
+        "vocabulary comes from the given tokenizer: {vocab}"
+    );
+}

@@ -672,3 +672,63 @@ fn link_bad_cli_input_is_a_clear_error() {
     );
     assert!(e.contains("no answer"), "{e}");
 }
+
+/// A board as deployed: `device serve --state DIR --trust KEY.pub` serves the bundle that
+/// `tools deploy --to DIR` installed (signed), and refuses to start from a state directory
+/// without a trust decision.
+#[test]
+fn link_serves_a_deployed_signed_state_dir() {
+    let bundle = demo_bundle();
+    let tmp = tempfile::tempdir().unwrap();
+    let signed = tmp.path().join("signed");
+    std::fs::create_dir(&signed).unwrap();
+    for f in std::fs::read_dir(bundle).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), signed.join(f.file_name())).unwrap();
+    }
+    let key = tmp.path().join("owner");
+    let (key_s, signed_s) = (key.to_str().unwrap(), signed.to_str().unwrap());
+    run_ok("tools", &["keygen", "--out", key_s], None);
+    let (secret, public) = (format!("{key_s}.key"), format!("{key_s}.pub"));
+    run_ok(
+        "tools",
+        &["sign", "--bundle", signed_s, "--key", &secret],
+        None,
+    );
+    let state = tmp.path().join("state");
+    let state_s = state.to_str().unwrap();
+    run_ok(
+        "tools",
+        &[
+            "deploy", "--to", state_s, "--bundle", signed_s, "--trust", &public,
+        ],
+        None,
+    );
+
+    let relay = Relay::new(11);
+    let out = std::process::Command::new(e2e::bin("device"))
+        .args(["serve", "--state", state_s, "--serial", relay.device_path()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs --trust"), "{err}");
+
+    let _serve = Serve::start_with(&[
+        "--state",
+        state_s,
+        "--trust",
+        &public,
+        "--serial",
+        relay.device_path(),
+    ]);
+    let text = "turn on the kitchen lights";
+    let expected = &reference_labels(bundle, &[text])[0];
+    let out = run_ok(
+        "tools",
+        &["classify", "--serial", &relay.host_path, "--json", text],
+        None,
+    );
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["label"].as_str().unwrap(), expected);
+}

@@ -33,13 +33,12 @@ use serialport::SerialPort;
 use self::dispatch::{Core, ModelInfo};
 pub use self::input::InputSource;
 pub use self::stats::Stats;
-use crate::bundle::Bundle;
+use crate::bundle::VerifiedBundle;
 use crate::classify::{Classifier, ClassifyOptions};
 
 /// Everything `device serve` is told on its command line.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub bundle: PathBuf,
     pub port: String,
     pub baud: u32,
     pub input: Option<InputSource>,
@@ -88,8 +87,10 @@ struct PortSlot {
     broken: AtomicBool,
 }
 
-/// Loads the bundle, opens the port and serves until the process is killed.
-pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
+/// Loads the (already verified) bundle, opens the port and serves until the process is
+/// killed. Where the bundle comes from and which signatures it needs is the caller's
+/// choice (`--bundle` / `--state`, `--trust`).
+pub fn serve(cfg: ServeConfig, verified: VerifiedBundle) -> Result<(), ServeError> {
     if !(50..=4_000_000).contains(&cfg.baud) {
         return Err(ServeError::Baud(cfg.baud));
     }
@@ -99,7 +100,6 @@ pub fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     }
-    let verified = Bundle::read(&cfg.bundle)?.verify()?;
     let info = Arc::new(ModelInfo::from_bundle(&verified));
     let classifier = Arc::new(Classifier::load(&verified)?.with_options(cfg.options));
     drop(verified);

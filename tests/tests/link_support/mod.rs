@@ -223,15 +223,16 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(bundle: &Path, port: &str, extra: &[&str]) -> Serve {
+        let mut args = vec!["--bundle", bundle.to_str().unwrap(), "--serial", port];
+        args.extend_from_slice(extra);
+        Serve::start_with(&args)
+    }
+
+    /// `device serve ARGS...` (the caller names the model source and the port).
+    pub fn start_with(args: &[&str]) -> Serve {
         let mut child = Command::new(bin("device"))
-            .args([
-                "serve",
-                "--bundle",
-                bundle.to_str().unwrap(),
-                "--serial",
-                port,
-            ])
-            .args(extra)
+            .arg("serve")
+            .args(args)
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -82,6 +82,24 @@ pub(crate) fn check_texts(
     ))
 }
 
+/// A manifest for a bundle written to `out` from `ckpt`: named after the bundle
+/// directory, with the checkpoint's preset, labels and maximum length.
+pub(crate) fn new_manifest(out: &Path, ckpt: &Checkpoint) -> device::bundle::Manifest {
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model")
+        .to_string();
+    let mut manifest = device::bundle::Manifest::new(
+        name,
+        ckpt.config.preset.clone(),
+        ckpt.config.labels.clone(),
+        ckpt.config.max_len,
+    );
+    manifest.tool_version = format!("tools {}", env!("CARGO_PKG_VERSION"));
+    manifest
+}
+
 /// Exports `ckpt_dir` to a bundle at `out`.
 pub fn export(
     ckpt_dir: &Path,
@@ -148,18 +166,7 @@ pub fn export(
         }
     }
 
-    let name = out
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("model")
-        .to_string();
-    let mut manifest = device::bundle::Manifest::new(
-        name,
-        ckpt.config.preset.clone(),
-        ckpt.config.labels.clone(),
-        ckpt.config.max_len,
-    );
-    manifest.tool_version = format!("tools {}", env!("CARGO_PKG_VERSION"));
+    let mut manifest = new_manifest(out, &ckpt);
     manifest.metrics = serde_json::json!({
         "training": ckpt.training_summary().map(|s| serde_json::json!({
             "best_epoch": s.pointer("/outcome/best_epoch"),

@@ -196,18 +196,7 @@ pub(super) fn export_quantized(
         });
     }
 
-    let name = out
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("model")
-        .to_string();
-    let mut manifest = device::bundle::Manifest::new(
-        name,
-        ckpt.config.preset.clone(),
-        ckpt.config.labels.clone(),
-        ckpt.config.max_len,
-    );
-    manifest.tool_version = format!("tools {}", env!("CARGO_PKG_VERSION"));
+    let mut manifest = super::new_manifest(out, ckpt);
     manifest.variants = checks
         .iter()
         .map(|ch| device::bundle::Variant {

@@ -36,6 +36,8 @@ pub mod install;
 pub mod serve;
 pub mod signature;
 pub mod tokenize;
+#[cfg(unix)]
+pub mod transfer;
 pub mod variant;
 
 pub use bundle::{

@@ -66,6 +66,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
         (None, None) => "no bundle".to_string(),
     };
     let verified = crate::trust_cli::open(&a.source, &a.trust, |v| Ok(v.clone()))?;
+    // Model updates over the link install into the state directory, under the same
+    // trust policy the service started with.
+    let deploy = match (&a.source.state, a.trust.policy_quiet()?) {
+        (Some(dir), Some(policy)) => Some((dir.clone(), policy)),
+        _ => None,
+    };
     let cfg = ServeConfig {
         port: a.serial,
         baud: a.baud,
@@ -77,6 +83,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             top_tokens: usize::from(a.top_tokens),
         },
         wait_for_port: a.wait_for_port,
+        deploy,
     };
     serve(cfg, verified).with_context(|| format!("device serve ({what})"))
 }

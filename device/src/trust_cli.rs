@@ -41,6 +41,13 @@ impl TrustArgs {
     pub fn policy(&self) -> Result<Option<TrustPolicy>> {
         if self.allow_unsigned {
             eprintln!("device: {ALLOW_UNSIGNED_WARNING}");
+        }
+        self.policy_quiet()
+    }
+
+    /// As [`policy`](Self::policy), without printing the warning (for a second use).
+    pub fn policy_quiet(&self) -> Result<Option<TrustPolicy>> {
+        if self.allow_unsigned {
             return Ok(Some(TrustPolicy::AllowUnsigned));
         }
         if self.trust.is_empty() {

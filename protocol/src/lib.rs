@@ -39,12 +39,19 @@
 //! | H→D | 2 | [`Request::Classify`] | `id: u32, text: str ≤ 256 B` | classify a text |
 //! | H→D | 3 | [`Request::Ping`] | `id: u32, nonce: u32` | liveness |
 //! | H→D | 4 | [`Request::GetStats`] | `id: u32` | ask for counters |
+//! | H→D | 5 | [`Request::DeployBegin`] | `id: u32, manifest_sha256: [u8; 32], total_bytes: u32, file_count: u16` | start or resume a model update |
+//! | H→D | 6 | [`Request::DeployChunk`] | `id: u32, offset: u32, data: seq ≤ 512 of u8` | archive bytes at `offset` |
+//! | H→D | 7 | [`Request::DeployCommit`] | `id: u32` | install and switch to the sent bundle |
+//! | H→D | 8 | [`Request::Rollback`] | `id: u32` | switch back to the previous model |
 //! | D→H | 0 | [`Response::Info`] | `id: u32, protocol_version: u16, software_version: str ≤ 32 B, model_name: str ≤ 48 B, model_sha256: [u8; 32], label_count: u16, max_text_len: u16` | answer to `Hello` |
 //! | D→H | 1 | [`Response::Labels`] | `id: u32, offset: u16, total: u16, labels: seq ≤ 24 of str ≤ 32 B` | one page of label names |
 //! | D→H | 2 | [`Response::Result`] | `id: u32, source: Source, label_index: u16, confidence: f32, top_k: seq ≤ 5 of (u16, f32), top_tokens: seq ≤ 5 of (str ≤ 24 B, f32), inference_us: u32` | a classification (answer to `Classify`, or a device-local one) |
 //! | D→H | 3 | [`Response::Pong`] | `id: u32, nonce: u32` | answer to `Ping` |
 //! | D→H | 4 | [`Response::Stats`] | `id: u32, frames_in, frames_out, crc_failures, decode_errors, queue_drops, inferences, latency_p50_us, latency_p99_us, latency_max_us, uptime_s: u32` | answer to `GetStats` |
 //! | D→H | 5 | [`Response::Error`] | `id: Option<u32>, code: ErrorCode (u16), detail: str ≤ 96 B` | a request or frame failed |
+//! | D→H | 6 | [`Response::DeployStatus`] | `id: u32, have: u32` | answer to `DeployBegin`: bytes already held |
+//! | D→H | 7 | [`Response::DeployAck`] | `id: u32, next: u32` | answer to `DeployChunk`: next offset wanted |
+//! | D→H | 8 | [`Response::DeployDone`] | `id: u32, model_name: str ≤ 48 B, model_sha256: [u8; 32]` | answer to `DeployCommit` / `Rollback`: the model now served |
 //!
 //! [`Source`]: tag 0 `Request` (no fields) | tag 1 `Local { seq: u32 }` (then
 //! `id` is 0). [`ErrorCode`] values: Busy 0, BadFrame 1, BadCrc 2,

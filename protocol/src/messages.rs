@@ -38,6 +38,8 @@ pub const MAX_DETAIL_LEN: usize = 96;
 pub const MAX_SOFTWARE_VERSION_LEN: usize = 32;
 /// Longest model name in [`Response::Info`].
 pub const MAX_MODEL_NAME_LEN: usize = 48;
+/// Largest `data` of one [`Request::DeployChunk`], in bytes.
+pub const MAX_CHUNK: usize = 512;
 
 /// Text to classify (≤ [`MAX_TEXT_LEN`] bytes).
 pub type Text = String<MAX_TEXT_LEN>;
@@ -57,11 +59,14 @@ pub type Detail = String<MAX_DETAIL_LEN>;
 pub type SoftwareVersion = String<MAX_SOFTWARE_VERSION_LEN>;
 /// Model name.
 pub type ModelName = String<MAX_MODEL_NAME_LEN>;
+/// Bytes of one [`Request::DeployChunk`] (≤ [`MAX_CHUNK`]).
+pub type Chunk = Vec<u8, MAX_CHUNK>;
 
 /// Host → device.
 ///
 /// Tags (postcard variant index): `Hello` 0, `GetLabels` 1, `Classify` 2,
-/// `Ping` 3, `GetStats` 4. Every variant starts with `id`.
+/// `Ping` 3, `GetStats` 4, `DeployBegin` 5, `DeployChunk` 6, `DeployCommit` 7,
+/// `Rollback` 8. Every variant starts with `id`.
 // Variants are inline (no `Box` in no_std); a `Request` is ~270 bytes.
 #[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -102,12 +107,49 @@ pub enum Request {
         /// Request id.
         id: u32,
     },
+    /// Tag 5. Start (or resume) a model update: the transfer is the bundle archive
+    /// (`docs/protocol.md` section 8) of `total_bytes` bytes holding `file_count` files
+    /// whose `manifest.json` has sha256 `manifest_sha256`. Answered by
+    /// [`Response::DeployStatus`] (how much of it the device already holds).
+    DeployBegin {
+        /// Request id.
+        id: u32,
+        /// sha256 of the bundle's `manifest.json` (names the transfer).
+        manifest_sha256: [u8; 32],
+        /// Size of the archive in bytes.
+        total_bytes: u32,
+        /// Files in the archive.
+        file_count: u16,
+    },
+    /// Tag 6. Archive bytes `offset..offset + data.len()`; answered by
+    /// [`Response::DeployAck`] with the next offset the device wants.
+    DeployChunk {
+        /// Request id.
+        id: u32,
+        /// Position of `data[0]` in the archive.
+        offset: u32,
+        /// At most [`MAX_CHUNK`] bytes.
+        data: Chunk,
+    },
+    /// Tag 7. The whole archive is sent: unpack, verify, self-test and switch to it.
+    /// Answered by [`Response::DeployDone`] or an `Error` saying why it was refused.
+    DeployCommit {
+        /// Request id.
+        id: u32,
+    },
+    /// Tag 8. Make the previous model current again; answered by
+    /// [`Response::DeployDone`] (the model now served) or an `Error`.
+    Rollback {
+        /// Request id.
+        id: u32,
+    },
 }
 
 /// Device → host.
 ///
-/// Tags: `Info` 0, `Labels` 1, `Result` 2, `Pong` 3, `Stats` 4, `Error` 5
-/// (the answer to request tag *k* has tag *k*).
+/// Tags: `Info` 0, `Labels` 1, `Result` 2, `Pong` 3, `Stats` 4, `Error` 5,
+/// `DeployStatus` 6, `DeployAck` 7, `DeployDone` 8 (the answer to request tag *k* has
+/// tag *k* for *k* ≤ 4 and *k* + 1 for the deploy requests, as `Error` holds tag 5).
 // Variants are inline (no `Box` in no_std); a `Response` is ~1 KiB
 // (a full `Labels` page).
 #[allow(clippy::large_enum_variant)]
@@ -198,6 +240,31 @@ pub enum Response {
         code: ErrorCode,
         /// Human-readable detail (may be empty).
         detail: Detail,
+    },
+    /// Tag 6. Answer to [`Request::DeployBegin`].
+    DeployStatus {
+        /// Id of the `DeployBegin`.
+        id: u32,
+        /// Bytes of this transfer (same `manifest_sha256`) the device already holds: the
+        /// host resumes at this offset.
+        have: u32,
+    },
+    /// Tag 7. Answer to [`Request::DeployChunk`].
+    DeployAck {
+        /// Id of the `DeployChunk`.
+        id: u32,
+        /// The offset the device wants next (= bytes held contiguously from 0).
+        next: u32,
+    },
+    /// Tag 8. Answer to [`Request::DeployCommit`] and [`Request::Rollback`]: the model
+    /// the device serves from now on.
+    DeployDone {
+        /// Id of the request.
+        id: u32,
+        /// Name of the model now served.
+        model_name: ModelName,
+        /// SHA-256 of its `model.onnx`, as in `Info`.
+        model_sha256: [u8; 32],
     },
 }
 
@@ -343,6 +410,14 @@ impl Request {
     pub const TAG_PING: u32 = 3;
     /// Tag of [`Request::GetStats`].
     pub const TAG_GET_STATS: u32 = 4;
+    /// Tag of [`Request::DeployBegin`].
+    pub const TAG_DEPLOY_BEGIN: u32 = 5;
+    /// Tag of [`Request::DeployChunk`].
+    pub const TAG_DEPLOY_CHUNK: u32 = 6;
+    /// Tag of [`Request::DeployCommit`].
+    pub const TAG_DEPLOY_COMMIT: u32 = 7;
+    /// Tag of [`Request::Rollback`].
+    pub const TAG_ROLLBACK: u32 = 8;
 
     /// The request id.
     pub fn id(&self) -> u32 {
@@ -351,7 +426,11 @@ impl Request {
             | Self::GetLabels { id, .. }
             | Self::Classify { id, .. }
             | Self::Ping { id, .. }
-            | Self::GetStats { id } => id,
+            | Self::GetStats { id }
+            | Self::DeployBegin { id, .. }
+            | Self::DeployChunk { id, .. }
+            | Self::DeployCommit { id }
+            | Self::Rollback { id } => id,
         }
     }
 
@@ -383,6 +462,12 @@ impl Response {
     pub const TAG_STATS: u32 = 4;
     /// Tag of [`Response::Error`].
     pub const TAG_ERROR: u32 = 5;
+    /// Tag of [`Response::DeployStatus`].
+    pub const TAG_DEPLOY_STATUS: u32 = 6;
+    /// Tag of [`Response::DeployAck`].
+    pub const TAG_DEPLOY_ACK: u32 = 7;
+    /// Tag of [`Response::DeployDone`].
+    pub const TAG_DEPLOY_DONE: u32 = 8;
 
     /// The request id this answers. `None` for an `Error` without id and for
     /// a `Result` with [`Source::Local`].
@@ -391,7 +476,10 @@ impl Response {
             Self::Info { id, .. }
             | Self::Labels { id, .. }
             | Self::Pong { id, .. }
-            | Self::Stats { id, .. } => Some(id),
+            | Self::Stats { id, .. }
+            | Self::DeployStatus { id, .. }
+            | Self::DeployAck { id, .. }
+            | Self::DeployDone { id, .. } => Some(id),
             Self::Result {
                 source: Source::Local { .. },
                 ..
@@ -471,7 +559,7 @@ pub trait Message: Serialize + DeserializeOwned {
 }
 
 impl Message for Request {
-    const KNOWN_TAGS: u32 = 5;
+    const KNOWN_TAGS: u32 = 9;
 
     fn tag(&self) -> u32 {
         match self {
@@ -480,6 +568,10 @@ impl Message for Request {
             Self::Classify { .. } => Self::TAG_CLASSIFY,
             Self::Ping { .. } => Self::TAG_PING,
             Self::GetStats { .. } => Self::TAG_GET_STATS,
+            Self::DeployBegin { .. } => Self::TAG_DEPLOY_BEGIN,
+            Self::DeployChunk { .. } => Self::TAG_DEPLOY_CHUNK,
+            Self::DeployCommit { .. } => Self::TAG_DEPLOY_COMMIT,
+            Self::Rollback { .. } => Self::TAG_ROLLBACK,
         }
     }
 
@@ -498,7 +590,7 @@ impl Message for Request {
 }
 
 impl Message for Response {
-    const KNOWN_TAGS: u32 = 6;
+    const KNOWN_TAGS: u32 = 9;
 
     fn tag(&self) -> u32 {
         match self {
@@ -508,6 +600,9 @@ impl Message for Response {
             Self::Pong { .. } => Self::TAG_PONG,
             Self::Stats { .. } => Self::TAG_STATS,
             Self::Error { .. } => Self::TAG_ERROR,
+            Self::DeployStatus { .. } => Self::TAG_DEPLOY_STATUS,
+            Self::DeployAck { .. } => Self::TAG_DEPLOY_ACK,
+            Self::DeployDone { .. } => Self::TAG_DEPLOY_DONE,
         }
     }
 

@@ -9,6 +9,7 @@ const CLASSIFY_FRAME: &str = "12 02 AC 02 09 6C 69 67 68 74 73 20 6F 6E 8D 9A 12
 const RESULT_FRAME: &str = "04 02 AC 02 02 02 01 05 60 3F 02 02 01 03 60 3F 01 01 01 0A 3E 01 06 6C 69 67 68 74 73 01 09 C0 3F D2 09 FE B9 EF 5D 00";
 const ERROR_FRAME: &str = "06 05 01 AC 02 06 05 F5 CC 0C 8E 00";
 const HELLO_FRAME: &str = "01 07 01 01 C5 D8 5D 91 00";
+const DEPLOY_ACK_FRAME: &str = "07 07 05 80 08 37 35 02 8F 00";
 
 fn hex(b: &[u8]) -> String {
     b.iter()
@@ -94,6 +95,41 @@ fn hello_example() {
 }
 
 #[test]
+fn deploy_ack_example() {
+    let m = Response::DeployAck { id: 5, next: 1024 };
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        hex(postcard::to_slice(&m, &mut buf).unwrap()),
+        "07 05 80 08"
+    );
+    assert_eq!(crc32(&[0x07, 0x05, 0x80, 0x08]), 0x8F00_3537);
+    assert_eq!(hex(&frame(&m)), DEPLOY_ACK_FRAME);
+    assert_eq!(
+        decode_frame::<Response>(&mut unhex(DEPLOY_ACK_FRAME)),
+        Ok(m)
+    );
+}
+
+#[test]
+fn deploy_tags_are_the_documented_ones() {
+    let doc = doc();
+    for (tag, name) in [
+        (Request::TAG_DEPLOY_BEGIN, "DeployBegin"),
+        (Request::TAG_DEPLOY_CHUNK, "DeployChunk"),
+        (Request::TAG_DEPLOY_COMMIT, "DeployCommit"),
+        (Request::TAG_ROLLBACK, "Rollback"),
+        (Response::TAG_DEPLOY_STATUS, "DeployStatus"),
+        (Response::TAG_DEPLOY_ACK, "DeployAck"),
+        (Response::TAG_DEPLOY_DONE, "DeployDone"),
+    ] {
+        assert!(
+            doc.contains(&format!("| `{tag:02}` | `{name}` |")),
+            "docs/protocol.md lacks tag {tag} {name}"
+        );
+    }
+}
+
+#[test]
 fn documented_bytes_are_in_the_document() {
     let doc = doc();
     for (name, hex) in [
@@ -101,6 +137,7 @@ fn documented_bytes_are_in_the_document() {
         ("result", RESULT_FRAME),
         ("error", ERROR_FRAME),
         ("hello", HELLO_FRAME),
+        ("deploy ack", DEPLOY_ACK_FRAME),
     ] {
         assert!(
             doc.contains(hex),
@@ -137,6 +174,7 @@ fn documented_limits_match_the_crate() {
         ("MAX_DETAIL_LEN", MAX_DETAIL_LEN),
         ("MAX_SOFTWARE_VERSION_LEN", MAX_SOFTWARE_VERSION_LEN),
         ("MAX_MODEL_NAME_LEN", MAX_MODEL_NAME_LEN),
+        ("MAX_CHUNK", MAX_CHUNK),
     ] {
         let row = doc
             .lines()

@@ -284,11 +284,11 @@ fn exactly_max_text_len_is_accepted() {
 #[test]
 fn unknown_tags_are_unknown_message() {
     // First unknown request tag, with an id.
-    let out = decode_all::<Request>(&frame_raw(&[0x05, 0x2A, 0x01, 0x02]));
+    let out = decode_all::<Request>(&frame_raw(&[0x09, 0x2A, 0x01, 0x02]));
     assert_eq!(
         out,
         vec![Err(FrameError::UnknownMessage {
-            tag: 5,
+            tag: 9,
             id: Some(42)
         })]
     );
@@ -302,17 +302,17 @@ fn unknown_tags_are_unknown_message() {
         })]
     );
     // Unknown tag and nothing after it.
-    let out = decode_all::<Request>(&frame_raw(&[0x09]));
+    let out = decode_all::<Request>(&frame_raw(&[0x0A]));
     assert_eq!(
         out,
-        vec![Err(FrameError::UnknownMessage { tag: 9, id: None })]
+        vec![Err(FrameError::UnknownMessage { tag: 10, id: None })]
     );
-    // Responses: tag 6 is unknown.
-    let out = decode_all::<Response>(&frame_raw(&[0x06, 0x03]));
+    // Responses: tag 9 is the first unknown one.
+    let out = decode_all::<Response>(&frame_raw(&[0x09, 0x03]));
     assert_eq!(
         out,
         vec![Err(FrameError::UnknownMessage {
-            tag: 6,
+            tag: 9,
             id: Some(3)
         })]
     );

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use protocol::{
@@ -17,6 +17,7 @@ use protocol::{
     MAX_LABELS_PER_PAGE, MAX_TEXT_LEN, MAX_TOP_K, MAX_TOP_TOKENS, PROTOCOL_VERSION,
 };
 
+use super::deploy::{current, Deployer, Swap};
 use super::stats::Stats;
 use crate::bundle::{VerifiedBundle, MODEL_FILE};
 use crate::classify::{Classifier, Prediction};
@@ -91,10 +92,12 @@ pub struct Job {
 
 /// Decides the answer to each decoded frame; owns the sending side of the queue.
 pub struct Core {
-    info: Arc<ModelInfo>,
+    info: Swap<ModelInfo>,
     stats: Arc<Stats>,
     jobs: SyncSender<Job>,
     outbox: Sender<Response>,
+    /// `Some` with `--state`: model updates over the link are accepted.
+    deploy: Option<Deployer>,
 }
 
 impl Core {
@@ -105,11 +108,34 @@ impl Core {
         outbox: Sender<Response>,
     ) -> Core {
         Core {
-            info,
+            info: Arc::new(RwLock::new(info)),
             stats,
             jobs,
             outbox,
+            deploy: None,
         }
+    }
+
+    /// The served model's `Info`, swapped by a deploy or rollback.
+    pub fn info_slot(&self) -> Swap<ModelInfo> {
+        Arc::clone(&self.info)
+    }
+
+    /// Accept deploys and rollbacks (`device serve --state`).
+    pub fn set_deployer(&mut self, d: Deployer) {
+        self.deploy = Some(d);
+    }
+
+    fn deploy_request(&self, id: u32, f: impl FnOnce(&Deployer) -> Response) {
+        let answer = match &self.deploy {
+            Some(d) => f(d),
+            None => Response::error(
+                Some(id),
+                ErrorCode::NotReady,
+                "deploy needs --state (device serve runs from --bundle)",
+            ),
+        };
+        self.send(answer);
     }
 
     fn send(&self, r: Response) {
@@ -129,13 +155,14 @@ impl Core {
                 return;
             }
         };
+        let info = current(&self.info);
         match req {
             Request::Hello {
                 id,
                 protocol_version,
             } => {
                 if protocol_version == PROTOCOL_VERSION {
-                    self.send(self.info.info(id));
+                    self.send(info.info(id));
                 } else {
                     self.send(Response::error_fmt(
                         Some(id),
@@ -146,17 +173,17 @@ impl Core {
                     ));
                 }
             }
-            Request::GetLabels { id, offset } => self.send(self.info.labels_page(id, offset)),
+            Request::GetLabels { id, offset } => self.send(info.labels_page(id, offset)),
             Request::Ping { id, nonce } => self.send(Response::Pong { id, nonce }),
             Request::GetStats { id } => self.send(self.stats.to_response(id)),
             Request::Classify { id, text } => {
-                if text.len() > usize::from(self.info.max_text_len) {
+                if text.len() > usize::from(info.max_text_len) {
                     self.stats
                         .frame_error(&FrameError::TextTooLong { id: Some(id) });
                     self.send(Response::error_fmt(
                         Some(id),
                         ErrorCode::TextTooLong,
-                        format_args!("{} bytes > {}", text.len(), self.info.max_text_len),
+                        format_args!("{} bytes > {}", text.len(), info.max_text_len),
                     ));
                     return;
                 }
@@ -182,6 +209,19 @@ impl Core {
                     )),
                 }
             }
+            Request::DeployBegin {
+                id,
+                manifest_sha256,
+                total_bytes,
+                file_count,
+            } => self.deploy_request(id, |d| {
+                d.begin(id, manifest_sha256, total_bytes, file_count)
+            }),
+            Request::DeployChunk { id, offset, data } => {
+                self.deploy_request(id, |d| d.chunk(id, offset, &data))
+            }
+            Request::DeployCommit { id } => self.deploy_request(id, |d| d.commit(id)),
+            Request::Rollback { id } => self.deploy_request(id, |d| d.rollback(id)),
         }
     }
 }
@@ -191,7 +231,7 @@ pub fn result_frame(
     id: u32,
     source: Source,
     p: &Prediction,
-    index_of: &HashMap<&str, u16>,
+    index_of: &HashMap<String, u16>,
 ) -> Response {
     let mut top_k = TopK::new();
     for s in p.top_k.iter().take(MAX_TOP_K) {
@@ -217,7 +257,7 @@ pub fn result_frame(
 /// Starts `n` inference workers sharing the queue; each answers into `outbox`.
 pub fn spawn_workers(
     n: usize,
-    classifier: Arc<Classifier>,
+    classifier: Swap<Classifier>,
     jobs: Receiver<Job>,
     outbox: Sender<Response>,
     stats: Arc<Stats>,
@@ -238,18 +278,23 @@ pub fn spawn_workers(
         .collect()
 }
 
+fn index_of(classifier: &Classifier) -> HashMap<String, u16> {
+    classifier
+        .labels()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), i.min(u16::MAX as usize) as u16))
+        .collect()
+}
+
 fn worker(
-    classifier: &Classifier,
+    slot: &Swap<Classifier>,
     jobs: &Mutex<Receiver<Job>>,
     outbox: &Sender<Response>,
     stats: &Stats,
 ) {
-    let index_of: HashMap<&str, u16> = classifier
-        .labels()
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i.min(u16::MAX as usize) as u16))
-        .collect();
+    let mut classifier = current(slot);
+    let mut index = index_of(&classifier);
     loop {
         let job = {
             let rx = jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -258,10 +303,16 @@ fn worker(
                 Err(_) => return,
             }
         };
+        // A deploy or rollback may have swapped the model since the last job.
+        let now = current(slot);
+        if !Arc::ptr_eq(&now, &classifier) {
+            index = index_of(&now);
+            classifier = now;
+        }
         let answer = match classifier.classify(&job.text) {
             Ok(p) => {
                 stats.inference(p.inference_us.min(u64::from(u32::MAX)) as u32);
-                result_frame(job.id, job.source, &p, &index_of)
+                result_frame(job.id, job.source, &p, &index)
             }
             Err(e) => match job.source {
                 Source::Request => Response::error_fmt(

@@ -16,6 +16,7 @@
 //! answered with an `Error` (carrying the request id when it could be recovered), and
 //! the decoder resynchronises at the next `0x00`.
 
+pub mod deploy;
 pub mod dispatch;
 pub mod input;
 pub mod stats;
@@ -24,7 +25,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use protocol::{RequestDecoder, Response, MAX_FRAME};
@@ -49,6 +50,9 @@ pub struct ServeConfig {
     pub options: ClassifyOptions,
     /// Keep retrying when the port cannot be opened at start (else: fail at once).
     pub wait_for_port: bool,
+    /// With `--state`: the state directory and trust policy model updates over the link
+    /// are installed with (`None`: deploy requests are answered `NotReady`).
+    pub deploy: Option<(PathBuf, crate::signature::TrustPolicy)>,
 }
 
 /// Why the service could not start. Once it runs it does not stop on its own.
@@ -56,6 +60,8 @@ pub struct ServeConfig {
 pub enum ServeError {
     #[error(transparent)]
     Bundle(#[from] crate::error::DeviceError),
+    #[error(transparent)]
+    State(#[from] crate::install::InstallError),
     #[error("cannot open serial port {port}: {source}")]
     Open {
         port: String,
@@ -101,8 +107,14 @@ pub fn serve(cfg: ServeConfig, verified: VerifiedBundle) -> Result<(), ServeErro
         })?;
     }
     let info = Arc::new(ModelInfo::from_bundle(&verified));
-    let classifier = Arc::new(Classifier::load(&verified)?.with_options(cfg.options));
+    let classifier = Arc::new(RwLock::new(Arc::new(
+        Classifier::load(&verified)?.with_options(cfg.options),
+    )));
     drop(verified);
+    let state = match &cfg.deploy {
+        Some((dir, policy)) => Some((crate::install::StateDir::open(dir)?, policy.clone())),
+        None => None,
+    };
     let stats = Arc::new(Stats::new());
 
     let first = match open(&cfg) {
@@ -142,7 +154,17 @@ pub fn serve(cfg: ServeConfig, verified: VerifiedBundle) -> Result<(), ServeErro
             .spawn(move || input::run(src, jobs))
             .map_err(ServeError::Thread)?;
     }
-    let core = Core::new(Arc::clone(&info), Arc::clone(&stats), jobs_tx, out_tx);
+    let mut core = Core::new(Arc::clone(&info), Arc::clone(&stats), jobs_tx, out_tx);
+    if let Some((state, policy)) = state {
+        let info_slot = core.info_slot();
+        core.set_deployer(self::deploy::Deployer::new(
+            state,
+            policy,
+            cfg.options,
+            info_slot,
+            Arc::clone(&classifier),
+        ));
+    }
     eprintln!(
         "device serve: model {} ({} labels) on {} at {} baud, queue {}, {} worker(s)",
         info.name,

@@ -18,6 +18,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod deploy;
 pub mod histogram;
 
 use protocol::ErrorCode;

@@ -52,6 +52,19 @@ pub fn sample_requests() -> Vec<Request> {
             nonce: 0xDEAD_BEEF,
         },
         Request::GetStats { id: 5 },
+        Request::DeployBegin {
+            id: 6,
+            manifest_sha256: [0xAB; 32],
+            total_bytes: 3_300_000,
+            file_count: 4,
+        },
+        Request::DeployChunk {
+            id: 7,
+            offset: 1024,
+            data: heapless::Vec::from_slice(&[0, 1, 2, 0, 255]).unwrap(),
+        },
+        Request::DeployCommit { id: 8 },
+        Request::Rollback { id: 9 },
     ]
 }
 
@@ -79,6 +92,24 @@ pub fn max_requests() -> Vec<Request> {
             nonce: u32::MAX,
         },
         Request::GetStats { id: u32::MAX },
+        Request::DeployBegin {
+            id: u32::MAX,
+            manifest_sha256: [0xFF; 32],
+            total_bytes: u32::MAX,
+            file_count: u16::MAX,
+        },
+        Request::DeployChunk {
+            id: u32::MAX,
+            offset: u32::MAX,
+            data: heapless::Vec::from_slice(&[0xFF; protocol::MAX_CHUNK]).unwrap(),
+        },
+        Request::DeployChunk {
+            id: u32::MAX,
+            offset: u32::MAX,
+            data: heapless::Vec::from_slice(&[0x00; protocol::MAX_CHUNK]).unwrap(),
+        },
+        Request::DeployCommit { id: u32::MAX },
+        Request::Rollback { id: u32::MAX },
     ]
 }
 
@@ -148,6 +179,13 @@ pub fn sample_responses() -> Vec<Response> {
         Response::error(Some(6), ErrorCode::Busy, "queue full"),
         Response::error(None, ErrorCode::BadCrc, ""),
         Response::error(Some(7), ErrorCode::Other(300), "from the future"),
+        Response::DeployStatus { id: 8, have: 4096 },
+        Response::DeployAck { id: 9, next: 4608 },
+        Response::DeployDone {
+            id: 10,
+            model_name: s("intent-tiny-v2"),
+            model_sha256: [0x5A; 32],
+        },
     ]
 }
 
@@ -209,6 +247,19 @@ pub fn max_responses() -> Vec<Response> {
             id: Some(u32::MAX),
             code: ErrorCode::Other(u16::MAX),
             detail: truncated(&"d".repeat(96)),
+        },
+        Response::DeployStatus {
+            id: u32::MAX,
+            have: u32::MAX,
+        },
+        Response::DeployAck {
+            id: u32::MAX,
+            next: u32::MAX,
+        },
+        Response::DeployDone {
+            id: u32::MAX,
+            model_name: truncated(&"m".repeat(48)),
+            model_sha256: [0xFF; 32],
         },
     ]
 }

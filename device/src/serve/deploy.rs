@@ -1,0 +1,335 @@
+//! Model update over the link (`DeployBegin` / `DeployChunk` / `DeployCommit` /
+//! `Rollback`, `docs/protocol.md` section 8), for `device serve --state DIR`.
+//!
+//! * The archive is written at each chunk's offset into `DIR/incoming-<sha>.part`
+//!   (`<sha>` = hex sha256 of the bundle's `manifest.json`), fsynced every
+//!   [`SYNC_EVERY`] chunks and at commit. A `DeployBegin` with the same sha resumes: the
+//!   answer's `have` is the part file's length (also after a device restart).
+//! * Commit parses the archive, unpacks it into `DIR/incoming-<sha>.d/` and installs it
+//!   with [`StateDir::install`] (signature under the service's trust policy, every
+//!   sha256, self-test, atomic `current` switch). Only then is the served classifier
+//!   swapped; until the switch the old one keeps answering. Any failure leaves `current`
+//!   and the served model untouched and is answered with an `Error` saying why.
+//! * The part file and the unpacked copy are removed after a commit (successful or not).
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use protocol::{truncated, ErrorCode, Response};
+
+use super::dispatch::ModelInfo;
+use crate::classify::{Classifier, ClassifyOptions};
+use crate::install::{InstallError, StateDir};
+use crate::signature::{SignatureError, TrustPolicy};
+use crate::transfer;
+
+/// Prefix of transfer files in the state directory.
+pub const INCOMING_PREFIX: &str = "incoming-";
+/// Chunks written between two fsyncs of the part file.
+pub const SYNC_EVERY: u32 = 64;
+
+/// A value swapped whole while readers keep the one they took.
+pub type Swap<T> = Arc<RwLock<Arc<T>>>;
+
+/// Reads the current value of a [`Swap`].
+pub fn current<T>(s: &Swap<T>) -> Arc<T> {
+    Arc::clone(&s.read().unwrap_or_else(|p| p.into_inner()))
+}
+
+fn replace<T>(s: &Swap<T>, v: T) {
+    *s.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
+}
+
+struct Transfer {
+    sha: [u8; 32],
+    total: u32,
+    file_count: u16,
+    path: PathBuf,
+    file: File,
+    /// Bytes held contiguously from offset 0.
+    len: u32,
+    unsynced: u32,
+}
+
+/// The deploy side of `device serve --state`.
+pub struct Deployer {
+    state: StateDir,
+    policy: TrustPolicy,
+    options: ClassifyOptions,
+    info: Swap<ModelInfo>,
+    classifier: Swap<Classifier>,
+    transfer: Mutex<Option<Transfer>>,
+}
+
+fn err(id: u32, code: ErrorCode, detail: &str) -> Response {
+    Response::error(Some(id), code, detail)
+}
+
+impl Deployer {
+    pub fn new(
+        state: StateDir,
+        policy: TrustPolicy,
+        options: ClassifyOptions,
+        info: Swap<ModelInfo>,
+        classifier: Swap<Classifier>,
+    ) -> Deployer {
+        Deployer {
+            state,
+            policy,
+            options,
+            info,
+            classifier,
+            transfer: Mutex::new(None),
+        }
+    }
+
+    fn dir_for(&self, sha: &[u8; 32], ext: &str) -> PathBuf {
+        self.state
+            .path()
+            .join(format!("{INCOMING_PREFIX}{}.{ext}", hex::encode(sha)))
+    }
+
+    /// Removes transfer files other than `keep`.
+    fn clean_incoming(&self, keep: Option<&PathBuf>) {
+        let Ok(entries) = fs::read_dir(self.state.path()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if !e.file_name().to_string_lossy().starts_with(INCOMING_PREFIX) || Some(&path) == keep
+            {
+                continue;
+            }
+            if path.is_dir() {
+                let _ = fs::remove_dir_all(&path);
+            } else {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+
+    pub fn begin(&self, id: u32, sha: [u8; 32], total: u32, file_count: u16) -> Response {
+        let mut slot = self.transfer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot.as_ref() {
+            if t.sha == sha && t.total == total && t.file_count == file_count {
+                return Response::DeployStatus { id, have: t.len };
+            }
+        }
+        *slot = None;
+        let path = self.dir_for(&sha, "part");
+        self.clean_incoming(Some(&path));
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                return Response::error_fmt(
+                    Some(id),
+                    ErrorCode::Internal,
+                    format_args!("cannot create the transfer file: {e}"),
+                )
+            }
+        };
+        let mut len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len > u64::from(total) {
+            let _ = file.set_len(0);
+            len = 0;
+        }
+        let len = len as u32;
+        *slot = Some(Transfer {
+            sha,
+            total,
+            file_count,
+            path,
+            file,
+            len,
+            unsynced: 0,
+        });
+        eprintln!(
+            "device serve: deploy {}: {total} bytes, {file_count} files, have {len}",
+            &hex::encode(sha)[..16]
+        );
+        Response::DeployStatus { id, have: len }
+    }
+
+    pub fn chunk(&self, id: u32, offset: u32, data: &[u8]) -> Response {
+        let mut slot = self.transfer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = slot.as_mut() else {
+            return err(
+                id,
+                ErrorCode::NotReady,
+                "no deploy in progress (send DeployBegin)",
+            );
+        };
+        let end = u64::from(offset) + data.len() as u64;
+        if end > u64::from(t.total) {
+            return err(id, ErrorCode::DecodeFailed, "chunk past total_bytes");
+        }
+        if offset > t.len {
+            // A gap: a chunk was lost. Ask for the first missing byte.
+            return Response::DeployAck { id, next: t.len };
+        }
+        if let Err(e) = t.file.write_all_at(data, u64::from(offset)) {
+            return Response::error_fmt(
+                Some(id),
+                ErrorCode::Internal,
+                format_args!("writing the transfer file: {e}"),
+            );
+        }
+        t.len = t.len.max(end as u32);
+        t.unsynced += 1;
+        if t.unsynced >= SYNC_EVERY {
+            let _ = t.file.sync_data();
+            t.unsynced = 0;
+        }
+        Response::DeployAck { id, next: t.len }
+    }
+
+    pub fn commit(&self, id: u32) -> Response {
+        let mut slot = self.transfer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = slot.as_ref() else {
+            return err(
+                id,
+                ErrorCode::NotReady,
+                "no deploy in progress (send DeployBegin)",
+            );
+        };
+        if t.len < t.total {
+            return Response::error_fmt(
+                Some(id),
+                ErrorCode::NotReady,
+                format_args!("transfer incomplete: have {} of {} bytes", t.len, t.total),
+            );
+        }
+        let t = slot.take().expect("checked above");
+        let unpacked = self.dir_for(&t.sha, "d");
+        let result = self.install(&t, &unpacked);
+        let _ = fs::remove_dir_all(&unpacked);
+        drop(t.file);
+        let _ = fs::remove_file(&t.path);
+        match result {
+            Ok(()) => self.done(id),
+            Err(why) => {
+                eprintln!("device serve: deploy refused: {why}");
+                Response::Error {
+                    id: Some(id),
+                    code: ErrorCode::Internal,
+                    detail: truncated(&why),
+                }
+            }
+        }
+    }
+
+    fn install(&self, t: &Transfer, unpacked: &PathBuf) -> Result<(), String> {
+        t.file
+            .sync_all()
+            .map_err(|e| format!("fsync of the transfer: {e}"))?;
+        let bytes = fs::read(&t.path).map_err(|e| format!("reading the transfer: {e}"))?;
+        let entries = transfer::parse(&bytes, t.file_count, &t.sha)
+            .map_err(|e| format!("bad archive: {e}"))?;
+        let _ = fs::remove_dir_all(unpacked);
+        fs::create_dir(unpacked).map_err(|e| format!("unpacking: {e}"))?;
+        transfer::unpack(&entries, unpacked).map_err(|e| format!("unpacking: {e}"))?;
+        drop(entries);
+        let done = self
+            .state
+            .install(unpacked, &self.policy)
+            .map_err(|e| short_reason(&e, unpacked, self.state.path()))?;
+        eprintln!(
+            "device serve: deploy: installed bundle {} ({}), {}; self-test: {}",
+            done.id, done.name, done.trust, done.self_test
+        );
+        self.reload()
+    }
+
+    /// Loads the state directory's `current` bundle and swaps it in.
+    fn reload(&self) -> Result<(), String> {
+        let options = self.options;
+        let ((classifier, info), cur) = self
+            .state
+            .open_current_with(&self.policy, |v| {
+                let c = Classifier::load(v)
+                    .map_err(|e| e.to_string())?
+                    .with_options(options);
+                Ok((c, ModelInfo::from_bundle(v)))
+            })
+            .map_err(|e| format!("reloading the current bundle: {e}"))?;
+        // Classifier first: an Info naming the new model never precedes it.
+        replace(&self.classifier, classifier);
+        replace(&self.info, info);
+        eprintln!(
+            "device serve: now serving bundle {} ({:?})",
+            cur.id, cur.name
+        );
+        Ok(())
+    }
+
+    fn done(&self, id: u32) -> Response {
+        let info = current(&self.info);
+        Response::DeployDone {
+            id,
+            model_name: truncated(&info.name),
+            model_sha256: info.model_sha256,
+        }
+    }
+
+    pub fn rollback(&self, id: u32) -> Response {
+        let _busy = self.transfer.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self
+            .state
+            .rollback(&self.policy)
+            .map_err(|e| short_reason(&e, self.state.path(), self.state.path()))
+            .and_then(|(now, was)| {
+                eprintln!("device serve: rolled back to bundle {now} (was {was})");
+                self.reload()
+            });
+        match result {
+            Ok(()) => self.done(id),
+            Err(why) => Response::Error {
+                id: Some(id),
+                code: ErrorCode::Internal,
+                detail: truncated(&why),
+            },
+        }
+    }
+}
+
+/// A reason that fits `Error.detail` (96 bytes): the kind of failure first, local paths
+/// dropped.
+fn short_reason(e: &InstallError, bundle: &std::path::Path, state: &std::path::Path) -> String {
+    let strip = |s: String| {
+        s.replace(&format!("bundle {}: ", bundle.display()), "")
+            .replace(&format!("{}: ", bundle.display()), "")
+            .replace(&bundle.display().to_string(), "bundle")
+            .replace(&format!("state directory {}: ", state.display()), "")
+            .replace(&state.display().to_string(), "state")
+    };
+    match e {
+        InstallError::Refused(SignatureError::Missing { .. }) => {
+            "refused: unsigned bundle (no manifest.sig)".into()
+        }
+        InstallError::Refused(SignatureError::Untrusted { key_id, .. }) => {
+            format!("refused: signature by untrusted key {key_id}")
+        }
+        InstallError::Refused(SignatureError::BadSignature { key_id, .. }) => {
+            format!("refused: bad signature (key {key_id}): manifest.json not what was signed")
+        }
+        InstallError::Refused(other) => {
+            let mut why = strip(other.to_string());
+            // "file model.onnx: sha256 mismatch (manifest <hex>, file <hex>)": the hex
+            // would push the file name out of the 96-byte detail.
+            if let Some(k) = why.find("sha256 mismatch") {
+                why.truncate(k + "sha256 mismatch".len());
+            }
+            format!("refused: {why}")
+        }
+        InstallError::SelfTest { problem, .. } => format!("refused: self-test failed: {problem}"),
+        other => strip(other.to_string()),
+    }
+}

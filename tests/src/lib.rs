@@ -170,3 +170,23 @@ pub fn train_demo_bundle(dir: &Path, epochs: u32) -> PathBuf {
     );
     bundle
 }
+
+/// Rewrites a bundle's `manifest.json` through `f` (tests that tamper with bundles).
+pub fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut m);
+    std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+}
+
+/// Lowercase sha256 hex of a file, by `sha256sum` (keeps this crate free of a hash
+/// dependency, and independent of the code under test).
+pub fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}

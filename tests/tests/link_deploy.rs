@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use e2e::{bin, run, run_ok, train_demo_bundle};
+use e2e::{bin, edit_manifest, run, run_ok, sha256_file, train_demo_bundle};
 use link_support::{RawHost, Relay, Rng, Serve};
 use protocol::{Request, Response};
 use serde_json::Value;
@@ -235,6 +235,27 @@ fn deploy_over_the_link_switches_model_and_rolls_back() {
     let (ok, j, err) = deploy(&relay.host_path, &["--rollback"]);
     assert!(ok, "{err}");
     assert_eq!(j["model_name"], "demo-v1", "{j}");
+    // Intact, validly signed, but the model is broken (truncated, then hashed and signed
+    // by mistake): the device's self-test refuses it.
+    let broken = bundle_named("demo-broken", &st.owner_key);
+    let model = broken.join("model.onnx");
+    let bytes = fs::read(&model).unwrap();
+    fs::write(&model, &bytes[..bytes.len() / 3]).unwrap();
+    let sha = sha256_file(&model);
+    edit_manifest(&broken, |m| m["files"]["model.onnx"] = Value::String(sha));
+    run_ok(
+        "tools",
+        &["sign", "--bundle", s(&broken), "--key", s(&st.owner_key)],
+        None,
+    );
+    let (ok, _, err) = deploy(&relay.host_path, &["--bundle", s(&broken)]);
+    eprintln!("failing self-test: {err}");
+    assert!(!ok);
+    assert!(
+        err.contains("refused") && err.contains("self-test"),
+        "{err}"
+    );
+
     assert_eq!(info_name(&relay.host_path), "demo-v1");
     assert!(!classify_over_link(&relay.host_path).is_empty());
     assert_eq!(state_name(&state).unwrap(), "demo-v1");

@@ -140,20 +140,20 @@ fn parse_csv(data: &str) -> Vec<Vec<String>> {
 /// Trains the tiny preset on the shipped demo data for `epochs` and exports it; returns
 /// the bundle directory (inside `dir`).
 pub fn train_demo_bundle(dir: &Path, epochs: u32) -> PathBuf {
+    train_bundle(dir, &repo_root().join("models/demo/train.csv"), epochs)
+}
+
+/// Trains the tiny preset on `train` for `epochs` into `dir/ckpt` and exports it to
+/// `dir/bundle`, which it returns.
+pub fn train_bundle(dir: &Path, train: &Path, epochs: u32) -> PathBuf {
     let ckpt = dir.join("ckpt");
     let bundle = dir.join("bundle");
     let epochs = epochs.to_string();
+    let (train, ckpt_s) = (train.to_str().unwrap(), ckpt.to_str().unwrap());
     run_ok(
         "tools",
         &[
-            "train",
-            "--train",
-            "models/demo/train.csv",
-            "--out",
-            ckpt.to_str().unwrap(),
-            "--epochs",
-            &epochs,
-            "--quiet",
+            "train", "--train", train, "--out", ckpt_s, "--epochs", &epochs, "--quiet",
         ],
         None,
     );
@@ -162,7 +162,7 @@ pub fn train_demo_bundle(dir: &Path, epochs: u32) -> PathBuf {
         &[
             "export",
             "--model",
-            ckpt.to_str().unwrap(),
+            ckpt_s,
             "--out",
             bundle.to_str().unwrap(),
         ],

@@ -4,7 +4,7 @@
 
 mod link_support;
 
-use e2e::{run_ok, shared_data};
+use e2e::shared_data;
 use link_support::{bench_json, eval_accuracy, Relay, Serve};
 
 #[test]
@@ -13,33 +13,8 @@ fn link_bench_snips_1400_queries_over_pty() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (ckpt, bundle) = (dir.path().join("ckpt"), dir.path().join("bundle"));
     // A quick one-epoch tiny model: the test is about the link, not the accuracy.
-    run_ok(
-        "tools",
-        &[
-            "train",
-            "--train",
-            snips.join("train.csv").to_str().unwrap(),
-            "--out",
-            ckpt.to_str().unwrap(),
-            "--epochs",
-            "1",
-            "--quiet",
-        ],
-        None,
-    );
-    run_ok(
-        "tools",
-        &[
-            "export",
-            "--model",
-            ckpt.to_str().unwrap(),
-            "--out",
-            bundle.to_str().unwrap(),
-        ],
-        None,
-    );
+    let bundle = e2e::train_bundle(dir.path(), &snips.join("train.csv"), 1);
     let test = snips.join("test.csv");
     let rows = e2e::csv_texts_and_labels(&test).len();
     assert_eq!(rows, 700);

@@ -12,6 +12,16 @@ pub struct EncodedExample {
     pub label: u32,
 }
 
+impl EncodedExample {
+    /// The model's view of the device tokenizer's output (ids as candle's u32).
+    pub fn new(encoded: &device::tokenize::Encoded, label: u32) -> Self {
+        Self {
+            ids: encoded.ids.iter().map(|&i| i as u32).collect(),
+            label,
+        }
+    }
+}
+
 /// A padded batch ready for the model.
 #[derive(Debug)]
 pub struct Batch {

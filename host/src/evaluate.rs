@@ -108,13 +108,7 @@ impl Evaluated {
                 let encoder = c.encoder()?;
                 let examples = texts
                     .iter()
-                    .map(|t| {
-                        let enc = encoder.encode(t)?;
-                        Ok(crate::batching::EncodedExample {
-                            ids: enc.ids.iter().map(|&i| i as u32).collect(),
-                            label: 0,
-                        })
-                    })
+                    .map(|t| Ok(crate::batching::EncodedExample::new(&encoder.encode(t)?, 0)))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(crate::train::predict(&model, &examples, &device)?.predicted)
             }

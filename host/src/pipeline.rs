@@ -60,10 +60,7 @@ pub fn encode(
                 .iter()
                 .position(|l| *l == e.label)
                 .expect("checked above") as u32;
-            Ok(EncodedExample {
-                ids: enc.ids.iter().map(|&i| i as u32).collect(),
-                label,
-            })
+            Ok(EncodedExample::new(&enc, label))
         })
         .collect()
 }

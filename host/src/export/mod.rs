@@ -128,13 +128,8 @@ pub fn export(
             .iter()
             .map(|t| encoder.encode(t))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let examples: Vec<EncodedExample> = encoded
-            .iter()
-            .map(|e| EncodedExample {
-                ids: e.ids.iter().map(|&i| i as u32).collect(),
-                label: 0,
-            })
-            .collect();
+        let examples: Vec<EncodedExample> =
+            encoded.iter().map(|e| EncodedExample::new(e, 0)).collect();
         let indices: Vec<usize> = (0..examples.len()).collect();
         let batch = crate::batching::Batch::new(&examples, &indices, &device)?;
         let reference = model

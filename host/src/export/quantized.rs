@@ -113,13 +113,7 @@ pub(super) fn export_quantized(
         .iter()
         .map(|t| encoder.encode(t))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let examples: Vec<EncodedExample> = encoded
-        .iter()
-        .map(|e| EncodedExample {
-            ids: e.ids.iter().map(|&i| i as u32).collect(),
-            label: 0,
-        })
-        .collect();
+    let examples: Vec<EncodedExample> = encoded.iter().map(|e| EncodedExample::new(e, 0)).collect();
     let c = ckpt.config.num_labels();
     let report = q.spec.report.as_ref();
     let mut checks = Vec::new();

@@ -3,7 +3,8 @@
 //!
 //! The binaries are the release (or debug) builds of `tools` and `device` next to this
 //! test executable; `cargo test --workspace` builds them because both crates have
-//! integration tests of their own.
+//! integration tests of their own (`device/tests/`, `tools/tests/`): cargo builds a
+//! package's binaries only for its own integration tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -84,6 +84,10 @@ pub struct Manifest {
     /// chosen on the board).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reference: Vec<ReferenceText>,
+    /// Out-of-scope rejection rule (optional; without it the device never answers
+    /// "unknown"). Older devices ignore it, so it needs no new format version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<crate::rejection::RejectionRule>,
 }
 
 /// One runnable form of the model in a bundle.
@@ -144,6 +148,7 @@ impl Manifest {
             variants: Vec::new(),
             default_variant: None,
             reference: Vec::new(),
+            rejection: None,
         }
     }
 
@@ -224,6 +229,9 @@ impl Manifest {
             if !self.variant_list().iter().any(|v| &v.name == d) {
                 return Err(("default_variant", format!("{d:?} is not a variant")));
             }
+        }
+        if let Some(r) = &self.rejection {
+            r.check(&self.labels).map_err(|p| ("rejection", p))?;
         }
         for (name, hash) in &self.files {
             check_file_name(name).map_err(|p| ("files", p))?;
@@ -623,6 +631,43 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn rejection_rule_round_trips_and_old_manifests_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bundle");
+        let mut m = manifest();
+        let mut rule = crate::rejection::RejectionRule::new(0.42, None);
+        rule.criterion = "in-scope false rejection <= 1%".into();
+        rule.val_in_scope_accuracy = Some(0.97);
+        m.rejection = Some(rule.clone());
+        let files: &[(&str, &[u8])] = &[(MODEL_FILE, b"onnx"), (TOKENIZER_FILE, b"{}")];
+        let written = write_bundle(&dir, m.clone(), files).unwrap();
+        assert_eq!(written.rejection.as_ref(), Some(&rule));
+        assert_eq!(Bundle::read(&dir).unwrap().manifest().rejection, Some(rule));
+        // A manifest written before the field existed still loads, with no rule.
+        let old = tmp.path().join("old");
+        write_sample(&old);
+        let text = fs::read_to_string(old.join(MANIFEST_FILE)).unwrap();
+        assert!(!text.contains("rejection"));
+        assert_eq!(Bundle::read(&old).unwrap().manifest().rejection, None);
+        // A rule naming a label the model does not have is refused.
+        m.rejection = Some(crate::rejection::RejectionRule::new(
+            0.3,
+            Some("oos".into()),
+        ));
+        let err = write_bundle(&tmp.path().join("bad"), m, files).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DeviceError::InvalidManifest {
+                    field: "rejection",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

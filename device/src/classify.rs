@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::bundle::{Bundle, VerifiedBundle};
 use crate::engine::Engine;
 use crate::error::{DeviceError, Result};
+use crate::rejection::RejectionRule;
 use crate::tokenize::{Batch, Encoded, TextEncoder};
 
 /// How much of the ranking a [`Prediction`] carries.
@@ -56,6 +57,9 @@ pub struct Prediction {
     pub top_tokens: Vec<TokenWeight>,
     /// Wall time of tokenise + run + softmax, microseconds (for a batch: the whole batch's).
     pub inference_us: u64,
+    /// The bundle's rejection rule applies: the answer is "unknown", `label` and
+    /// `confidence` are only the best guess (always false without a rule).
+    pub rejected: bool,
 }
 
 /// Stage 4 (ready): a tokenizer and an engine from the same bundle, plus its labels.
@@ -65,6 +69,8 @@ pub struct Classifier {
     engine: Engine,
     labels: Vec<String>,
     options: ClassifyOptions,
+    /// The rejection rule and the index of its out-of-scope class.
+    rejection: Option<(RejectionRule, Option<usize>)>,
 }
 
 impl Classifier {
@@ -77,7 +83,10 @@ impl Classifier {
     pub fn load(bundle: &VerifiedBundle) -> Result<Classifier> {
         let encoder = TextEncoder::from_bundle(bundle)?;
         let engine = Engine::load(bundle)?;
-        Self::new(encoder, engine, bundle.manifest().labels.clone())
+        Ok(
+            Self::new(encoder, engine, bundle.manifest().labels.clone())?
+                .with_rejection(bundle.manifest().rejection.clone()),
+        )
     }
 
     /// Assembles a classifier from parts, checking they fit together.
@@ -120,7 +129,36 @@ impl Classifier {
             engine,
             labels,
             options: ClassifyOptions::default(),
+            rejection: None,
         })
+    }
+
+    /// Sets (or removes) the rejection rule applied to predictions.
+    pub fn with_rejection(mut self, rule: Option<RejectionRule>) -> Classifier {
+        self.rejection = rule.map(|r| {
+            let oos = r.oos_index(&self.labels);
+            (r, oos)
+        });
+        self
+    }
+
+    /// The rejection rule in force, if any.
+    pub fn rejection(&self) -> Option<&RejectionRule> {
+        self.rejection.as_ref().map(|(r, _)| r)
+    }
+
+    /// Softmax probabilities of every class for each text (no ranking, no rule), in the
+    /// order of [`Self::labels`].
+    pub fn probabilities(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded = self.encoder.encode_batch(texts)?;
+        let batch = Batch::from_encoded(&encoded, self.encoder.pad_id());
+        let (logits, _) = self
+            .engine
+            .run(&batch.ids, &batch.mask, batch.batch, batch.seq)?;
+        Ok(logits.chunks(self.labels.len()).map(softmax).collect())
     }
 
     /// Sets how many labels and tokens predictions carry.
@@ -198,6 +236,10 @@ impl Classifier {
             top_k,
             top_tokens,
             inference_us: us,
+            rejected: self
+                .rejection
+                .as_ref()
+                .is_some_and(|(r, oos)| r.rejects(probs, *oos)),
         }
     }
 }

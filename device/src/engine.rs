@@ -2,8 +2,26 @@
 //!
 //! Loading parses the ONNX, checks it has the classifier's interface (`input_ids`,
 //! `attention_mask` int64 `[batch, seq]` -> `logits` `[batch, C]`, `attention`
-//! `[batch, seq]`), optimises it with `batch` and `seq` left symbolic, and spawns one
-//! runnable state that every query reuses. No plan is rebuilt per query.
+//! `[batch, seq]`), types and declutters it with `batch` and `seq` left symbolic, and
+//! keeps a pool of runnable states that queries reuse (one per concurrent query; a new
+//! one only when all are busy). No plan is rebuilt per query.
+//!
+//! Plans are optimised on first use, not at load (issue #7, memory): each costs about as
+//! much memory as the model's weights (its own packed copy), and a board answering short
+//! commands only ever needs one or two of them. The first query of a length bucket pays
+//! for its plan (~10-20 ms on the tiny preset); the decluttered graph they are made from
+//! is kept until every plan exists. The host's checks of a model it just wrote
+//! ([`Engine::from_onnx_bytes`], [`Engine::from_onnx_file`]) build every plan at once, so
+//! a model tract cannot plan is refused there, before it becomes a bundle.
+//!
+//! Single texts (batch 1) run on fixed-length plans instead: the same graph with `batch`
+//! = 1 and `seq` = one of [`LENGTH_BUCKETS`], optimised with concrete shapes (tract fuses
+//! and plans much better without symbols: about 2x faster on the tiny preset). A text of
+//! `n` tokens is right-padded to the smallest bucket ≥ `n` with mask 0; the padding is
+//! masked out of attention and pooling (its weights are exactly 0 after the softmax), so
+//! labels and probabilities match the symbolic plan (checked to 1e-5 in the tests) and
+//! `attention` is cut back to `n`. Batches and lengths above the largest bucket use the
+//! symbolic plan.
 //!
 //! tract indexes embedding tables without bounds checks, so the engine reads the
 //! vocabulary size and position count from the graph and rejects ids or lengths outside
@@ -11,7 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tract_onnx::data_resolver::ModelDataResolver;
 use tract_onnx::pb;
@@ -26,7 +44,21 @@ pub struct EngineOptions {
     /// Apply tract's `f32_to_f16` transform (pays only where the CPU computes in fp16
     /// natively: see [`native_fp16`]).
     pub f16: bool,
+    /// Only the symbolic plan: no fixed-length plans for single texts (for comparison and
+    /// benchmarks; slower).
+    pub symbolic_only: bool,
 }
+
+/// Set (to anything) in the environment to build only the symbolic plan, whatever the
+/// options say: less memory and load time, slower single-text queries.
+pub const SYMBOLIC_ONLY_ENV: &str = "DEVICE_SYMBOLIC_ONLY";
+
+/// Comma-separated sequence lengths replacing [`LENGTH_BUCKETS`] (tuning on a board).
+pub const LENGTH_BUCKETS_ENV: &str = "DEVICE_LENGTH_BUCKETS";
+
+/// Sequence lengths with their own fixed-shape plan for batch-1 queries (those above the
+/// model's position count are skipped).
+pub const LENGTH_BUCKETS: [usize; 4] = [8, 16, 32, 64];
 
 /// True when this CPU has native fp16 arithmetic (ARMv8.2 FP16, e.g. a Pi 5's
 /// Cortex-A76); false elsewhere, including every x86 and a Pi 4.
@@ -38,6 +70,32 @@ pub fn native_fp16() -> bool {
     #[cfg(not(target_arch = "aarch64"))]
     {
         false
+    }
+}
+
+/// glibc allocator settings for a long-running board process (`device` calls this first
+/// thing in `main`, before any thread exists): at most two malloc arenas (glibc would
+/// otherwise give each thread its own, 64 MB reserved and its own fragmentation), blocks
+/// of 1 MB and more mmapped (returned to the kernel on free: the load's temporary copies
+/// of weights), and free memory above 1 MB at the top of the heap given back. Per-query
+/// tensors stay well below 1 MB, so queries do not pay for fresh pages.
+pub fn configure_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tunables; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
+    }
+}
+
+/// Gives the freed pages of the allocator back to the kernel (after a load or a plan
+/// build, which free far more than a query allocates).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages; safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -92,11 +150,22 @@ pub const INPUT_NAMES: [&str; 2] = ["input_ids", "attention_mask"];
 /// Graph output names, in the order the engine reads them.
 pub const OUTPUT_NAMES: [&str; 2] = ["logits", "attention"];
 
-/// A loaded model: optimised tract plan plus its reusable run state.
+/// A loaded model: optimised tract plans (each made on first use) plus their reusable
+/// run states.
 #[derive(Debug)]
 pub struct Engine {
-    plan: Arc<TypedSimplePlan>,
-    state: Mutex<TypedSimpleState>,
+    /// The decluttered graph (`batch`, `seq` symbolic) the plans are optimised from;
+    /// dropped once every plan exists. The lock also serialises plan building.
+    source: Mutex<Option<TypedModel>>,
+    /// The symbols `batch` and `seq` of the inputs (fixed in the bucket plans).
+    symbols: Option<(Symbol, Symbol)>,
+    plan: OnceLock<Arc<TypedSimplePlan>>,
+    /// Fixed-length batch-1 plans `(seq, plan)`, shortest first.
+    bucket_plans: Vec<(usize, OnceLock<Arc<TypedSimplePlan>>)>,
+    /// Idle run states (one set per plan each): a query takes one, runs, puts it back, so
+    /// threads sharing the engine (`device serve --workers N`) run in parallel, each on
+    /// its own state, and a state is only created when all are busy.
+    pool: Mutex<Vec<States>>,
     num_labels: usize,
     vocab_size: Option<usize>,
     max_positions: Option<usize>,
@@ -142,7 +211,14 @@ impl Engine {
             dir: bundle.dir().to_path_buf(),
             files,
         };
-        Self::build(bytes, manifest.labels.len(), origin, external, options)
+        Self::build(
+            bytes,
+            manifest.labels.len(),
+            origin,
+            external,
+            options,
+            false,
+        )
     }
 
     /// Loads ONNX bytes directly (the host's check of a freshly written model).
@@ -153,6 +229,7 @@ impl Engine {
             "ONNX bytes".into(),
             ExternalData::None,
             EngineOptions::default(),
+            true,
         )
     }
 
@@ -176,67 +253,71 @@ impl Engine {
             origin,
             ExternalData::Dir(dir.to_path_buf()),
             options,
+            true,
         )
     }
 
+    /// Parses and declutters the graph; `eager` also optimises every plan now (and fails
+    /// if tract cannot), else each is optimised on first use.
     fn build(
         bytes: &[u8],
         num_labels: usize,
         origin: String,
         external: ExternalData,
         options: EngineOptions,
+        eager: bool,
     ) -> Result<Engine> {
         let err = |problem: String| DeviceError::Model {
             origin: origin.clone(),
             problem,
         };
-        let mut onnx = tract_onnx::onnx();
-        let model_dir = match external {
-            ExternalData::None => None,
-            ExternalData::Dir(dir) => Some(dir),
-            ExternalData::Verified { dir, files } => {
-                onnx.provider = Arc::new(VerifiedResolver(files));
-                Some(dir)
-            }
+        // The protobuf and the external data's bytes are dropped as soon as tract has
+        // parsed them (they would otherwise sit beside the weights tract copied).
+        let (parsed, vocab_size, max_positions) = {
+            let mut onnx = tract_onnx::onnx();
+            let model_dir = match external {
+                ExternalData::None => None,
+                ExternalData::Dir(dir) => Some(dir),
+                ExternalData::Verified { dir, files } => {
+                    onnx.provider = Arc::new(VerifiedResolver(files));
+                    Some(dir)
+                }
+            };
+            let model_dir = model_dir.map(|d| d.to_string_lossy().into_owned());
+            let proto = onnx
+                .proto_model_for_read(&mut &bytes[..])
+                .map_err(|e| err(format!("not a readable ONNX protobuf: {e:#}")))?;
+            let graph = proto.graph.as_ref().ok_or_else(|| err("no graph".into()))?;
+            check_interface(graph).map_err(err)?;
+            let vocab_size = table_rows(graph, |producer| producer.is_none());
+            let max_positions = table_rows(graph, |producer| {
+                producer.is_some_and(|n| n.op_type == "Range")
+            });
+            let parsed = onnx
+                .parse(&proto, model_dir.as_deref())
+                .map_err(|e| err(format!("tract cannot parse it: {e:#}")))?;
+            (parsed, vocab_size, max_positions)
         };
-        let model_dir = model_dir.map(|d| d.to_string_lossy().into_owned());
-        let proto = onnx
-            .proto_model_for_read(&mut &bytes[..])
-            .map_err(|e| err(format!("not a readable ONNX protobuf: {e:#}")))?;
-        let graph = proto.graph.as_ref().ok_or_else(|| err("no graph".into()))?;
-        check_interface(graph).map_err(err)?;
-        let vocab_size = table_rows(graph, |producer| producer.is_none());
-        let max_positions = table_rows(graph, |producer| {
-            producer.is_some_and(|n| n.op_type == "Range")
-        });
-
-        let parsed = onnx
-            .parse(&proto, model_dir.as_deref())
-            .map_err(|e| err(format!("tract cannot parse it: {e:#}")))?;
         if !parsed.unresolved_inputs.is_empty() {
             return Err(err(format!(
                 "unresolved inputs {:?}",
                 parsed.unresolved_inputs
             )));
         }
-        let model = if options.f16 {
+        let mut typed = parsed
+            .model
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| err(format!("tract cannot type it: {e:#}")))?;
+        if options.f16 {
             let transform = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
                 .map_err(|e| err(format!("{e:#}")))?
                 .ok_or_else(|| err("tract has no f32_to_f16 transform".into()))?;
-            let mut typed = parsed
-                .model
-                .into_typed()
-                .and_then(|m| m.into_decluttered())
-                .map_err(|e| err(format!("tract cannot type it: {e:#}")))?;
             transform
                 .transform(&mut typed)
                 .map_err(|e| err(format!("f32_to_f16: {e:#}")))?;
-            typed.into_optimized()
-        } else {
-            parsed.model.into_optimized()
         }
-        .map_err(|e| err(format!("tract cannot optimise it: {e:#}")))?;
-        let logits_fact = model
+        let logits_fact = typed
             .output_fact(0)
             .map_err(|e| err(format!("{e:#}")))?
             .clone();
@@ -252,19 +333,36 @@ impl Engine {
                 )));
             }
         }
-        let plan = model
-            .into_runnable()
-            .map_err(|e| err(format!("tract cannot plan it: {e:#}")))?;
-        let state = plan
-            .spawn()
-            .map_err(|e| err(format!("tract cannot create a run state: {e:#}")))?;
-        Ok(Engine {
-            plan,
-            state: Mutex::new(state),
+        let symbolic_only = options.symbolic_only || std::env::var_os(SYMBOLIC_ONLY_ENV).is_some();
+        let (symbols, lengths) = if symbolic_only {
+            (None, Vec::new())
+        } else {
+            bucket_lengths(&typed, max_positions).map_err(|e| err(format!("{e:#}")))?
+        };
+        let engine = Engine {
+            source: Mutex::new(Some(typed)),
+            symbols,
+            plan: OnceLock::new(),
+            bucket_plans: lengths.into_iter().map(|l| (l, OnceLock::new())).collect(),
+            pool: Mutex::new(Vec::new()),
             num_labels,
             vocab_size,
             max_positions,
-        })
+        };
+        release_free_memory();
+        if eager {
+            let mut states = States::default();
+            engine
+                .symbolic_state(&mut states)
+                .map_err(|e| err(format!("tract cannot plan it: {e:#}")))?;
+            for ix in 0..engine.bucket_plans.len() {
+                engine
+                    .bucket_state(&mut states, ix)
+                    .map_err(|e| err(format!("tract cannot plan it: {e:#}")))?;
+            }
+            engine.put_states(states);
+        }
+        Ok(engine)
     }
 
     /// Number of classes `C`.
@@ -292,29 +390,61 @@ impl Engine {
         seq: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         self.check_inputs(ids, mask, batch, seq)?;
-        let to_tensor = |data: &[i64]| {
-            Tensor::from_shape(&[batch, seq], data)
-                .map_err(|e| DeviceError::Input(format!("{e:#}")))
+        // A panic mid-run drops the taken states instead of returning them to the pool.
+        let mut states = self.take_states();
+        let bucket = if batch == 1 {
+            self.bucket_for(seq)
+        } else {
+            None
+        };
+        // The plan's own length: `seq`, or the bucket's (right-padded, mask 0, id 0).
+        let padded = bucket.map_or(seq, |ix| self.bucket_plans[ix].0);
+        let to_tensor = |data: &[i64]| -> Result<Tensor> {
+            let mut t = Tensor::zero::<i64>(&[batch, padded])
+                .map_err(|e| DeviceError::Input(format!("{e:#}")))?;
+            let mut view = t
+                .to_plain_array_view_mut::<i64>()
+                .map_err(|e| DeviceError::Input(format!("{e:#}")))?;
+            let dst = view
+                .as_slice_mut()
+                .ok_or_else(|| DeviceError::Input("input tensor is not contiguous".into()))?;
+            for (d, s) in dst.chunks_mut(padded).zip(data.chunks(seq)) {
+                d[..seq].copy_from_slice(s);
+            }
+            drop(view);
+            Ok(t)
         };
         let inputs = tvec![
             to_tensor(ids)?.into_tvalue(),
             to_tensor(mask)?.into_tvalue()
         ];
+        let state = match bucket {
+            Some(ix) => self.bucket_state(&mut states, ix),
+            None => self.symbolic_state(&mut states),
+        };
+        let state = match state {
+            Ok(s) => s,
+            Err(e) => {
+                self.put_states(states);
+                return Err(DeviceError::Inference(format!("plan: {e:#}")));
+            }
+        };
 
         let outputs = {
-            // A panic elsewhere cannot leave the state half-run: `run` resets it.
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             match state.run(inputs) {
                 Ok(o) => o,
                 Err(e) => {
                     // A failed run skips tract's end-of-turn reset; do it so the next
                     // query resolves `batch`/`seq` afresh.
                     let _ = state.reset_turn();
+                    self.put_states(states);
                     return Err(DeviceError::Inference(format!("{e:#}")));
                 }
             }
         };
-        let read = |ix: usize, cols: usize| -> Result<Vec<f32>> {
+        self.put_states(states);
+        // `keep` leading columns of each row (the padding of a bucket is cut off).
+        let read = |ix: usize, cols: usize, keep: usize| -> Result<Vec<f32>> {
             let name = OUTPUT_NAMES[ix];
             let t = outputs
                 .get(ix)
@@ -331,9 +461,17 @@ impl Engine {
             let view = t
                 .to_plain_array_view::<f32>()
                 .map_err(|e| DeviceError::Inference(format!("output {name}: {e:#}")))?;
-            Ok(view.iter().copied().collect())
+            let flat = view.as_slice().ok_or_else(|| {
+                DeviceError::Inference(format!("output {name} is not contiguous"))
+            })?;
+            Ok(flat
+                .chunks(cols)
+                .flat_map(|row| &row[..keep])
+                .copied()
+                .collect())
         };
-        Ok((read(0, self.num_labels)?, read(1, seq)?))
+        let c = self.num_labels;
+        Ok((read(0, c, c)?, read(1, padded, seq)?))
     }
 
     fn check_inputs(&self, ids: &[i64], mask: &[i64], batch: usize, seq: usize) -> Result<()> {
@@ -367,10 +505,178 @@ impl Engine {
         Ok(())
     }
 
-    /// The optimised plan (for inspection, profiling).
-    pub fn plan(&self) -> &Arc<TypedSimplePlan> {
-        &self.plan
+    /// Per-node wall time (µs summed over `runs`) of a batch-1 query with these ids, on
+    /// the plan [`run`](Self::run) would pick: `(node name and op, µs)`, slowest first.
+    #[doc(hidden)]
+    pub fn profile(&self, ids: &[i64], runs: usize) -> Result<Vec<(String, f64)>> {
+        let seq = ids.len();
+        self.check_inputs(ids, &vec![1; seq], 1, seq)?;
+        let mut states = self.take_states();
+        let bucket = self.bucket_for(seq);
+        let padded = bucket.map_or(seq, |ix| self.bucket_plans[ix].0);
+        let mut id = vec![0i64; padded];
+        id[..seq].copy_from_slice(ids);
+        let mut mask = vec![0i64; padded];
+        mask[..seq].fill(1);
+        let t = |d: &[i64]| Tensor::from_shape(&[1, padded], d).map(|t| t.into_tvalue());
+        let inputs: TVec<TValue> = tvec![
+            t(&id).map_err(|e| DeviceError::Input(format!("{e:#}")))?,
+            t(&mask).map_err(|e| DeviceError::Input(format!("{e:#}")))?
+        ];
+        let state = match bucket {
+            Some(ix) => self.bucket_state(&mut states, ix),
+            None => self.symbolic_state(&mut states),
+        }
+        .map_err(|e| DeviceError::Inference(format!("plan: {e:#}")))?;
+        let mut times: BTreeMap<usize, (String, f64)> = BTreeMap::new();
+        for _ in 0..runs.max(1) {
+            state
+                .run_plan_with_eval(inputs.clone(), |ctx, st, node, input| {
+                    let started = std::time::Instant::now();
+                    let r = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
+                    let e = times
+                        .entry(node.id)
+                        .or_insert_with(|| (format!("{} ({})", node.name, node.op.name()), 0.0));
+                    e.1 += started.elapsed().as_secs_f64() * 1e6;
+                    r
+                })
+                .map_err(|e| DeviceError::Inference(format!("{e:#}")))?;
+        }
+        self.put_states(states);
+        let mut v: Vec<(String, f64)> = times.into_values().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(v)
     }
+
+    /// An idle set of run states from the pool, or a new (empty) one when all are in use.
+    fn take_states(&self) -> States {
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn put_states(&self, states: States) {
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(states);
+    }
+
+    /// Index of the shortest bucket plan that holds `seq` tokens.
+    fn bucket_for(&self, seq: usize) -> Option<usize> {
+        self.bucket_plans.iter().position(|(len, _)| *len >= seq)
+    }
+
+    /// The symbolic plan's state in `states`, made (with the plan) on first use.
+    fn symbolic_state<'s>(&self, states: &'s mut States) -> TractResult<&'s mut TypedSimpleState> {
+        if states.symbolic.is_none() {
+            states.symbolic = Some(self.planned(&self.plan, None)?.spawn()?);
+        }
+        Ok(states.symbolic.as_mut().expect("just made"))
+    }
+
+    /// The state of bucket `ix` in `states`, made (with the plan) on first use.
+    fn bucket_state<'s>(
+        &self,
+        states: &'s mut States,
+        ix: usize,
+    ) -> TractResult<&'s mut TypedSimpleState> {
+        if states.buckets.len() < self.bucket_plans.len() {
+            states.buckets.resize_with(self.bucket_plans.len(), || None);
+        }
+        if states.buckets[ix].is_none() {
+            let (len, cell) = &self.bucket_plans[ix];
+            states.buckets[ix] = Some(self.planned(cell, Some(*len))?.spawn()?);
+        }
+        Ok(states.buckets[ix].as_mut().expect("just made"))
+    }
+
+    /// The plan in `cell`, optimised from the source graph on first use: symbolic
+    /// (`len` None) or batch 1 with `seq` = `len`.
+    fn planned<'a>(
+        &'a self,
+        cell: &'a OnceLock<Arc<TypedSimplePlan>>,
+        len: Option<usize>,
+    ) -> TractResult<&'a Arc<TypedSimplePlan>> {
+        if let Some(plan) = cell.get() {
+            return Ok(plan);
+        }
+        let mut source = self.source.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(plan) = cell.get() {
+            return Ok(plan);
+        }
+        let model = source
+            .as_ref()
+            .ok_or_else(|| TractError::msg("the source graph is gone"))?;
+        let plan = match (len, &self.symbols) {
+            (None, _) => model.clone().into_optimized()?.into_runnable()?,
+            (Some(len), Some((batch, seq))) => {
+                let subs = std::collections::HashMap::from([
+                    (batch.clone(), TDim::Val(1)),
+                    (seq.clone(), TDim::Val(len as i64)),
+                ]);
+                model
+                    .set_symbols(&subs)
+                    .and_then(|m| m.into_optimized())
+                    .and_then(|m| m.into_runnable())
+                    .map_err(|e| e.context(format!("fixed-length plan for seq {len}")))?
+            }
+            (Some(_), None) => return Err(TractError::msg("no symbols to fix")),
+        };
+        let _ = cell.set(plan);
+        if self.plan.get().is_some() && self.bucket_plans.iter().all(|(_, c)| c.get().is_some()) {
+            *source = None;
+        }
+        release_free_memory();
+        Ok(cell.get().expect("just set"))
+    }
+
+    /// The optimised symbolic plan (for inspection, profiling), made on first use.
+    pub fn plan(&self) -> Result<&Arc<TypedSimplePlan>> {
+        self.planned(&self.plan, None)
+            .map_err(|e| DeviceError::Inference(format!("plan: {e:#}")))
+    }
+}
+
+/// One run state per plan of an engine (used by one query at a time), each made when
+/// that plan is first used through this set.
+#[derive(Debug, Default)]
+struct States {
+    symbolic: Option<TypedSimpleState>,
+    /// One per bucket plan, shortest first.
+    buckets: Vec<Option<TypedSimpleState>>,
+}
+
+/// The input symbols `(batch, seq)` and the lengths of [`LENGTH_BUCKETS`] (or
+/// [`LENGTH_BUCKETS_ENV`]) the model's positions allow, shortest first. No lengths when
+/// the inputs are not `[batch, seq]` with two distinct symbols (nothing to fix).
+type BucketLengths = (Option<(Symbol, Symbol)>, Vec<usize>);
+
+fn bucket_lengths(typed: &TypedModel, max_positions: Option<usize>) -> TractResult<BucketLengths> {
+    let shape = &typed.input_fact(0)?.shape;
+    let sym = |ix: usize| match shape.get(ix) {
+        Some(TDim::Sym(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let (Some(batch), Some(seq)) = (sym(0), sym(1)) else {
+        return Ok((None, Vec::new()));
+    };
+    if batch == seq {
+        return Ok((None, Vec::new()));
+    }
+    let Some(max) = max_positions else {
+        return Ok((None, Vec::new()));
+    };
+    let mut lengths: Vec<usize> = match std::env::var(LENGTH_BUCKETS_ENV) {
+        Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
+        Err(_) => LENGTH_BUCKETS.to_vec(),
+    };
+    lengths.retain(|&l| l > 0 && l <= max);
+    lengths.sort_unstable();
+    lengths.dedup();
+    Ok((Some((batch, seq)), lengths))
 }
 
 /// The graph must take and give exactly the classifier's named tensors, in order.

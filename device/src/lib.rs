@@ -33,6 +33,7 @@ pub mod engine;
 pub mod error;
 #[cfg(unix)]
 pub mod install;
+pub mod rejection;
 pub mod serve;
 pub mod signature;
 pub mod tokenize;
@@ -47,4 +48,5 @@ pub use bundle::{
 pub use classify::{softmax, Classifier, ClassifyOptions, LabelScore, Prediction, TokenWeight};
 pub use engine::Engine;
 pub use error::{DeviceError, Result};
+pub use rejection::RejectionRule;
 pub use tokenize::{Batch, Encoded, TextEncoder};

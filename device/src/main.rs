@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use device::{Classifier, ClassifyOptions, Prediction};
 
+mod bench_cli;
 mod serve_cli;
 mod trust_cli;
 mod tune_cli;
@@ -40,6 +41,9 @@ enum Command {
     /// match the manifest's reference outputs, and record the choice next to the bundle
     /// (variant-choice.json; a read-only bundle directory is reported, not an error).
     Tune(tune_cli::TuneArgs),
+    /// Per-query latency of bundles and variants as JSON lines (benchmark suite).
+    #[command(hide = true)]
+    BenchLatency(bench_cli::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,10 +73,16 @@ struct ClassifyArgs {
     texts: Vec<String>,
 }
 
+/// The `answer` of a rejected text.
+const UNKNOWN: &str = "unknown";
+
 /// One output line for a classified text.
 #[derive(Serialize)]
 struct Classified<'a> {
     text: &'a str,
+    /// The decision: the label, or `unknown` when the bundle's rejection rule applies
+    /// (`label` and `confidence` are then the best guess).
+    answer: &'a str,
     #[serde(flatten)]
     prediction: &'a Prediction,
 }
@@ -85,11 +95,13 @@ struct Failed {
 }
 
 fn main() -> ExitCode {
+    device::engine::configure_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify(args) => classify(args),
         Command::Serve(args) => serve_cli::run(args),
         Command::Tune(args) => tune_cli::run(args),
+        Command::BenchLatency(args) => bench_cli::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +170,11 @@ fn emit(out: &mut impl Write, classifier: &Classifier, line: usize, text: &str) 
             out,
             &Classified {
                 text,
+                answer: if prediction.rejected {
+                    UNKNOWN
+                } else {
+                    &prediction.label
+                },
                 prediction: &prediction,
             },
         ),

@@ -69,7 +69,10 @@ impl Choice {
     }
 
     fn options(&self) -> EngineOptions {
-        EngineOptions { f16: self.f16 }
+        EngineOptions {
+            f16: self.f16,
+            ..EngineOptions::default()
+        }
     }
 }
 
@@ -173,7 +176,10 @@ pub fn candidates(bundle: &VerifiedBundle) -> (Vec<Choice>, Vec<String>) {
 pub fn load(bundle: &VerifiedBundle, choice: &Choice) -> Result<Classifier> {
     let encoder = TextEncoder::from_bundle(bundle)?;
     let engine = Engine::load_variant(bundle, &choice.variant, choice.options())?;
-    Classifier::new(encoder, engine, bundle.manifest().labels.clone())
+    Ok(
+        Classifier::new(encoder, engine, bundle.manifest().labels.clone())?
+            .with_rejection(bundle.manifest().rejection.clone()),
+    )
 }
 
 /// Measures every candidate and returns the report (choice = fastest that agrees).

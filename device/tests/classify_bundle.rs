@@ -336,3 +336,92 @@ fn cli_rejects_a_tampered_bundle() {
         .unwrap()
         .contains("directory does not exist"));
 }
+
+/// Rewrites the bundle's manifest with `rule` (the manifest is not in its own file list).
+fn set_rule(dir: &Path, rule: Option<device::RejectionRule>) {
+    let path = dir.join(device::MANIFEST_FILE);
+    let mut m: Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m.rejection = rule;
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+}
+
+#[test]
+fn the_manifest_rejection_rule_is_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    write_test_bundle(&dir);
+    let texts = ["the cat sat", "the mat at the cafe", ""];
+    let load = || Classifier::load(&Bundle::read(&dir).unwrap().verify().unwrap()).unwrap();
+
+    // No rule: never rejected.
+    let c = load();
+    assert!(c.rejection().is_none());
+    let plain = c.classify_batch(&texts).unwrap();
+    assert!(plain.iter().all(|p| !p.rejected));
+
+    // Threshold above 1: everything is unknown, the best guess is kept.
+    set_rule(&dir, Some(device::RejectionRule::new(1.01, None)));
+    let all = load().classify_batch(&texts).unwrap();
+    for (p, q) in all.iter().zip(&plain) {
+        assert!(p.rejected, "{p:?}");
+        assert_eq!((p.label_index, &p.label), (q.label_index, &q.label));
+        assert_eq!(p.confidence, q.confidence);
+    }
+
+    // Threshold 0: nothing is rejected on probability ...
+    set_rule(&dir, Some(device::RejectionRule::new(0.0, None)));
+    assert!(load()
+        .classify_batch(&texts)
+        .unwrap()
+        .iter()
+        .all(|p| !p.rejected));
+    // ... but with an out-of-scope class, predicting it is a rejection ("" → "other").
+    set_rule(
+        &dir,
+        Some(device::RejectionRule::new(0.0, Some("other".into()))),
+    );
+    let c = load();
+    let r: Vec<bool> = c
+        .classify_batch(&texts)
+        .unwrap()
+        .iter()
+        .map(|p| p.rejected)
+        .collect();
+    assert_eq!(r, [false, false, true]);
+
+    // A threshold between the confidences splits them.
+    let mid = (plain[0].confidence + plain[1].confidence) / 2.0;
+    let (lo, hi) = if plain[0].confidence < plain[1].confidence {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    set_rule(&dir, Some(device::RejectionRule::new(mid, None)));
+    let c = load();
+    assert!(c.classify(texts[lo]).unwrap().rejected);
+    assert!(!c.classify(texts[hi]).unwrap().rejected);
+}
+
+#[test]
+fn device_classify_prints_unknown_for_a_rejected_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    write_test_bundle(&dir);
+    set_rule(&dir, Some(device::RejectionRule::new(1.01, None)));
+    let out = Command::new(env!("CARGO_BIN_EXE_device"))
+        .args(["classify", "--bundle"])
+        .arg(&dir)
+        .arg("the cat sat")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["answer"], "unknown");
+    assert_eq!(line["rejected"], true);
+    assert_eq!(line["label"], "animal");
+    assert!(line["confidence"].as_f64().unwrap() > 0.0);
+}

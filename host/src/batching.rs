@@ -10,6 +10,9 @@ use rand::seq::SliceRandom;
 pub struct EncodedExample {
     pub ids: Vec<u32>,
     pub label: u32,
+    /// Distillation soft targets: the teacher's class probabilities at the distillation
+    /// temperature (`None` outside distillation; see [`crate::distill`]).
+    pub soft: Option<Vec<f32>>,
 }
 
 impl EncodedExample {
@@ -18,6 +21,7 @@ impl EncodedExample {
         Self {
             ids: encoded.ids.iter().map(|&i| i as u32).collect(),
             label,
+            soft: None,
         }
     }
 }
@@ -33,6 +37,8 @@ pub struct Batch {
     pub labels: Tensor,
     /// Indices of the examples in the source slice.
     pub indices: Vec<usize>,
+    /// f32 `[B,C]` soft targets, when every example in the batch has them.
+    pub soft: Option<Tensor>,
 }
 
 impl Batch {
@@ -53,11 +59,22 @@ impl Batch {
             }
         }
         let labels: Vec<u32> = indices.iter().map(|&i| examples[i].label).collect();
+        let soft = indices
+            .iter()
+            .map(|&i| examples[i].soft.as_deref())
+            .collect::<Option<Vec<&[f32]>>>()
+            .filter(|rows| !rows.is_empty())
+            .map(|rows| {
+                let c = rows[0].len();
+                Tensor::from_vec(rows.concat(), (b, c), device)
+            })
+            .transpose()?;
         Ok(Self {
             ids: Tensor::from_vec(ids, (b, s), device)?,
             mask: Tensor::from_vec(mask, (b, s), device)?,
             labels: Tensor::from_vec(labels, b, device)?,
             indices: indices.to_vec(),
+            soft,
         })
     }
 }

@@ -95,6 +95,46 @@ impl Evaluated {
         }
     }
 
+    /// The out-of-scope rejection rule of the model: a bundle's manifest `rejection`, a
+    /// checkpoint's `rejection.json` (`tools train` / `tools calibrate`).
+    pub fn rejection_rule(&self) -> Result<Option<device::rejection::RejectionRule>> {
+        match self {
+            Self::Checkpoint(c) | Self::CheckpointVariant(c, _) => {
+                crate::rejection::read_checkpoint_rule(&c.dir)
+            }
+            Self::Bundle(b) => Ok(b.rejection().cloned()),
+        }
+    }
+
+    /// Predicted label index (argmax) and the probabilities of every class, per text.
+    pub fn predict_probs(&self, texts: &[&str]) -> Result<(Vec<usize>, Vec<Vec<f32>>)> {
+        match self {
+            Self::Checkpoint(_) | Self::CheckpointVariant(..) => {
+                let device = Device::Cpu;
+                let (c, model) = match self {
+                    Self::CheckpointVariant(c, v) => (c, c.load_variant(*v, &device)?),
+                    Self::Checkpoint(c) => (c, c.load_model(&device)?),
+                    Self::Bundle(_) => unreachable!(),
+                };
+                let encoder = c.encoder()?;
+                let examples = texts
+                    .iter()
+                    .map(|t| Ok(crate::batching::EncodedExample::new(&encoder.encode(t)?, 0)))
+                    .collect::<Result<Vec<_>>>()?;
+                let p = crate::train::predict(&model, &examples, &device)?;
+                Ok((p.predicted, p.probs))
+            }
+            Self::Bundle(b) => {
+                let mut probs = Vec::with_capacity(texts.len());
+                for chunk in texts.chunks(64) {
+                    probs.extend(b.probabilities(chunk)?);
+                }
+                let predicted = probs.iter().map(|p| crate::rejection::argmax(p)).collect();
+                Ok((predicted, probs))
+            }
+        }
+    }
+
     /// Predicted label index for every text.
     pub fn predict(&self, texts: &[&str]) -> Result<Vec<usize>> {
         match self {
@@ -141,4 +181,127 @@ pub fn evaluate(
         .map(|e| labels.iter().position(|l| *l == e.label).expect("checked"))
         .collect();
     Ok(Report::new(&labels, &gold, &predicted, oos_label))
+}
+
+/// Out-of-scope figures of an evaluation: class only (argmax) and with the model's rule.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RejectionReport {
+    pub oos_label: String,
+    /// Whether the model has `oos_label` as a class.
+    pub oos_class: bool,
+    pub in_scope: usize,
+    pub out_of_scope: usize,
+    /// Threshold 0: the argmax alone (the out-of-scope class when the model has one).
+    pub class_only: crate::rejection::RejectionMetrics,
+    /// The rule applied (the model's, or `--reject-threshold`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<device::rejection::RejectionRule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with_rule: Option<crate::rejection::RejectionMetrics>,
+    /// Threshold sweep 0, 0.01, …, 1 on this data.
+    #[serde(skip)]
+    pub curve: Vec<crate::rejection::RejectionMetrics>,
+}
+
+impl RejectionReport {
+    pub fn to_text(&self) -> String {
+        let row = |name: &str, m: &crate::rejection::RejectionMetrics| {
+            format!(
+                "{name:<34}{:>14.4}{:>12}{:>19.4}{:>10.4}\n",
+                m.in_scope_accuracy,
+                m.oos_recall
+                    .map_or_else(|| "-".to_string(), |r| format!("{r:.4}")),
+                m.in_scope_rejected,
+                m.accuracy
+            )
+        };
+        let mut s = format!(
+            "out-of-scope: {} in-scope, {} {:?} examples\n{:<34}{:>14}{:>12}{:>19}{:>10}\n",
+            self.in_scope,
+            self.out_of_scope,
+            self.oos_label,
+            "",
+            "in-scope acc",
+            "oos recall",
+            "in-scope rejected",
+            "accuracy"
+        );
+        s += &row(
+            if self.oos_class {
+                "  class only (argmax)"
+            } else {
+                "  no rule (argmax)"
+            },
+            &self.class_only,
+        );
+        match (&self.rule, &self.with_rule) {
+            (Some(r), Some(m)) => {
+                s += &row(&format!("  with rule (threshold {:.4})", r.threshold), m);
+            }
+            _ => s += "  no rejection rule (tools calibrate, or --reject-threshold)\n",
+        }
+        s
+    }
+}
+
+/// [`evaluate`] plus the out-of-scope report: present when the data has `oos_label`
+/// examples or the model has a rejection rule. `threshold` overrides the model's rule.
+///
+/// A model without an out-of-scope class (threshold only) may be evaluated on data with
+/// `oos_label` examples: the report then has `oos_label` as an extra class that is never
+/// predicted.
+pub fn evaluate_with_rejection(
+    model: &Evaluated,
+    data: &Path,
+    columns: &Columns,
+    oos_label: &str,
+    threshold: Option<f32>,
+) -> Result<(Report, Option<RejectionReport>)> {
+    let data = Dataset::load(data, columns)?;
+    let model_labels = model.labels();
+    let oos_class = model_labels.iter().any(|l| l == oos_label);
+    let mut labels = model_labels.clone();
+    if !oos_class && data.examples.iter().any(|e| e.label == oos_label) {
+        labels.push(oos_label.to_string());
+    }
+    data.check_labels(&labels)?;
+    let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
+    let (predicted, probs) = model.predict_probs(&texts)?;
+    let gold: Vec<usize> = data
+        .examples
+        .iter()
+        .map(|e| labels.iter().position(|l| *l == e.label).expect("checked"))
+        .collect();
+    let report = Report::new(&labels, &gold, &predicted, Some(oos_label));
+    let rule = match threshold {
+        Some(t) => Some(device::rejection::RejectionRule::new(
+            t,
+            oos_class.then(|| oos_label.to_string()),
+        )),
+        None => model.rejection_rule()?,
+    };
+    let gold_opt: Vec<Option<usize>> = gold
+        .iter()
+        .map(|&g| (labels[g] != oos_label).then_some(g))
+        .collect();
+    // The rule's own out-of-scope class (normally the same label).
+    let rule_oos = rule
+        .as_ref()
+        .and_then(|r| r.oos_label.clone())
+        .unwrap_or_else(|| oos_label.to_string());
+    let scored = crate::rejection::Scored::new(&model_labels, &probs, &gold_opt, &rule_oos);
+    if scored.n_oos == 0 && rule.is_none() {
+        return Ok((report, None));
+    }
+    let rejection = RejectionReport {
+        oos_label: oos_label.to_string(),
+        oos_class,
+        in_scope: scored.n_in,
+        out_of_scope: scored.n_oos,
+        class_only: scored.metrics(0.0),
+        with_rule: rule.as_ref().map(|r| scored.metrics(r.threshold)),
+        curve: scored.curve(rule.as_ref().map(|r| r.threshold)),
+        rule,
+    };
+    Ok((report, Some(rejection)))
 }

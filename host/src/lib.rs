@@ -11,6 +11,7 @@ pub mod batching;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod error;
 pub mod evaluate;
 pub mod export;
@@ -21,7 +22,9 @@ pub mod optim;
 pub mod pipeline;
 pub mod plot;
 pub mod preset;
+pub mod pretrained;
 pub mod quantize;
+pub mod rejection;
 pub mod tokenizer;
 pub mod train;
 

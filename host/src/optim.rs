@@ -13,6 +13,8 @@ struct Param {
     m: Vec<f32>,
     v: Vec<f32>,
     decay: bool,
+    /// Multiplies the learning rate for this parameter (layer-wise decay; 1 = none).
+    lr_scale: f32,
 }
 
 /// AdamW over a fixed set of named parameters.
@@ -30,15 +32,26 @@ pub struct FusedAdamW {
 impl FusedAdamW {
     /// `params`: `(var, apply weight decay)`.
     pub fn new(params: Vec<(Var, bool)>, weight_decay: f64) -> Self {
+        Self::with_lr_scales(
+            params.into_iter().map(|(v, d)| (v, d, 1.0)).collect(),
+            weight_decay,
+        )
+    }
+
+    /// `params`: `(var, apply weight decay, learning-rate multiplier)`. The multiplier
+    /// gives layer-wise learning-rate decay when fine-tuning a pretrained encoder: lower
+    /// layers, which hold general features, move less than the fresh head.
+    pub fn with_lr_scales(params: Vec<(Var, bool, f64)>, weight_decay: f64) -> Self {
         let params = params
             .into_iter()
-            .map(|(var, decay)| {
+            .map(|(var, decay, scale)| {
                 let n = var.elem_count();
                 Param {
                     var,
                     m: vec![0.0; n],
                     v: vec![0.0; n],
                     decay,
+                    lr_scale: scale as f32,
                 }
             })
             .collect();
@@ -125,10 +138,11 @@ impl FusedAdamW {
             let shape = p.var.shape().clone();
             let mut w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             let decay = if p.decay {
-                1.0 - (lr * self.weight_decay) as f32
+                1.0 - (lr * self.weight_decay) as f32 * p.lr_scale
             } else {
                 1.0
             };
+            let step_size = step_size * p.lr_scale;
             for i in 0..w.len() {
                 let gi = g[i] * scale;
                 p.m[i] = b1 * p.m[i] + (1.0 - b1) * gi;
@@ -208,6 +222,25 @@ mod tests {
         assert!(avg[0] > live[0] && avg[1] > live[1], "{avg:?} vs {live:?}");
         opt.swap_ema().unwrap();
         assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), live);
+    }
+
+    /// A parameter with learning-rate multiplier 0.5 moves half as far on its first step
+    /// (Adam's first step is ±lr per weight whatever the gradient's size).
+    #[test]
+    fn lr_scale_scales_the_step() {
+        let dev = Device::Cpu;
+        let a = Var::from_tensor(&Tensor::new(&[1f32, 1.0], &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::new(&[1f32, 1.0], &dev).unwrap()).unwrap();
+        let mut opt =
+            FusedAdamW::with_lr_scales(vec![(a.clone(), false, 1.0), (b.clone(), false, 0.5)], 0.0);
+        let loss = (a.as_tensor().sum_all().unwrap() + b.as_tensor().sum_all().unwrap()).unwrap();
+        opt.step(&loss.backward().unwrap(), 0.1, 1e9).unwrap();
+        let (wa, wb) = (
+            a.as_tensor().to_vec1::<f32>().unwrap(),
+            b.as_tensor().to_vec1::<f32>().unwrap(),
+        );
+        assert!((wa[0] - 0.9).abs() < 1e-4, "{wa:?}");
+        assert!((wb[0] - 0.95).abs() < 1e-4, "{wb:?}");
     }
 
     /// Clipping bounds the update: with a huge gradient the first step moves each weight

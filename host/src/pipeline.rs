@@ -27,6 +27,10 @@ pub struct TrainJob {
     pub preset: Preset,
     /// An existing `tokenizer.json` to use instead of training one.
     pub tokenizer: Option<PathBuf>,
+    /// A pretrained BERT-family encoder folder to start from ([`crate::pretrained`]): its
+    /// architecture, tokenizer and encoder weights replace the preset's sizes, the trained
+    /// tokenizer and the random initialisation.
+    pub init: Option<PathBuf>,
     pub options: TrainOptions,
 }
 
@@ -42,6 +46,9 @@ pub struct TrainSummary {
     pub parameters: usize,
     pub preset: Preset,
     pub options: TrainOptions,
+    /// What came from a pretrained encoder (`--init`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<crate::pretrained::LoadReport>,
     pub outcome: TrainOutcome,
 }
 
@@ -113,27 +120,46 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         ));
     }
 
-    let tokenizer_json = match &job.tokenizer {
-        Some(p) => std::fs::read(p).map_err(|e| HostError::io(p, e))?,
-        None => {
-            let texts: Vec<&str> = train_set.examples.iter().map(|e| e.text.as_str()).collect();
-            crate::tokenizer::train_wordpiece(&texts, job.preset.vocab_size)?
-        }
+    let pretrained = match &job.init {
+        Some(dir) => Some(crate::pretrained::PretrainedEncoder::open(dir)?),
+        None => None,
     };
+    let tokenizer_json =
+        match (&job.tokenizer, &pretrained) {
+            (Some(_), Some(_)) => return Err(HostError::Invalid(
+                "--tokenizer and --init together: a pretrained encoder brings its own tokenizer"
+                    .into(),
+            )),
+            (None, Some(enc)) => enc.tokenizer_json.clone(),
+            (Some(p), None) => std::fs::read(p).map_err(|e| HostError::io(p, e))?,
+            (None, None) => {
+                let texts: Vec<&str> = train_set.examples.iter().map(|e| e.text.as_str()).collect();
+                crate::tokenizer::train_wordpiece(&texts, job.preset.vocab_size)?
+            }
+        };
     let encoder = device::tokenize::TextEncoder::from_bytes(&tokenizer_json, job.preset.max_len)?;
     let p = &job.preset;
-    let config = ModelConfig {
-        preset: p.name.clone(),
-        vocab_size: encoder.vocab_size(),
-        hidden: p.hidden,
-        layers: p.layers,
-        heads: p.heads,
-        ffn: p.ffn,
-        pool_dim: p.pool_dim,
-        max_len: p.max_len,
-        dropout: p.dropout,
-        layer_norm_eps: 1e-12,
-        labels: labels.clone(),
+    let config = match &pretrained {
+        Some(enc) => enc.model_config(
+            labels.clone(),
+            p.max_len,
+            p.pool_dim,
+            p.dropout,
+            encoder.vocab_size(),
+        )?,
+        None => ModelConfig {
+            preset: p.name.clone(),
+            vocab_size: encoder.vocab_size(),
+            hidden: p.hidden,
+            layers: p.layers,
+            heads: p.heads,
+            ffn: p.ffn,
+            pool_dim: p.pool_dim,
+            max_len: p.max_len,
+            dropout: p.dropout,
+            layer_norm_eps: 1e-12,
+            labels: labels.clone(),
+        },
     };
     let train_enc = encode(&encoder, &train_set, &labels)?;
     let val_enc = encode(&encoder, &val_set, &labels)?;
@@ -144,6 +170,28 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
 
     let device = Device::Cpu;
     let (model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
+    let init = match &pretrained {
+        Some(enc) => {
+            let report = enc.load_into(&varmap, &config)?;
+            if job.options.progress {
+                eprintln!(
+                    "initialised {} encoder tensors from {} ({} fresh: {}; unused: {})",
+                    report.loaded.len(),
+                    report.source,
+                    report.fresh.len(),
+                    report.fresh.join(" "),
+                    if report.unused.is_empty() {
+                        "none".to_string()
+                    } else {
+                        report.unused.join(" ")
+                    }
+                );
+            }
+            Some(report)
+        }
+        None => None,
+    };
+    drop(pretrained);
     let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
     if job.options.progress {
         eprintln!(
@@ -178,6 +226,7 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         parameters,
         preset: job.preset.clone(),
         options: job.options.clone(),
+        init,
         outcome,
     };
     write_json(&job.out.join(TRAINING_FILE), &summary)?;
@@ -186,5 +235,20 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         log_csv(&summary.outcome.log).as_bytes(),
     )?;
     crate::plot::training_curves(&job.out.join("training_curves.svg"), &summary.outcome.log)?;
+    // Out-of-scope rejection rule, calibrated on the validation split with the saved
+    // (best) weights: rejection.json + rejection_curve.svg (docs/rejection.md).
+    let cal = crate::rejection::calibrate_checkpoint(
+        &job.out,
+        &val_set,
+        &crate::rejection::CalibrationOptions::default(),
+        &format!(
+            "{} ({} examples)",
+            summary.val_file.as_deref().unwrap_or("validation split"),
+            val_set.examples.len()
+        ),
+    )?;
+    if job.options.progress {
+        eprintln!("{}", crate::rejection::summary_line(&cal));
+    }
     Ok(summary)
 }

@@ -29,9 +29,10 @@ pub struct Preset {
     pub patience: usize,
 }
 
-const SHIPPED: [(&str, &str); 2] = [
+const SHIPPED: [(&str, &str); 3] = [
     ("tiny", include_str!("../../models/presets/tiny.json")),
     ("small", include_str!("../../models/presets/small.json")),
+    ("minilm", include_str!("../../models/presets/minilm.json")),
 ];
 
 impl Preset {

@@ -84,6 +84,42 @@ pub fn vocab_size(json: &[u8]) -> Result<usize> {
     Ok(t.get_vocab_size(true))
 }
 
+/// A BERT tokenizer (`tokenizer.json` bytes) from a pretrained checkpoint's `vocab.txt`:
+/// the same normaliser, pre-tokenizer and `[CLS] … [SEP]` template as [`train_wordpiece`],
+/// with the vocabulary's own ids.
+pub fn bert_from_vocab(vocab: &std::path::Path, lowercase: bool) -> Result<Vec<u8>> {
+    let path = vocab
+        .to_str()
+        .ok_or_else(|| HostError::Invalid(format!("{}: path is not UTF-8", vocab.display())))?;
+    let model = WordPiece::from_file(path)
+        .unk_token("[UNK]".into())
+        .build()
+        .map_err(|e| HostError::Tokenizer(format!("{}: {e}", vocab.display())))?;
+    let id = |tok: &str| {
+        tokenizers::Model::token_to_id(&model, tok)
+            .ok_or_else(|| HostError::Tokenizer(format!("{}: no {tok} token", vocab.display())))
+    };
+    let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+    let mut tokenizer: TokenizerImpl<
+        WordPiece,
+        BertNormalizer,
+        BertPreTokenizer,
+        BertProcessing,
+        WordPieceDecoder,
+    > = TokenizerImpl::new(model);
+    tokenizer
+        .with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
+        .map_err(tok_err)?;
+    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+    tokenizer.with_post_processor(Some(BertProcessing::new(
+        ("[SEP]".into(), sep),
+        ("[CLS]".into(), cls),
+    )));
+    tokenizer.with_decoder(Some(WordPieceDecoder::default()));
+    let tokenizer = Tokenizer::from(tokenizer);
+    Ok(tokenizer.to_string(true).map_err(tok_err)?.into_bytes())
+}
+
 fn tok_err(e: impl std::fmt::Display) -> HostError {
     HostError::Tokenizer(e.to_string())
 }

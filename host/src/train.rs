@@ -38,9 +38,22 @@ pub struct TrainOptions {
     /// Decay of the exponential moving average of the weights that is validated and saved
     /// (0 = off).
     pub ema_decay: f64,
+    /// Layer-wise learning-rate decay for fine-tuning: the head trains at `lr`, encoder
+    /// layer `l` (of `L`) at `lr · decay^(L−l)`, the embeddings at `lr · decay^(L+1)`.
+    /// 1 = the same rate everywhere.
+    #[serde(default = "one")]
+    pub layer_lr_decay: f64,
+    /// Keep the word-embedding table fixed (a pretrained vocabulary's rows that the
+    /// training data never uses then stay meaningful; each step is also cheaper).
+    #[serde(default)]
+    pub freeze_embeddings: bool,
     pub seed: u64,
     /// Show a progress bar (stderr).
     pub progress: bool,
+    /// Knowledge distillation: batches whose examples carry soft targets are trained on
+    /// [`crate::distill::kd_loss`] instead of the cross-entropy (`None`: plain training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<crate::distill::KdParams>,
 }
 
 impl Default for TrainOptions {
@@ -56,8 +69,11 @@ impl Default for TrainOptions {
             label_smoothing: 0.1,
             token_dropout: 0.0,
             ema_decay: 0.0,
+            layer_lr_decay: 1.0,
+            freeze_embeddings: false,
             seed: 42,
             progress: true,
+            distill: None,
         }
     }
 }
@@ -95,6 +111,24 @@ pub fn lr_at(step: usize, total: usize, warmup: usize, peak: f64) -> f64 {
         let rest = total.saturating_sub(warmup).max(1);
         peak * (1.0 - (step - warmup) as f64 / rest as f64).max(0.0)
     }
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// How many layers sit between a parameter and the classifier head: 0 for the pooling
+/// head and classifier, `L − l` for encoder layer `l`, `L + 1` for the embeddings.
+pub fn layers_below_head(name: &str, layers: usize) -> usize {
+    if name.starts_with("embeddings.") {
+        return layers + 1;
+    }
+    if let Some(rest) = name.strip_prefix("encoder.layer.") {
+        if let Some(l) = rest.split('.').next().and_then(|x| x.parse::<usize>().ok()) {
+            return layers.saturating_sub(l);
+        }
+    }
+    0
 }
 
 /// Cross-entropy with label smoothing `eps`, averaged over the batch.
@@ -211,11 +245,19 @@ pub fn train(
         .into_iter()
         .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
+    let layers = model.config.layers;
     let params = named
         .iter()
-        .map(|(n, v)| (v.clone(), !crate::model::is_no_decay(n)))
+        .filter(|(n, _)| !(opts.freeze_embeddings && n == "embeddings.word_embeddings.weight"))
+        .map(|(n, v)| {
+            let scale = opts
+                .layer_lr_decay
+                .powi(layers_below_head(n, layers) as i32);
+            (v.clone(), !crate::model::is_no_decay(n), scale)
+        })
         .collect();
-    let mut optimizer = FusedAdamW::new(params, opts.weight_decay).with_ema(opts.ema_decay)?;
+    let mut optimizer =
+        FusedAdamW::with_lr_scales(params, opts.weight_decay).with_ema(opts.ema_decay)?;
 
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let dropout = Dropout::train(model.config.dropout, opts.seed.wrapping_add(1));
@@ -249,7 +291,16 @@ pub fn train(
             let batch = Batch::new(train_set, indices, &device)?;
             let batch = mask_tokens(batch, opts.token_dropout, special, &mut rng)?;
             let out = model.forward(&batch.ids, &batch.mask, &dropout)?;
-            let l = loss(&out.logits, &batch.labels, opts.label_smoothing)?;
+            let l = match (&batch.soft, &opts.distill) {
+                (Some(soft), Some(kd)) => crate::distill::kd_loss(
+                    &out.logits,
+                    soft,
+                    &batch.labels,
+                    kd,
+                    opts.label_smoothing,
+                )?,
+                _ => loss(&out.logits, &batch.labels, opts.label_smoothing)?,
+            };
             let grads = l.backward()?;
             optimizer.step(&grads, lr, opts.clip_norm)?;
             step += 1;
@@ -346,6 +397,21 @@ mod tests {
         assert!((lr_at(9, 100, 10, peak) - peak).abs() < 1e-12);
         assert!(lr_at(50, 100, 10, peak) < peak && lr_at(50, 100, 10, peak) > 0.0);
         assert!(lr_at(99, 100, 10, peak) < lr_at(50, 100, 10, peak));
+    }
+
+    #[test]
+    fn layer_depths_for_lr_decay() {
+        assert_eq!(layers_below_head("classifier.weight", 6), 0);
+        assert_eq!(layers_below_head("pooling.dense.bias", 6), 0);
+        assert_eq!(
+            layers_below_head("encoder.layer.5.output.dense.weight", 6),
+            1
+        );
+        assert_eq!(
+            layers_below_head("encoder.layer.0.attention.self.query.weight", 6),
+            6
+        );
+        assert_eq!(layers_below_head("embeddings.word_embeddings.weight", 6), 7);
     }
 
     #[test]

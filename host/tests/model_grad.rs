@@ -110,6 +110,7 @@ fn training_loop_learns_a_separable_task() {
     let ex = |tok: u32, label: u32, n: u32| EncodedExample {
         ids: vec![2, tok, 10 + n % 5, 3],
         label,
+        soft: None,
     };
     let data: Vec<EncodedExample> = (0..40)
         .map(|n| {

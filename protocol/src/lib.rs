@@ -6,7 +6,7 @@
 //!
 //! # Version
 //!
-//! [`PROTOCOL_VERSION`] = **1**. The host opens with `Hello`; the device
+//! [`PROTOCOL_VERSION`] = **2** (2 added `Result.rejected`). The host opens with `Hello`; the device
 //! answers `Info` if it speaks that version, else
 //! `Error { code: VersionMismatch }`. The layouts of `Hello` (request tag 0),
 //! `Info` (response tag 0, at least its `id` and `protocol_version` fields) and
@@ -45,7 +45,7 @@
 //! | H→D | 8 | [`Request::Rollback`] | `id: u32` | switch back to the previous model |
 //! | D→H | 0 | [`Response::Info`] | `id: u32, protocol_version: u16, software_version: str ≤ 32 B, model_name: str ≤ 48 B, model_sha256: [u8; 32], label_count: u16, max_text_len: u16` | answer to `Hello` |
 //! | D→H | 1 | [`Response::Labels`] | `id: u32, offset: u16, total: u16, labels: seq ≤ 24 of str ≤ 32 B` | one page of label names |
-//! | D→H | 2 | [`Response::Result`] | `id: u32, source: Source, label_index: u16, confidence: f32, top_k: seq ≤ 5 of (u16, f32), top_tokens: seq ≤ 5 of (str ≤ 24 B, f32), inference_us: u32` | a classification (answer to `Classify`, or a device-local one) |
+//! | D→H | 2 | [`Response::Result`] | `id: u32, source: Source, label_index: u16, confidence: f32, top_k: seq ≤ 5 of (u16, f32), top_tokens: seq ≤ 5 of (str ≤ 24 B, f32), inference_us: u32, rejected: bool` | a classification (answer to `Classify`, or a device-local one) |
 //! | D→H | 3 | [`Response::Pong`] | `id: u32, nonce: u32` | answer to `Ping` |
 //! | D→H | 4 | [`Response::Stats`] | `id: u32, frames_in, frames_out, crc_failures, decode_errors, queue_drops, inferences, latency_p50_us, latency_p99_us, latency_max_us, uptime_s: u32` | answer to `GetStats` |
 //! | D→H | 5 | [`Response::Error`] | `id: Option<u32>, code: ErrorCode (u16), detail: str ≤ 96 B` | a request or frame failed |
@@ -105,7 +105,7 @@ pub use framing::{
 pub use messages::*;
 
 /// Version of this wire contract; sent in `Hello` and `Info`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Decoder for the device side (receives [`Request`]s).
 pub type RequestDecoder = FrameDecoder<Request>;

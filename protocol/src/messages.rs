@@ -199,6 +199,9 @@ pub enum Response {
         top_tokens: TopTokens,
         /// Inference time in microseconds.
         inference_us: u32,
+        /// The model's rejection rule applies (version 2): the answer is "unknown" and
+        /// `label_index` / `confidence` are only the best guess.
+        rejected: bool,
     },
     /// Tag 3. Answer to [`Request::Ping`].
     Pong {

@@ -6,9 +6,10 @@ use common::*;
 use protocol::{crc::crc32, decode_frame, ErrorCode, Request, Response, Source};
 
 const CLASSIFY_FRAME: &str = "12 02 AC 02 09 6C 69 67 68 74 73 20 6F 6E 8D 9A 12 6C 00";
-const RESULT_FRAME: &str = "04 02 AC 02 02 02 01 05 60 3F 02 02 01 03 60 3F 01 01 01 0A 3E 01 06 6C 69 67 68 74 73 01 09 C0 3F D2 09 FE B9 EF 5D 00";
+const RESULT_FRAME: &str = "04 02 AC 02 02 02 01 05 60 3F 02 02 01 03 60 3F 01 01 01 0A 3E 01 06 6C 69 67 68 74 73 01 05 C0 3F D2 09 05 2F DF 5A 88 00";
 const ERROR_FRAME: &str = "06 05 01 AC 02 06 05 F5 CC 0C 8E 00";
-const HELLO_FRAME: &str = "01 07 01 01 C5 D8 5D 91 00";
+const HELLO_FRAME: &str = "01 07 01 02 7F 89 54 08 00";
+const HELLO_V1_FRAME: &str = "01 07 01 01 C5 D8 5D 91 00";
 const DEPLOY_ACK_FRAME: &str = "07 07 05 80 08 37 35 02 8F 00";
 
 fn hex(b: &[u8]) -> String {
@@ -43,6 +44,7 @@ fn result_example() -> Response {
         top_k,
         top_tokens,
         inference_us: 1234,
+        rejected: false,
     }
 }
 
@@ -64,12 +66,12 @@ fn result_example_frame() {
     let m = result_example();
     let mut buf = [0u8; 64];
     let msg = postcard::to_slice(&m, &mut buf).unwrap();
-    assert_eq!(msg.len(), 34);
+    assert_eq!(msg.len(), 35);
     assert_eq!(
         hex(msg),
-        "02 AC 02 00 02 00 00 60 3F 02 02 00 00 60 3F 00 00 00 00 3E 01 06 6C 69 67 68 74 73 00 00 C0 3F D2 09"
+        "02 AC 02 00 02 00 00 60 3F 02 02 00 00 60 3F 00 00 00 00 3E 01 06 6C 69 67 68 74 73 00 00 C0 3F D2 09 00"
     );
-    assert_eq!(crc32(msg), 0x5DEF_B9FE);
+    assert_eq!(crc32(msg), 0x885A_DF2F);
     assert_eq!(hex(&frame(&m)), RESULT_FRAME);
     assert_eq!(decode_frame::<Response>(&mut unhex(RESULT_FRAME)), Ok(m));
 }
@@ -92,6 +94,14 @@ fn hello_example() {
     let m = Request::hello(1);
     assert_eq!(hex(&frame(&m)), HELLO_FRAME);
     assert_eq!(decode_frame::<Request>(&mut unhex(HELLO_FRAME)), Ok(m));
+    // The version-1 hello the document quotes.
+    let v1 = Request::Hello {
+        id: 1,
+        protocol_version: 1,
+    };
+    assert_eq!(hex(&frame(&v1)), HELLO_V1_FRAME);
+    assert!(doc().contains(HELLO_V1_FRAME));
+    assert!(doc().contains("`0x0854897F`"));
 }
 
 #[test]
@@ -147,11 +157,11 @@ fn documented_bytes_are_in_the_document() {
     for fragment in [
         "02 AC 02 09 6C 69 67 68 74 73 20 6F 6E 8D 9A 12 6C",
         "`0x6C129A8D`",
-        "`0x5DEFB9FE`",
+        "`0x885ADF2F`",
         "`0x8E0CCCF5`",
         "`05 01 AC 02 06 00`",
         "crc32(\"123456789\") | `0xCBF43926`",
-        "`PROTOCOL_VERSION = 1`",
+        "`PROTOCOL_VERSION = 2`",
     ] {
         assert!(doc.contains(fragment), "docs/protocol.md lacks {fragment}");
     }
@@ -194,4 +204,25 @@ fn documented_limits_match_the_crate() {
             "error code {v} {name} missing from the doc table"
         );
     }
+}
+
+#[test]
+fn version_2_result_carries_rejected_as_its_last_byte() {
+    assert_eq!(protocol::PROTOCOL_VERSION, 2);
+    let mut m = result_example();
+    if let Response::Result { rejected, .. } = &mut m {
+        *rejected = true;
+    }
+    let mut buf = [0u8; 64];
+    let msg = postcard::to_slice(&m, &mut buf).unwrap().to_vec();
+    assert_eq!(msg.len(), 35);
+    assert_eq!(msg.last(), Some(&0x01));
+    assert_eq!(decode_frame::<Response>(&mut frame(&m)), Ok(m.clone()));
+    // A version-1 Result (no `rejected` byte) does not decode as version 2; nor does a
+    // `rejected` byte other than 00/01.
+    let v1 = &msg[..34];
+    assert!(postcard::from_bytes::<Response>(v1).is_err());
+    let mut bad = msg.clone();
+    *bad.last_mut().unwrap() = 0x02;
+    assert!(postcard::from_bytes::<Response>(&bad).is_err());
 }

@@ -103,10 +103,20 @@ fn response() -> impl Strategy<Value = Response> {
             f(),
             bvec::<_, 5>((u16v(), f())),
             bvec::<_, 5>((bstr::<24>(), f())),
-            u32v()
+            u32v(),
+            any::<bool>()
         )
             .prop_map(
-                |(id, source, label_index, confidence, top_k, top_tokens, inference_us)| {
+                |(
+                    id,
+                    source,
+                    label_index,
+                    confidence,
+                    top_k,
+                    top_tokens,
+                    inference_us,
+                    rejected,
+                )| {
                     Response::Result {
                         id,
                         source,
@@ -115,6 +125,7 @@ fn response() -> impl Strategy<Value = Response> {
                         top_k,
                         top_tokens,
                         inference_us,
+                        rejected,
                     }
                 }
             ),

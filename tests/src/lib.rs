@@ -96,6 +96,18 @@ pub fn shared_data(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// The all-MiniLM-L6-v2 checkpoint fetched by `tools/scripts/fetch_minilm.sh` (into the
+/// ignored `.cache/`); otherwise prints one skip line and returns None.
+pub fn minilm_checkpoint() -> Option<PathBuf> {
+    let dir = repo_root().join(".cache/minilm-l6");
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        println!("skipped: .cache/minilm-l6 is not present (run tools/scripts/fetch_minilm.sh)");
+        None
+    }
+}
+
 /// The texts (first column) of a `text,label` CSV, parsed minimally (quotes handled).
 pub fn csv_texts_and_labels(path: &Path) -> Vec<(String, String)> {
     let data = std::fs::read_to_string(path).expect("read csv");

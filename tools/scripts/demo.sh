@@ -26,3 +26,4 @@ echo "== report: bundle (tract) on the test set"
 "$bin/tools" eval --model "$out/bundle" --data models/demo/test.csv
 echo
 echo "training curves: $out/ckpt/training_curves.svg; confusion matrix: $out/bundle.confusion.svg"
+echo "out-of-scope trade-off: $out/bundle.rejection_curve.svg (validation: $out/ckpt/rejection_curve.svg)"

@@ -23,8 +23,12 @@ struct Cli {
 enum Command {
     /// Train a tokenizer and an attention classifier; writes a checkpoint directory.
     Train(Box<cmd::train::Args>),
+    /// Distil a teacher checkpoint into a small student trained on its softened outputs.
+    Distill(Box<cmd::distill::Args>),
     /// Print a classification report for a checkpoint or a bundle on labelled data.
     Eval(cmd::eval::Args),
+    /// Choose the out-of-scope rejection threshold of a checkpoint or bundle on validation data.
+    Calibrate(cmd::calibrate::Args),
     /// Export a checkpoint to a device bundle (ONNX + tokenizer + manifest), self-checked.
     Export(cmd::export::Args),
     /// Quantise a float checkpoint to int8 (calibrated), report the loss, gate on accuracy.
@@ -47,12 +51,15 @@ fn main() {
     let cli = Cli::parse();
     let threads = cli.threads.or(match &cli.command {
         Command::Train(a) => a.default_threads(),
+        Command::Distill(a) => a.default_threads(),
         _ => None,
     });
     runtime::configure(threads);
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(*a),
+        Command::Distill(a) => cmd::distill::run(*a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Calibrate(a) => cmd::calibrate::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),

@@ -40,7 +40,17 @@ fn subcommands() -> Vec<String> {
 fn every_subcommand_is_listed() {
     let names = subcommands();
     for expected in [
-        "train", "eval", "export", "quantize", "keygen", "sign", "deploy", "classify", "monitor",
+        "train",
+        "distill",
+        "eval",
+        "calibrate",
+        "export",
+        "quantize",
+        "keygen",
+        "sign",
+        "deploy",
+        "classify",
+        "monitor",
         "bench",
     ] {
         assert!(
@@ -58,7 +68,8 @@ fn every_flag_is_documented() {
         let lines: Vec<&str> = options.lines().collect();
         for (i, line) in lines.iter().enumerate() {
             let trimmed = line.trim_start();
-            if !trimmed.starts_with('-') {
+            // A flag line starts `-x` or `--name`; `- value: …` lines list possible values.
+            if !trimmed.starts_with('-') || trimmed.starts_with("- ") {
                 continue;
             }
             // clap puts the description after two spaces on the same line, or on the

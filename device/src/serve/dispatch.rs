@@ -251,6 +251,7 @@ pub fn result_frame(
         top_k,
         top_tokens,
         inference_us: p.inference_us.min(u64::from(u32::MAX)) as u32,
+        rejected: p.rejected,
     }
 }
 

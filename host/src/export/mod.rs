@@ -97,6 +97,11 @@ pub(crate) fn new_manifest(out: &Path, ckpt: &Checkpoint) -> device::bundle::Man
         ckpt.config.max_len,
     );
     manifest.tool_version = format!("tools {}", env!("CARGO_PKG_VERSION"));
+    // The checkpoint's calibrated out-of-scope rule (an unreadable rejection.json is
+    // reported by `tools eval`/`calibrate`; the bundle then goes without a rule).
+    manifest.rejection = crate::rejection::read_checkpoint_rule(&ckpt.dir)
+        .ok()
+        .flatten();
     manifest
 }
 

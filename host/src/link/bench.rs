@@ -18,6 +18,10 @@ use super::{percentile, wire_time_us, Link, LinkError, Result};
 use crate::data::{Columns, Dataset, Format};
 use crate::error::HostError;
 
+/// The gold label of out-of-scope queries (CLINC150's): a rejected ("unknown") answer to
+/// such a query counts as correct.
+pub const OOS_LABEL: &str = "oos";
+
 /// Texts to send, with gold labels when the file has a label column.
 #[derive(Debug, Clone)]
 pub struct BenchData {
@@ -129,6 +133,9 @@ pub struct Sample {
     pub label_index: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f32>,
+    /// The model's rejection rule applied ("unknown"; `label` is the best guess).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rejected: bool,
     pub rtt_us: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_us: Option<u64>,
@@ -154,10 +161,14 @@ pub struct BenchReport {
     pub errors: usize,
     pub error_kinds: BTreeMap<String, usize>,
     /// Correct / labelled queries (a failed query counts as wrong); null without labels.
+    /// A rejected ("unknown") answer is correct exactly when the gold label is
+    /// [`OOS_LABEL`] or a label the model does not have.
     pub accuracy: Option<f64>,
     /// Correct / answered labelled queries.
     pub accuracy_answered: Option<f64>,
     pub correct: Option<usize>,
+    /// Answers the model's rejection rule turned into "unknown".
+    pub rejected: usize,
     pub concurrency: usize,
     pub seconds: f64,
     /// Answered queries per second.
@@ -186,6 +197,7 @@ pub struct BenchReport {
 struct Outcome {
     label_index: usize,
     confidence: f32,
+    rejected: bool,
     rtt_us: u64,
     device_us: u64,
     wire_us: Option<u64>,
@@ -216,6 +228,7 @@ pub fn bench_link(
         Ok(Outcome {
             label_index: usize::from(c.label_index),
             confidence: c.confidence,
+            rejected: c.rejected,
             rtt_us: c.rtt_us,
             device_us: u64::from(c.inference_us),
             wire_us: Some(wire_time_us(bytes, baud)),
@@ -243,6 +256,7 @@ pub fn bench_local(
         Ok(Outcome {
             label_index: p.label_index,
             confidence: p.confidence,
+            rejected: p.rejected,
             rtt_us: t.elapsed().as_micros() as u64,
             device_us: p.inference_us,
             wire_us: None,
@@ -302,6 +316,7 @@ fn drive(
                             label: labels.get(o.label_index).cloned(),
                             label_index: Some(o.label_index),
                             confidence: Some(o.confidence),
+                            rejected: o.rejected,
                             rtt_us: o.rtt_us,
                             device_us: Some(o.device_us),
                             wire_us: o.wire_us,
@@ -318,6 +333,7 @@ fn drive(
                             label: None,
                             label_index: None,
                             confidence: None,
+                            rejected: false,
                             rtt_us: t.elapsed().as_micros() as u64,
                             device_us: None,
                             wire_us: None,
@@ -341,6 +357,7 @@ fn drive(
     let frame_bytes = frame_bytes.into_inner().unwrap_or_else(|p| p.into_inner());
     summarise(
         samples,
+        labels,
         data,
         opts.concurrency.max(1),
         seconds,
@@ -350,6 +367,7 @@ fn drive(
 
 fn summarise(
     samples: Vec<Sample>,
+    labels: &[String],
     data: &BenchData,
     concurrency: usize,
     seconds: f64,
@@ -374,7 +392,14 @@ fn summarise(
         Some(gold) => {
             let correct = ok
                 .iter()
-                .filter(|s| s.label.as_deref() == Some(gold[s.row].as_str()))
+                .filter(|s| {
+                    let g = gold[s.row].as_str();
+                    if s.rejected {
+                        g == OOS_LABEL || !labels.iter().any(|l| l == g)
+                    } else {
+                        s.label.as_deref() == Some(g)
+                    }
+                })
                 .count();
             (
                 Some(correct as f64 / samples.len().max(1) as f64),
@@ -395,6 +420,7 @@ fn summarise(
         accuracy,
         accuracy_answered,
         correct,
+        rejected: ok.iter().filter(|s| s.rejected).count(),
         concurrency,
         seconds,
         throughput_per_s: ok.len() as f64 / seconds.max(1e-9),
@@ -486,6 +512,12 @@ impl BenchReport {
         out += &format!("\nthroughput {:.1} queries/s\n", self.throughput_per_s);
         if let (Some(a), Some(c)) = (self.accuracy, self.correct) {
             out += &format!("accuracy {a:.4} ({c}/{} correct)\n", self.n);
+            if self.rejected > 0 {
+                out += &format!(
+                    "rejected {} answers as unknown (correct when the gold label is {OOS_LABEL})\n",
+                    self.rejected
+                );
+            }
         }
         out
     }
@@ -503,6 +535,36 @@ mod tests {
     }
 
     #[test]
+    fn rejected_answers_are_right_only_for_out_of_scope_gold() {
+        let labels = vec!["x".to_string(), "y".to_string()];
+        let data = BenchData {
+            texts: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            labels: Some(vec!["x".into(), "oos".into(), "oos".into(), "y".into()]),
+        };
+        let opts = BenchOptions {
+            n: None,
+            concurrency: 1,
+            progress: false,
+        };
+        // a: x, accepted (right); b: rejected, gold oos (right); c: accepted x, gold oos
+        // (wrong); d: rejected, gold y (wrong, even though the best guess is y).
+        let r = drive(&data, &labels, &opts, |t| {
+            Ok(Outcome {
+                label_index: usize::from(t == "d"),
+                confidence: 0.5,
+                rejected: t == "b" || t == "d",
+                rtt_us: 1,
+                device_us: 1,
+                wire_us: None,
+                frame_bytes: None,
+            })
+        });
+        assert_eq!(r.correct, Some(2));
+        assert_eq!(r.rejected, 2);
+        assert!(r.to_text().contains("rejected 2 answers"));
+    }
+
+    #[test]
     fn cycles_rows_counts_errors_and_accuracy() {
         let labels = vec!["x".to_string(), "y".to_string()];
         let opts = BenchOptions {
@@ -514,6 +576,7 @@ mod tests {
             "a" => Ok(Outcome {
                 label_index: 0,
                 confidence: 0.9,
+                rejected: false,
                 rtt_us: 100,
                 device_us: 40,
                 wire_us: Some(10),
@@ -522,6 +585,7 @@ mod tests {
             "b" => Ok(Outcome {
                 label_index: 0,
                 confidence: 0.6,
+                rejected: false,
                 rtt_us: 200,
                 device_us: 50,
                 wire_us: Some(10),

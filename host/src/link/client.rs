@@ -99,6 +99,9 @@ pub struct Classification {
     pub top_tokens: Vec<(String, f32)>,
     /// Inference time measured on the device.
     pub inference_us: u32,
+    /// The model's rejection rule applies: the answer is "unknown", `label_index` and
+    /// `confidence` are only the best guess.
+    pub rejected: bool,
     /// Round trip of the attempt that answered, µs.
     pub rtt_us: u64,
     pub request_bytes: usize,
@@ -372,6 +375,7 @@ impl Link {
                 top_k,
                 top_tokens,
                 inference_us,
+                rejected,
                 ..
             } => Ok(Classification {
                 label_index,
@@ -382,6 +386,7 @@ impl Link {
                     .map(|(t, w)| (t.to_string(), *w))
                     .collect(),
                 inference_us,
+                rejected,
                 rtt_us: a.rtt.as_micros() as u64,
                 request_bytes: a.request_bytes,
                 response_bytes: a.response_bytes,

@@ -88,13 +88,9 @@ impl AttentionClassifier {
         out
     }
 
-    /// `ids`: u32 `[B,S]`; `mask`: f32 `[B,S]` (1 real, 0 padding).
-    pub fn forward(
-        &self,
-        ids: &Tensor,
-        mask: &Tensor,
-        dropout: &Dropout,
-    ) -> Result<ClassifierOutput> {
+    /// The encoder's last hidden states `[B,S,d]` (what a pretrained checkpoint's own
+    /// `last_hidden_state` is compared with).
+    pub fn encode(&self, ids: &Tensor, mask: &Tensor, dropout: &Dropout) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let pad = ((mask.ones_like()? - mask)? * MASK_NEG)?;
         let key_mask = pad.reshape((b, 1, 1, s))?;
@@ -102,6 +98,18 @@ impl AttentionClassifier {
         for layer in &self.layers {
             x = layer.forward(&x, &key_mask, dropout)?;
         }
+        Ok(x)
+    }
+
+    /// `ids`: u32 `[B,S]`; `mask`: f32 `[B,S]` (1 real, 0 padding).
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        dropout: &Dropout,
+    ) -> Result<ClassifierOutput> {
+        let x = self.encode(ids, mask, dropout)?;
+        let pad = ((mask.ones_like()? - mask)? * MASK_NEG)?;
         let (pooled, alpha) = self.pooling.forward(&x, &pad)?;
         let logits = self.classifier.forward(&dropout.apply(&pooled)?)?;
         Ok(ClassifierOutput { logits, alpha })

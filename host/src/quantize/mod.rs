@@ -638,6 +638,16 @@ pub fn quantize(job: &QuantizeJob) -> Result<QuantReport> {
     if let Ok(t) = std::fs::read(ckpt.dir.join(TRAINING_FILE)) {
         files.push((TRAINING_FILE, t));
     }
+    // The float model's calibrated rejection rule carries over (re-calibrate the
+    // quantised checkpoint with `tools calibrate` to fit its own probabilities).
+    for f in [
+        crate::rejection::REJECTION_FILE,
+        crate::rejection::CURVE_FILE,
+    ] {
+        if let Ok(t) = std::fs::read(ckpt.dir.join(f)) {
+            files.push((f, t));
+        }
+    }
     replace_dir(&job.out, &files)?;
     Ok(report)
 }

@@ -149,6 +149,7 @@ pub fn sample_responses() -> Vec<Response> {
             top_k: top_k.clone(),
             top_tokens: top_tokens.clone(),
             inference_us: 1234,
+            rejected: false,
         },
         Response::Result {
             id: 0,
@@ -158,6 +159,7 @@ pub fn sample_responses() -> Vec<Response> {
             top_k,
             top_tokens,
             inference_us: 99,
+            rejected: true,
         },
         Response::Pong {
             id: 4,
@@ -225,6 +227,7 @@ pub fn max_responses() -> Vec<Response> {
             top_k,
             top_tokens,
             inference_us: u32::MAX,
+            rejected: true,
         },
         Response::Pong {
             id: u32::MAX,

@@ -38,6 +38,7 @@ pub fn run(a: Args) -> Result<()> {
             "label": name(c.label_index),
             "label_index": c.label_index,
             "confidence": c.confidence,
+            "rejected": c.rejected,
             "top_k": c.top_k.iter().map(|&(i, p)| json!({"label": name(i), "p": p})).collect::<Vec<_>>(),
             "top_tokens": c.top_tokens.iter().map(|(t, w)| json!({"token": t, "weight": w})).collect::<Vec<_>>(),
             "inference_us": c.inference_us,
@@ -46,7 +47,15 @@ pub fn run(a: Args) -> Result<()> {
         });
         println!("{v}");
     } else {
-        println!("{} ({:.3})", name(c.label_index), c.confidence);
+        if c.rejected {
+            println!(
+                "unknown (best guess: {} {:.2})",
+                name(c.label_index),
+                c.confidence
+            );
+        } else {
+            println!("{} ({:.3})", name(c.label_index), c.confidence);
+        }
         for &(i, p) in c.top_k.iter().skip(1) {
             println!("  also {} ({p:.3})", name(i));
         }

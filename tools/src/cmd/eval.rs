@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use host::evaluate::{evaluate, Evaluated};
+use host::evaluate::{evaluate_with_rejection, Evaluated};
 
 use super::ColumnArgs;
 
@@ -32,16 +32,37 @@ pub struct Args {
     /// bundle directory holds only what its manifest lists).
     #[arg(long, value_name = "FILE")]
     confusion: Option<PathBuf>,
+    /// Apply this rejection threshold instead of the model's calibrated rule (with the
+    /// out-of-scope class when the model has one).
+    #[arg(long, value_name = "T")]
+    reject_threshold: Option<f32>,
+    /// Where to draw the out-of-scope trade-off curve (threshold sweep on this data), when
+    /// the data has out-of-scope examples or the model a rule. Default: beside the
+    /// confusion matrix, `rejection_curve.eval.svg` inside a checkpoint,
+    /// `BUNDLE.rejection_curve.svg` beside a bundle.
+    #[arg(long, value_name = "FILE.svg")]
+    curve: Option<PathBuf>,
     #[command(flatten)]
     columns: ColumnArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(t) = a.reject_threshold {
+        if !t.is_finite() || t < 0.0 {
+            anyhow::bail!("--reject-threshold {t} must be a number ≥ 0");
+        }
+    }
     let model = Evaluated::open_variant(&a.model, a.variant.as_deref())
         .with_context(|| format!("cannot open model {}", a.model.display()))?;
     let started = std::time::Instant::now();
-    let report = evaluate(&model, &a.data, &a.columns.columns(), Some(&a.oos_label))
-        .context("evaluation failed")?;
+    let (report, rejection) = evaluate_with_rejection(
+        &model,
+        &a.data,
+        &a.columns.columns(),
+        &a.oos_label,
+        a.reject_threshold,
+    )
+    .context("evaluation failed")?;
     let seconds = started.elapsed().as_secs_f64();
     let csv_path = a.confusion.clone().unwrap_or_else(|| match model {
         Evaluated::Checkpoint(_) | Evaluated::CheckpointVariant(..) => {
@@ -59,11 +80,31 @@ pub fn run(a: Args) -> Result<()> {
     if report.labels.len() <= 50 {
         host::plot::confusion_matrix(&svg_path, &report.labels, &report.confusion)?;
     }
+    let curve_path = rejection.as_ref().map(|_| {
+        a.curve.clone().unwrap_or_else(|| match model {
+            Evaluated::Checkpoint(_) | Evaluated::CheckpointVariant(..) => {
+                csv_path.with_file_name("rejection_curve.eval.svg")
+            }
+            Evaluated::Bundle(_) => {
+                let mut name = a.model.as_os_str().to_owned();
+                name.push(".rejection_curve.svg");
+                PathBuf::from(name)
+            }
+        })
+    });
+    if let (Some(r), Some(p)) = (&rejection, &curve_path) {
+        let title = format!("{} on {}", a.model.display(), a.data.display());
+        host::plot::rejection_curve(p, &r.curve, r.rule.as_ref().map(|r| r.threshold), &title)?;
+    }
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         v["model"] = serde_json::json!(a.model.display().to_string());
         v["kind"] = serde_json::json!(model.kind());
         v["seconds"] = serde_json::json!(seconds);
+        if let (Some(r), Some(p)) = (&rejection, &curve_path) {
+            v["rejection"] = serde_json::to_value(r)?;
+            v["rejection"]["curve_svg"] = serde_json::json!(p.display().to_string());
+        }
         println!("{v}");
     } else {
         println!(
@@ -75,6 +116,10 @@ pub fn run(a: Args) -> Result<()> {
             seconds
         );
         print!("{}", report.to_text());
+        if let (Some(r), Some(p)) = (&rejection, &curve_path) {
+            print!("\n{}", r.to_text());
+            println!("trade-off curve: {}", p.display());
+        }
         println!(
             "\nconfusion matrix: {}{}",
             csv_path.display(),

@@ -1,8 +1,10 @@
 //! One module per subcommand: its flags and a `run` that calls the host library.
 
 pub mod bench;
+pub mod calibrate;
 pub mod classify;
 pub mod deploy;
+pub mod distill;
 pub mod eval;
 pub mod export;
 pub mod keygen;

@@ -120,6 +120,7 @@ fn print_frame(r: &Response, info: &DeviceInfo, a: &Args) {
             top_k,
             top_tokens,
             inference_us,
+            rejected,
         } => {
             let (src, seq) = match source {
                 Source::Local { seq } => ("local", Some(*seq)),
@@ -130,7 +131,7 @@ fn print_frame(r: &Response, info: &DeviceInfo, a: &Args) {
                     "{}",
                     json!({"kind": "result", "source": src, "seq": seq, "id": id,
                            "label": name(*label_index), "label_index": label_index,
-                           "confidence": confidence,
+                           "confidence": confidence, "rejected": rejected,
                            "top_k": top_k.iter().map(|&(i, p)| json!({"label": name(i), "p": p})).collect::<Vec<_>>(),
                            "top_tokens": top_tokens.iter().map(|(t, w)| json!({"token": t.as_str(), "weight": w})).collect::<Vec<_>>(),
                            "inference_us": inference_us})
@@ -141,11 +142,15 @@ fn print_frame(r: &Response, info: &DeviceInfo, a: &Args) {
                     Some(s) => format!("local #{s}"),
                     None => format!("late answer to {id}"),
                 };
-                println!(
-                    "{what}: {} ({confidence:.3}) [{}] {inference_us} µs",
-                    name(*label_index),
-                    toks.join(" ")
-                );
+                let answer = if *rejected {
+                    format!(
+                        "unknown (best guess: {} {confidence:.2})",
+                        name(*label_index)
+                    )
+                } else {
+                    format!("{} ({confidence:.3})", name(*label_index))
+                };
+                println!("{what}: {answer} [{}] {inference_us} µs", toks.join(" "));
             }
         }
         Response::Error { id, code, detail } => {

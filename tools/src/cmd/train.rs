@@ -23,9 +23,24 @@ pub struct Args {
     /// Checkpoint directory to write (model.safetensors, config.json, tokenizer.json, logs, plots).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Size preset: `tiny`, `small`, or a path to a preset .json (see models/presets/).
-    #[arg(long, default_value = "tiny", value_name = "NAME|FILE")]
-    preset: String,
+    /// Size preset: `tiny`, `small`, `minilm`, or a path to a preset .json (see
+    /// models/presets/). Default: `tiny`, or `minilm` (fine-tuning defaults) with --init.
+    #[arg(long, value_name = "NAME|FILE")]
+    preset: Option<String>,
+    /// Start from a pretrained BERT-family encoder: a Hugging Face folder with
+    /// config.json, model.safetensors and tokenizer.json or vocab.txt (e.g. all-MiniLM-L6-v2
+    /// from tools/scripts/fetch_minilm.sh). Its sizes and tokenizer replace the preset's;
+    /// the pooling head and classifier start fresh.
+    #[arg(long, value_name = "DIR")]
+    init: Option<PathBuf>,
+    /// Layer-wise learning-rate decay when fine-tuning: encoder layer l of L trains at
+    /// lr·F^(L−l), the embeddings at lr·F^(L+1), the head at lr (1 = off).
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    layer_lr_decay: f64,
+    /// Keep the word-embedding table fixed while fine-tuning (faster steps; the rows of
+    /// words absent from the training data stay as pretrained).
+    #[arg(long)]
+    freeze_embeddings: bool,
     /// Use this tokenizer.json instead of training a WordPiece vocabulary.
     #[arg(long, value_name = "FILE")]
     tokenizer: Option<PathBuf>,
@@ -97,15 +112,36 @@ impl Args {
     /// Threads when `--threads` is not given: 1 for small hidden sizes (their matmuls are
     /// too small to split across cores profitably), otherwise all cores.
     pub fn default_threads(&self) -> Option<usize> {
+        if self.init.is_some() {
+            return None;
+        }
         let hidden = self
             .hidden
-            .or_else(|| Preset::get(&self.preset).ok().map(|p| p.hidden))?;
+            .or_else(|| Preset::get(&self.preset_name()).ok().map(|p| p.hidden))?;
         (hidden <= 128).then_some(1)
+    }
+
+    fn preset_name(&self) -> String {
+        match (&self.preset, &self.init) {
+            (Some(p), _) => p.clone(),
+            (None, Some(_)) => "minilm".into(),
+            (None, None) => "tiny".into(),
+        }
     }
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut p = Preset::get(&a.preset)?;
+    let mut p = Preset::get(&a.preset_name())?;
+    if a.init.is_some()
+        && (a.hidden.is_some() || a.layers.is_some() || a.heads.is_some() || a.ffn.is_some())
+    {
+        anyhow::bail!(
+            "--hidden/--layers/--heads/--ffn cannot change a pretrained encoder (--init)"
+        );
+    }
+    if !(a.layer_lr_decay > 0.0 && a.layer_lr_decay <= 1.0) {
+        anyhow::bail!("--layer-lr-decay {} must be in (0, 1]", a.layer_lr_decay);
+    }
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f { p.$f = v; } )* };
     }
@@ -144,8 +180,11 @@ pub fn run(a: Args) -> Result<()> {
         label_smoothing: p.label_smoothing,
         token_dropout: p.token_dropout,
         ema_decay: p.ema_decay,
+        layer_lr_decay: a.layer_lr_decay,
+        freeze_embeddings: a.freeze_embeddings,
         seed: a.seed,
         progress: !a.quiet,
+        distill: None,
     };
     let job = TrainJob {
         train: a.train,
@@ -155,6 +194,7 @@ pub fn run(a: Args) -> Result<()> {
         out: a.out.clone(),
         preset: p,
         tokenizer: a.tokenizer,
+        init: a.init,
         options,
     };
     let summary = run_job(&job).context("training failed")?;

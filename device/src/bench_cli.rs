@@ -1,0 +1,486 @@
+//! `device bench-latency` (hidden): per-query latency of bundles and variants, measured
+//! interleaved in one process, printed as JSON lines for `tools/benchmarks/perf.py`.
+//!
+//! Query sets come from a text file (one text per line, or a CSV with a `text` column):
+//! `short` = texts of at most `--short-max` tokens; `long` = consecutive texts joined until
+//! they fill `--long` tokens (then truncated to it). For every configuration (bundle ×
+//! variant × plan mode) and set, each round times every query three ways: end to end
+//! (`Classifier::classify`: tokenise + run + softmax + ranking), tokeniser alone, and
+//! model alone (`Engine::run` on the pre-tokenised ids). Rounds interleave the
+//! configurations so a busy machine hurts them alike.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use device::engine::EngineOptions;
+use device::variant::Choice;
+use device::{Bundle, Classifier, Engine, TextEncoder};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Bundle directory; repeatable (sha256 checked, signatures not).
+    #[arg(long, value_name = "DIR", required = true)]
+    bundle: Vec<PathBuf>,
+
+    /// Query texts: one per line, or a CSV whose header has a `text` column.
+    #[arg(long, value_name = "FILE")]
+    texts: PathBuf,
+
+    /// Variants to time (default: every variant of each bundle).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    variants: Vec<String>,
+
+    /// Plan modes: `buckets` (the default engine: fixed-length plans for single texts),
+    /// `symbolic` (one plan with symbolic batch/seq), `baseline` (symbolic plan and the
+    /// `tokenizers` library without the ASCII fast path: the engine before issue #7).
+    #[arg(long, value_delimiter = ',', default_value = "buckets")]
+    modes: Vec<String>,
+
+    /// Queries per set.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+
+    /// Interleaved rounds (each times every query of every configuration once).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+
+    /// Longest text (tokens, [CLS]/[SEP] included) of the short set.
+    #[arg(long, default_value_t = 16)]
+    short_max: usize,
+
+    /// Token count of the long set.
+    #[arg(long, default_value_t = 64)]
+    long: usize,
+
+    /// Write the query sets (text and ids per query, per bundle) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    dump_queries: Option<PathBuf>,
+
+    /// Print tract's per-node profile (µs per query) of the first short and long query
+    /// of each configuration instead of timing.
+    #[arg(long)]
+    profile: bool,
+
+    /// Instead of timing, check that the default engine (fixed-length plans) gives the
+    /// symbolic plan's labels and probabilities (≤ 1e-5) on every text of the file and the
+    /// long set; exits with an error on a difference.
+    #[arg(long)]
+    check: bool,
+
+    /// Also time throughput: all queries of both sets on N threads, each with its own
+    /// classifier (queries/s). 0: skip.
+    #[arg(long, default_value_t = 0)]
+    throughput_threads: usize,
+}
+
+#[derive(Serialize)]
+struct Row {
+    kind: &'static str,
+    bundle: String,
+    variant: String,
+    mode: String,
+    set: String,
+    queries: usize,
+    mean_tokens: f64,
+    e2e_p50_us: f64,
+    e2e_p99_us: f64,
+    e2e_mean_us: f64,
+    tokenize_p50_us: f64,
+    /// The same texts through the `tokenizers` library alone (no ASCII fast path).
+    tokenize_library_p50_us: f64,
+    model_p50_us: f64,
+    /// Median per round of the end-to-end p50 (spread shows the machine's noise).
+    e2e_p50_rounds: Vec<f64>,
+    load_ms: f64,
+}
+
+struct Config {
+    bundle: String,
+    variant: String,
+    mode: String,
+    classifier: Classifier,
+    sets: Vec<(String, Vec<String>, Vec<Vec<i64>>)>,
+    e2e: Vec<Vec<f64>>,
+    tok: Vec<Vec<f64>>,
+    tok_slow: Vec<Vec<f64>>,
+    model: Vec<Vec<f64>>,
+    rounds: Vec<Vec<f64>>,
+    load_ms: f64,
+}
+
+fn read_texts(path: &PathBuf) -> Result<Vec<String>> {
+    let raw = std::fs::read_to_string(path).with_context(|| format!("reading {path:?}"))?;
+    let mut lines = raw.lines();
+    let first = lines.next().unwrap_or_default();
+    let header: Vec<&str> = first.split(',').map(str::trim).collect();
+    if let Some(col) = header.iter().position(|h| *h == "text") {
+        // Minimal CSV: quoted fields with "" escapes, no embedded newlines.
+        let mut out = Vec::new();
+        for line in lines {
+            let fields = split_csv(line);
+            if let Some(t) = fields.get(col) {
+                out.push(t.clone());
+            }
+        }
+        Ok(out)
+    } else {
+        Ok(raw.lines().map(str::to_string).collect())
+    }
+}
+
+fn split_csv(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            c => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
+/// Short texts (≤ `short_max` tokens) and long ones (joined to fill `long` tokens).
+fn query_sets(
+    enc: &TextEncoder,
+    texts: &[String],
+    n: usize,
+    short_max: usize,
+    long: usize,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let mut short = Vec::new();
+    for t in texts {
+        if short.len() == n {
+            break;
+        }
+        if !t.trim().is_empty() && enc.encode(t)?.len() <= short_max {
+            short.push(t.clone());
+        }
+    }
+    let mut longs = Vec::new();
+    let mut cur = String::new();
+    for t in texts.iter().cycle().take(texts.len() * 4) {
+        if longs.len() == n {
+            break;
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(t);
+        if enc.encode(&cur)?.len() >= long.min(enc.max_len()) {
+            longs.push(std::mem::take(&mut cur));
+        }
+    }
+    if short.is_empty() || longs.is_empty() {
+        bail!("not enough texts for the short/long query sets");
+    }
+    Ok(vec![("short".into(), short), ("long".into(), longs)])
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let texts = read_texts(&a.texts)?;
+    let mut configs: Vec<Config> = Vec::new();
+    let mut dump = serde_json::Map::new();
+    for dir in &a.bundle {
+        let verified = Bundle::read(dir)?.verify()?;
+        let enc = TextEncoder::from_bundle(&verified)?;
+        let sets = query_sets(&enc, &texts, a.queries, a.short_max, a.long)?;
+        let mut encoded = Vec::new();
+        for (name, qs) in &sets {
+            let ids: Vec<Vec<i64>> = qs
+                .iter()
+                .map(|t| enc.encode(t).map(|e| e.ids))
+                .collect::<device::Result<_>>()?;
+            encoded.push((name.clone(), qs.clone(), ids));
+        }
+        let bundle_name = dir.display().to_string();
+        dump.insert(
+            bundle_name.clone(),
+            serde_json::json!(encoded
+                .iter()
+                .map(|(n, qs, ids)| (n.clone(), serde_json::json!({"texts": qs, "ids": ids})))
+                .collect::<serde_json::Map<_, _>>()),
+        );
+        let names: Vec<String> = verified
+            .manifest()
+            .variant_list()
+            .into_iter()
+            .map(|v| v.name)
+            .filter(|n| a.variants.is_empty() || a.variants.contains(n))
+            .collect();
+        for variant in names {
+            for mode in &a.modes {
+                let options = EngineOptions {
+                    symbolic_only: match mode.as_str() {
+                        "symbolic" | "baseline" => true,
+                        "buckets" => false,
+                        m => bail!("unknown mode {m:?} (buckets, symbolic, baseline)"),
+                    },
+                    ..EngineOptions::default()
+                };
+                let encoder = TextEncoder::from_bundle(&verified)?;
+                let encoder = if mode == "baseline" {
+                    encoder.without_fast_path()
+                } else {
+                    encoder
+                };
+                let choice = Choice::parse(&variant);
+                let started = Instant::now();
+                let engine = Engine::load_variant(&verified, &choice.variant, options)?;
+                let classifier =
+                    Classifier::new(encoder, engine, verified.manifest().labels.clone())?;
+                let load_ms = started.elapsed().as_secs_f64() * 1e3;
+                let k = encoded.len();
+                configs.push(Config {
+                    bundle: bundle_name.clone(),
+                    variant: variant.clone(),
+                    mode: mode.clone(),
+                    classifier,
+                    sets: encoded.clone(),
+                    e2e: vec![Vec::new(); k],
+                    tok: vec![Vec::new(); k],
+                    tok_slow: vec![Vec::new(); k],
+                    model: vec![Vec::new(); k],
+                    rounds: vec![Vec::new(); k],
+                    load_ms,
+                });
+            }
+        }
+    }
+    if let Some(p) = &a.dump_queries {
+        std::fs::write(p, serde_json::to_string(&dump)?)?;
+    }
+    if a.check {
+        return check(&a, &texts);
+    }
+    if a.profile {
+        for c in &configs {
+            for (name, _, ids) in &c.sets {
+                let runs = 200;
+                let nodes = c.classifier.engine().profile(&ids[0], runs)?;
+                let total: f64 = nodes.iter().map(|n| n.1).sum::<f64>() / runs as f64;
+                println!(
+                    "== {} {} {} {name} ({} tokens): {total:.1} µs in nodes",
+                    c.bundle,
+                    c.variant,
+                    c.mode,
+                    ids[0].len()
+                );
+                for (node, us) in nodes.iter().take(25) {
+                    println!("{:8.2} µs  {node}", us / runs as f64);
+                }
+            }
+        }
+        return Ok(());
+    }
+    // Warm-up: one pass of every query of every configuration.
+    for c in &configs {
+        for (_, qs, _) in &c.sets {
+            for q in qs {
+                c.classifier.classify(q)?;
+            }
+        }
+    }
+    for _ in 0..a.rounds.max(1) {
+        for c in configs.iter_mut() {
+            for (si, (_, qs, ids)) in c.sets.iter().enumerate() {
+                let mut round = Vec::with_capacity(qs.len());
+                for (q, id) in qs.iter().zip(ids) {
+                    let t0 = Instant::now();
+                    let p = c.classifier.classify(q)?;
+                    let t1 = Instant::now();
+                    std::hint::black_box(&p);
+                    let e = c.classifier.encoder().encode(q)?;
+                    let t2 = Instant::now();
+                    std::hint::black_box(&e);
+                    let t2b = Instant::now();
+                    let e = c.classifier.encoder().encode_slow(q)?;
+                    let t2c = Instant::now();
+                    std::hint::black_box(&e);
+                    let mask = vec![1i64; id.len()];
+                    let t3 = Instant::now();
+                    let out = c.classifier.engine().run(id, &mask, 1, id.len())?;
+                    let t4 = Instant::now();
+                    std::hint::black_box(&out);
+                    let us = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e6;
+                    c.e2e[si].push(us(t0, t1));
+                    round.push(us(t0, t1));
+                    c.tok[si].push(us(t1, t2));
+                    c.tok_slow[si].push(us(t2b, t2c));
+                    c.model[si].push(us(t3, t4));
+                }
+                c.rounds[si].push(pct(&sorted(&round), 0.5));
+            }
+        }
+    }
+    for c in &configs {
+        for (si, (name, _, ids)) in c.sets.iter().enumerate() {
+            let e = sorted(&c.e2e[si]);
+            let row = Row {
+                kind: "latency",
+                bundle: c.bundle.clone(),
+                variant: c.variant.clone(),
+                mode: c.mode.clone(),
+                set: name.clone(),
+                queries: ids.len(),
+                mean_tokens: ids.iter().map(Vec::len).sum::<usize>() as f64 / ids.len() as f64,
+                e2e_p50_us: pct(&e, 0.5),
+                e2e_p99_us: pct(&e, 0.99),
+                e2e_mean_us: e.iter().sum::<f64>() / e.len() as f64,
+                tokenize_p50_us: pct(&sorted(&c.tok[si]), 0.5),
+                tokenize_library_p50_us: pct(&sorted(&c.tok_slow[si]), 0.5),
+                model_p50_us: pct(&sorted(&c.model[si]), 0.5),
+                e2e_p50_rounds: c.rounds[si].clone(),
+                load_ms: c.load_ms,
+            };
+            println!("{}", serde_json::to_string(&row)?);
+        }
+    }
+    if a.throughput_threads > 0 {
+        throughput(&a, &configs)?;
+    }
+    Ok(())
+}
+
+/// Queries/s over every query of every set, on `throughput_threads` threads, each with its
+/// own classifier (own run state): the board's "file of queries" case.
+fn throughput(a: &BenchArgs, configs: &[Config]) -> Result<()> {
+    let n = a.throughput_threads;
+    for c in configs {
+        let all: Vec<&String> = c.sets.iter().flat_map(|(_, qs, _)| qs).collect();
+        let verified = Bundle::read(&c.bundle)?.verify()?;
+        let options = EngineOptions {
+            symbolic_only: c.mode != "buckets",
+            ..EngineOptions::default()
+        };
+        let workers: Vec<Classifier> = (0..n)
+            .map(|_| -> Result<Classifier> {
+                let encoder = TextEncoder::from_bundle(&verified)?;
+                let encoder = if c.mode == "baseline" {
+                    encoder.without_fast_path()
+                } else {
+                    encoder
+                };
+                Ok(Classifier::new(
+                    encoder,
+                    Engine::load_variant(&verified, &c.variant, options)?,
+                    verified.manifest().labels.clone(),
+                )?)
+            })
+            .collect::<Result<_>>()?;
+        let reps = a.rounds.max(1);
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for (w, cl) in workers.iter().enumerate() {
+                let all = &all;
+                s.spawn(move || {
+                    for _ in 0..reps {
+                        for q in all.iter().skip(w).step_by(n) {
+                            let _ = cl.classify(q);
+                        }
+                    }
+                });
+            }
+        });
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({
+                "kind": "throughput", "bundle": c.bundle, "variant": c.variant, "mode": c.mode,
+                "threads": n, "queries": all.len() * reps, "seconds": secs,
+                "queries_per_s": (all.len() * reps) as f64 / secs,
+            })
+        );
+    }
+    Ok(())
+}
+
+/// Labels identical and probabilities within 1e-5: fixed-length plans vs the symbolic plan.
+fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
+    let mut failed = false;
+    for dir in &a.bundle {
+        let verified = Bundle::read(dir)?.verify()?;
+        let enc = TextEncoder::from_bundle(&verified)?;
+        let sets = query_sets(&enc, texts, a.queries, a.short_max, a.long)?;
+        let all: Vec<&String> = texts.iter().chain(&sets[1].1).collect();
+        for v in verified.manifest().variant_list() {
+            if !a.variants.is_empty() && !a.variants.contains(&v.name) {
+                continue;
+            }
+            let load = |symbolic_only| {
+                Engine::load_variant(
+                    &verified,
+                    &v.name,
+                    EngineOptions {
+                        symbolic_only,
+                        ..EngineOptions::default()
+                    },
+                )
+            };
+            let (fast, plain) = (load(false)?, load(true)?);
+            let (mut labels_differ, mut max_p, mut max_alpha) = (0usize, 0f32, 0f32);
+            let mut tokens_differ = 0usize;
+            for t in &all {
+                let e = enc.encode(t)?;
+                tokens_differ += usize::from(e != enc.encode_slow(t)?);
+                let ids = e.ids;
+                let mask = vec![1i64; ids.len()];
+                let (lf, af) = fast.run(&ids, &mask, 1, ids.len())?;
+                let (lp, ap) = plain.run(&ids, &mask, 1, ids.len())?;
+                let (pf, pp) = (device::softmax(&lf), device::softmax(&lp));
+                let argmax = |p: &[f32]| {
+                    (0..p.len())
+                        .max_by(|&i, &j| p[i].total_cmp(&p[j]))
+                        .unwrap_or(0)
+                };
+                labels_differ += usize::from(argmax(&pf) != argmax(&pp));
+                let diff = |x: &[f32], y: &[f32]| {
+                    x.iter()
+                        .zip(y)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max)
+                };
+                max_p = max_p.max(diff(&pf, &pp));
+                max_alpha = max_alpha.max(diff(&af, &ap));
+            }
+            let ok = labels_differ == 0 && max_p <= 1e-5 && tokens_differ == 0;
+            failed |= !ok;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "kind": "check", "bundle": dir.display().to_string(), "variant": v.name,
+                    "texts": all.len(), "labels_differ": labels_differ,
+                    "tokens_differ": tokens_differ, "fast_tokenizer": enc.has_fast_path(),
+                    "max_prob_diff": max_p, "max_attention_diff": max_alpha, "ok": ok,
+                })
+            );
+        }
+    }
+    if failed {
+        bail!("fixed-length plans differ from the symbolic plan, or the tokenizer fast path from the library");
+    }
+    Ok(())
+}

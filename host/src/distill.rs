@@ -1,0 +1,983 @@
+//! Knowledge distillation (`tools distill`): a small student learns from a trained
+//! teacher checkpoint's softened outputs mixed with the hard labels.
+//!
+//! The teacher runs once, before the student trains: in eval mode, in length-sorted
+//! batches, on the raw texts tokenised with the teacher's own tokenizer. Its logits,
+//! restricted to the student's labels and softened by the temperature, become one row of
+//! soft targets per training example ([`crate::batching::EncodedExample::soft`]); the
+//! ordinary training loop ([`crate::train::train`]) then uses [`kd_loss`] for those
+//! batches. Student and teacher may tokenise differently (the student's own WordPiece
+//! vocabulary, or the teacher's): the targets belong to the example, not to the tokens.
+//!
+//! Optional augmentation (`augment` copies per example, words dropped, masked, replaced
+//! or swapped) gives the student more of the teacher's function to imitate: the teacher
+//! labels each perturbed text itself, which is where distillation gains most on small
+//! data sets (Tang et al. 2019, "Distilling task-specific knowledge from BERT into simple
+//! neural networks"). A perturbed copy keeps its original hard label, as word dropout in
+//! ordinary training does.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, D};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::batching::{sorted_batches, Batch, EncodedExample};
+use crate::checkpoint::{
+    save_weights, write_atomic, Checkpoint, CONFIG_FILE, TOKENIZER_FILE, TRAINING_FILE,
+};
+use crate::config::ModelConfig;
+use crate::data::{Columns, Dataset};
+use crate::error::{HostError, Result};
+use crate::model::{AttentionClassifier, Dropout};
+use crate::pipeline::{log_csv, TrainSummary};
+use crate::preset::Preset;
+use crate::train::{train, SpecialIds, TrainOptions};
+
+/// The distillation loss's two knobs.
+///
+/// Defaults `T = 2`, `alpha = 0.5`:
+/// - `T = 2` softens the teacher enough to show how it ranks the wrong classes (Hinton et
+///   al.'s "dark knowledge") without flattening a distribution over many classes (151 on
+///   CLINC150) into near-uniform noise, which higher temperatures do; the `T²` factor in
+///   [`kd_loss`] keeps the soft term's gradients the same size whatever `T` is.
+/// - `alpha = 0.5` weighs the teacher and the hard labels equally: the soft targets carry
+///   the teacher's similarities between classes, the hard labels correct the teacher's
+///   own mistakes (a teacher is not always right, and a tiny teacher often is not).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KdParams {
+    /// Softmax temperature applied to teacher and student logits in the soft term.
+    pub temperature: f64,
+    /// Weight of the soft (teacher) term; `1 - alpha` weighs the hard cross-entropy.
+    pub alpha: f64,
+}
+
+impl Default for KdParams {
+    fn default() -> Self {
+        Self {
+            temperature: 2.0,
+            alpha: 0.5,
+        }
+    }
+}
+
+impl KdParams {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(HostError::Invalid(format!(
+                "temperature {} must be positive",
+                self.temperature
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return Err(HostError::Invalid(format!(
+                "alpha {} must be in [0, 1]",
+                self.alpha
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `alpha · T² · KL(p_teacher ‖ softmax(s/T)) + (1 − alpha) · CE_eps(s, y)`, averaged over
+/// the batch. `soft` is `p_teacher = softmax(t/T)`, f32 `[B,C]`; `eps` is the label
+/// smoothing of the hard term (the preset's, as in ordinary training).
+pub fn kd_loss(
+    logits: &Tensor,
+    soft: &Tensor,
+    labels: &Tensor,
+    kd: &KdParams,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    let hard = crate::train::loss(logits, labels, eps)?;
+    if kd.alpha == 0.0 {
+        return Ok(hard);
+    }
+    let t = kd.temperature;
+    let log_q = candle_nn::ops::log_softmax(&(logits / t)?, D::Minus1)?;
+    // p·(log p − log q); p = 0 contributes 0 (clamped log keeps 0·log 0 finite).
+    let log_p = soft.clamp(1e-30f32, 1.0f32)?.log()?;
+    let kl = (soft * (log_p - log_q)?)?.sum(D::Minus1)?.mean_all()?;
+    let soft_term = (kl * (kd.alpha * t * t))?;
+    if kd.alpha == 1.0 {
+        return Ok(soft_term);
+    }
+    soft_term + (hard * (1.0 - kd.alpha))?
+}
+
+/// Which tokenizer the student uses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StudentTokenizer {
+    /// Train a WordPiece vocabulary of the preset's size on the training texts.
+    Student,
+    /// The teacher's `tokenizer.json` (its vocabulary sizes the student's embedding table).
+    Teacher,
+    /// The teacher's WordPiece tokenizer with its vocabulary cut to the tokens the training
+    /// texts use (plus special tokens and single ASCII characters): the same tokens on
+    /// those texts, a much smaller embedding table ([`prune_wordpiece`]).
+    TeacherPruned,
+    /// This `tokenizer.json`.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for StudentTokenizer {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "student" => Self::Student,
+            "teacher" => Self::Teacher,
+            "teacher-pruned" => Self::TeacherPruned,
+            path => Self::File(PathBuf::from(path)),
+        })
+    }
+}
+
+impl std::fmt::Display for StudentTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Student => f.write_str("student"),
+            Self::Teacher => f.write_str("teacher"),
+            Self::TeacherPruned => f.write_str("teacher-pruned"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Everything `tools distill` needs.
+#[derive(Debug, Clone)]
+pub struct DistillJob {
+    /// Teacher checkpoint directory (float or quantised).
+    pub teacher: PathBuf,
+    pub train: PathBuf,
+    /// Validation file; without it a stratified share of `train` is held out.
+    pub val: Option<PathBuf>,
+    pub val_fraction: f64,
+    pub columns: Columns,
+    pub out: PathBuf,
+    /// The student's architecture and training defaults (flags already applied).
+    pub preset: Preset,
+    pub tokenizer: StudentTokenizer,
+    /// Training options; `options.distill` holds temperature and alpha.
+    pub options: TrainOptions,
+    /// Perturbed copies per training example, labelled by the teacher (0 = none).
+    pub augment: usize,
+    /// Per-word probability of each perturbation (drop, mask; half of it for replace, swap).
+    pub augment_prob: f64,
+    /// Batch size of the teacher's forward passes.
+    pub teacher_batch_size: usize,
+}
+
+/// The `distillation` section of a distilled checkpoint's `training.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DistillInfo {
+    pub teacher: String,
+    /// sha256 of the teacher's weights file.
+    pub teacher_sha256: String,
+    pub teacher_preset: String,
+    pub teacher_vocab_size: usize,
+    pub teacher_labels: usize,
+    pub temperature: f64,
+    pub alpha: f64,
+    /// `student`, `teacher`, or the tokenizer file used.
+    pub tokenizer: String,
+    pub augment: usize,
+    pub augment_prob: f64,
+    /// Rows the student trained on (originals plus perturbed copies).
+    pub training_rows: usize,
+    /// The teacher's accuracy on the original training examples and on validation.
+    pub teacher_train_accuracy: f64,
+    pub teacher_val_accuracy: f64,
+    /// Seconds spent running the teacher.
+    pub teacher_seconds: f64,
+}
+
+/// `training.json` of a distilled checkpoint: the fields `tools train` writes (so
+/// quantize/export find the data) plus the distillation settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct DistillSummary {
+    #[serde(flatten)]
+    pub train: TrainSummary,
+    pub distillation: DistillInfo,
+}
+
+/// Maps each student label to the teacher's output index; an error names every label the
+/// teacher does not have.
+pub fn label_map(student: &[String], teacher: &[String], teacher_dir: &Path) -> Result<Vec<u32>> {
+    let missing: Vec<&str> = student
+        .iter()
+        .filter(|l| !teacher.contains(l))
+        .map(|s| s.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(HostError::Invalid(format!(
+            "the training data has {} label(s) the teacher {} does not know: {} (teacher labels: {})",
+            missing.len(),
+            teacher_dir.display(),
+            missing.join(", "),
+            teacher.join(", ")
+        )));
+    }
+    Ok(student
+        .iter()
+        .map(|l| teacher.iter().position(|t| t == l).expect("checked") as u32)
+        .collect())
+}
+
+/// The teacher's view of `texts`: soft targets `softmax(t/T)` over the student's labels
+/// (teacher logits restricted to `map`, which renormalises away labels the student lacks)
+/// and the teacher's predicted student label per text.
+pub fn teacher_targets(
+    teacher: &AttentionClassifier,
+    encoder: &device::tokenize::TextEncoder,
+    texts: &[&str],
+    map: &[u32],
+    temperature: f64,
+    batch_size: usize,
+    progress: bool,
+) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
+    let device = Device::Cpu;
+    let encoded = texts
+        .iter()
+        .map(|t| Ok(EncodedExample::new(&encoder.encode(t)?, 0)))
+        .collect::<Result<Vec<_>>>()?;
+    let columns = Tensor::from_vec(map.to_vec(), map.len(), &device)?;
+    let mut soft = vec![Vec::new(); texts.len()];
+    let mut predicted = vec![0usize; texts.len()];
+    let batches = sorted_batches(&encoded, batch_size.max(1));
+    let bar = if progress {
+        ProgressBar::new(texts.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("teacher {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]")
+            .expect("valid template"),
+    );
+    let off = Dropout::off();
+    for indices in batches {
+        let batch = Batch::new(&encoded, &indices, &device)?;
+        let logits = teacher
+            .forward(&batch.ids, &batch.mask, &off)?
+            .logits
+            .index_select(&columns, 1)?;
+        let p = candle_nn::ops::softmax(&(logits / temperature)?, D::Minus1)?.to_vec2::<f32>()?;
+        for (row, &i) in indices.iter().enumerate() {
+            predicted[i] = (0..map.len())
+                .max_by(|&a, &b| p[row][a].total_cmp(&p[row][b]))
+                .unwrap_or(0);
+            soft[i] = p[row].clone();
+        }
+        bar.inc(indices.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok((soft, predicted))
+}
+
+fn tok_err(e: impl std::fmt::Display) -> HostError {
+    HostError::Invalid(format!("tokenizer: {e}"))
+}
+
+/// Token ids of `texts` under `tokenizer` (special tokens added, no truncation).
+fn token_ids(json: &[u8], texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+    let mut t = tokenizers::Tokenizer::from_bytes(json).map_err(tok_err)?;
+    t.with_truncation(None).map_err(tok_err)?;
+    t.with_padding(None);
+    texts
+        .iter()
+        .map(|s| Ok(t.encode(*s, true).map_err(tok_err)?.get_ids().to_vec()))
+        .collect()
+}
+
+/// Rewrites the token ids found in a post-processor (`TemplateProcessing`'s special
+/// tokens, `BertProcessing`/`RobertaProcessing`'s `cls`/`sep`, a `Sequence` of those).
+fn remap_post_processor(
+    v: &mut serde_json::Value,
+    map: &std::collections::HashMap<u64, u64>,
+) -> Result<()> {
+    let remap = |id: &mut serde_json::Value| -> Result<()> {
+        let old = id
+            .as_u64()
+            .ok_or_else(|| tok_err("post-processor id is not a number"))?;
+        let new = map
+            .get(&old)
+            .ok_or_else(|| tok_err(format!("post-processor id {old} is not in the vocabulary")))?;
+        *id = (*new).into();
+        Ok(())
+    };
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("TemplateProcessing") => {
+            if let Some(tokens) = v.get_mut("special_tokens").and_then(|s| s.as_object_mut()) {
+                for tok in tokens.values_mut() {
+                    if let Some(ids) = tok.get_mut("ids").and_then(|i| i.as_array_mut()) {
+                        for id in ids {
+                            remap(id)?;
+                        }
+                    }
+                }
+            }
+        }
+        Some("BertProcessing") | Some("RobertaProcessing") => {
+            for k in ["cls", "sep"] {
+                if let Some(id) = v.get_mut(k).and_then(|p| p.get_mut(1)) {
+                    remap(id)?;
+                }
+            }
+        }
+        Some("Sequence") => {
+            if let Some(list) = v.get_mut("processors").and_then(|p| p.as_array_mut()) {
+                for p in list {
+                    remap_post_processor(p, map)?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Cuts a WordPiece `tokenizer.json` down to the tokens `texts` use, the added (special)
+/// tokens and the single-ASCII-character tokens (`a`, `##a`, so unseen English words
+/// still split into pieces rather than `[UNK]`). Ids are renumbered in their original
+/// order. Greedy longest-match WordPiece gives exactly the same tokens on `texts` (every
+/// piece it chose is kept, and any longer match would have been chosen before): checked
+/// here. Returns the new JSON and the vocabulary size.
+pub fn prune_wordpiece(json: &[u8], texts: &[&str]) -> Result<(Vec<u8>, usize)> {
+    use std::collections::{BTreeSet, HashMap};
+    let before = token_ids(json, texts)?;
+    let mut v: serde_json::Value = serde_json::from_slice(json).map_err(tok_err)?;
+    if v.pointer("/model/type").and_then(|t| t.as_str()) != Some("WordPiece") {
+        return Err(tok_err(
+            "vocabulary pruning needs a WordPiece tokenizer (use --tokenizer teacher)",
+        ));
+    }
+    let vocab = v
+        .pointer("/model/vocab")
+        .and_then(|x| x.as_object())
+        .ok_or_else(|| tok_err("no model.vocab"))?
+        .clone();
+    let mut keep: BTreeSet<u64> = before.iter().flatten().map(|&i| i as u64).collect();
+    if let Some(added) = v.get("added_tokens").and_then(|a| a.as_array()) {
+        keep.extend(
+            added
+                .iter()
+                .filter_map(|t| t.get("id").and_then(|i| i.as_u64())),
+        );
+    }
+    for (token, id) in &vocab {
+        let bare = token.strip_prefix("##").unwrap_or(token);
+        let mut chars = bare.chars();
+        if matches!((chars.next(), chars.next()), (Some(c), None) if c.is_ascii()) {
+            keep.extend(id.as_u64());
+        }
+    }
+    if let Some(unk) = v.pointer("/model/unk_token").and_then(|u| u.as_str()) {
+        keep.extend(vocab.get(unk).and_then(|i| i.as_u64()));
+    }
+    let map: HashMap<u64, u64> = keep
+        .iter()
+        .enumerate()
+        .map(|(new, &old)| (old, new as u64))
+        .collect();
+    let pruned: serde_json::Map<String, serde_json::Value> = vocab
+        .iter()
+        .filter_map(|(t, id)| {
+            let new = map.get(&id.as_u64()?)?;
+            Some((t.clone(), (*new).into()))
+        })
+        .collect();
+    let kept = pruned.len();
+    v["model"]["vocab"] = serde_json::Value::Object(pruned);
+    if let Some(added) = v.get_mut("added_tokens").and_then(|a| a.as_array_mut()) {
+        for t in added {
+            if let Some(id) = t.get("id").and_then(|i| i.as_u64()) {
+                t["id"] = map[&id].into();
+            }
+        }
+    }
+    if let Some(pp) = v.get_mut("post_processor") {
+        remap_post_processor(pp, &map)?;
+    }
+    if let Some(pad) = v.get_mut("padding").and_then(|p| p.get_mut("pad_id")) {
+        if let Some(new) = pad.as_u64().and_then(|old| map.get(&old)) {
+            *pad = (*new).into();
+        }
+    }
+    let out = serde_json::to_vec(&v).map_err(tok_err)?;
+    let after = token_ids(&out, texts)?;
+    for ((b, a), text) in before.iter().zip(&after).zip(texts) {
+        let mapped: Vec<u32> = b.iter().map(|&i| map[&(i as u64)] as u32).collect();
+        if &mapped != a {
+            return Err(tok_err(format!(
+                "the pruned vocabulary tokenises '{text}' differently"
+            )));
+        }
+    }
+    Ok((out, kept))
+}
+
+/// Is `c` a character written without spaces between words (CJK, kana, Hangul)?
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xAC00..=0xD7AF | 0xF900..=0xFAFF)
+}
+
+/// One perturbed copy of `text`: each word (each character in unspaced CJK text) is
+/// dropped with probability `p`, replaced by `mask` (when given) with probability `p`,
+/// replaced by a random word from `words` with probability `p/2`; then each adjacent pair
+/// is swapped with probability `p/2`. Never returns an empty text.
+pub fn perturb(
+    text: &str,
+    p: f64,
+    mask: Option<&str>,
+    words: &[String],
+    rng: &mut StdRng,
+) -> String {
+    let spaced: Vec<&str> = text.split_whitespace().collect();
+    let char_level = spaced.len() < 2 && text.chars().any(is_cjk);
+    let units: Vec<String> = if char_level {
+        text.chars()
+            .filter(|c| !c.is_whitespace())
+            .map(String::from)
+            .collect()
+    } else {
+        spaced.iter().map(|s| s.to_string()).collect()
+    };
+    let mut out: Vec<String> = Vec::with_capacity(units.len());
+    for u in &units {
+        let r: f64 = rng.random();
+        if r < p {
+            continue;
+        } else if r < 2.0 * p {
+            match mask {
+                Some(m) => out.push(m.to_string()),
+                None => continue,
+            }
+        } else if r < 2.5 * p && !char_level && !words.is_empty() {
+            out.push(words[rng.random_range(0..words.len())].clone());
+        } else {
+            out.push(u.clone());
+        }
+    }
+    for i in 1..out.len() {
+        if rng.random::<f64>() < p / 2.0 {
+            out.swap(i - 1, i);
+        }
+    }
+    if out.is_empty() {
+        if units.is_empty() {
+            return text.to_string();
+        }
+        out.push(units[rng.random_range(0..units.len())].clone());
+    }
+    out.join(if char_level { "" } else { " " })
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| HostError::Invalid(e.to_string()))?;
+    write_atomic(path, text.as_bytes())
+}
+
+fn accuracy(predicted: &[usize], gold: &[u32]) -> f64 {
+    let right = predicted
+        .iter()
+        .zip(gold)
+        .filter(|(p, g)| **p == **g as usize)
+        .count();
+    right as f64 / gold.len().max(1) as f64
+}
+
+/// Runs a whole distillation job and leaves an ordinary checkpoint in `job.out`.
+pub fn run(job: &DistillJob) -> Result<DistillSummary> {
+    job.preset.validate()?;
+    let kd = job.options.distill.unwrap_or_default();
+    kd.validate()?;
+    if !(0.0..=0.4).contains(&job.augment_prob) {
+        return Err(HostError::Invalid(format!(
+            "augment probability {} must be in [0, 0.4]",
+            job.augment_prob
+        )));
+    }
+    let progress = job.options.progress;
+    let teacher_ckpt = Checkpoint::open(&job.teacher)?;
+    let device = Device::Cpu;
+
+    // Data and labels, as `tools train` does (same split, so quantize/export find it).
+    let full = Dataset::load(&job.train, &job.columns)?;
+    let labels = full.training_labels()?;
+    let (train_set, val_set) = match &job.val {
+        Some(p) => {
+            let val = Dataset::load(p, &job.columns)?;
+            val.check_labels(&labels)?;
+            (full, val)
+        }
+        None => full.stratified_split(job.val_fraction, job.options.seed),
+    };
+    if val_set.examples.is_empty() {
+        return Err(HostError::data(
+            &job.train,
+            None,
+            "too few examples to hold out a validation split",
+        ));
+    }
+    let map = label_map(&labels, &teacher_ckpt.config.labels, &job.teacher)?;
+    if progress && teacher_ckpt.config.labels.len() > labels.len() {
+        eprintln!(
+            "note: the teacher has {} labels, the data {}: the teacher's distribution is renormalised over the data's labels",
+            teacher_ckpt.config.labels.len(),
+            labels.len()
+        );
+    }
+
+    // The student's tokenizer.
+    let tokenizer_json = match &job.tokenizer {
+        StudentTokenizer::Student => {
+            let texts: Vec<&str> = train_set.examples.iter().map(|e| e.text.as_str()).collect();
+            crate::tokenizer::train_wordpiece(&texts, job.preset.vocab_size)?
+        }
+        StudentTokenizer::Teacher => teacher_ckpt.tokenizer_json.clone(),
+        StudentTokenizer::TeacherPruned => {
+            let texts: Vec<&str> = train_set.examples.iter().map(|e| e.text.as_str()).collect();
+            let (json, kept) = prune_wordpiece(&teacher_ckpt.tokenizer_json, &texts)?;
+            if progress {
+                eprintln!(
+                    "teacher vocabulary pruned to the training texts' tokens: {kept} of {}",
+                    teacher_ckpt.config.vocab_size
+                );
+            }
+            json
+        }
+        StudentTokenizer::File(p) => std::fs::read(p).map_err(|e| HostError::io(p, e))?,
+    };
+    let encoder = device::tokenize::TextEncoder::from_bytes(&tokenizer_json, job.preset.max_len)?;
+    let teacher_encoder = teacher_ckpt.encoder()?;
+
+    // Training rows: the originals, then `augment` perturbed copies of each.
+    let mut rng = StdRng::seed_from_u64(job.options.seed.wrapping_add(7));
+    let label_index = |l: &str| labels.iter().position(|x| x == l).expect("checked") as u32;
+    let mut texts: Vec<String> = train_set.examples.iter().map(|e| e.text.clone()).collect();
+    let mut gold: Vec<u32> = train_set
+        .examples
+        .iter()
+        .map(|e| label_index(&e.label))
+        .collect();
+    let originals = texts.len();
+    if job.augment > 0 {
+        let mask_token = "[MASK]";
+        let has_mask = |t: &tokenizers::Tokenizer| t.token_to_id(mask_token).is_some();
+        let mask = (has_mask(encoder.tokenizer()) && has_mask(teacher_encoder.tokenizer()))
+            .then_some(mask_token);
+        let mut words: Vec<String> = texts
+            .iter()
+            .flat_map(|t| t.split_whitespace().map(str::to_string))
+            .filter(|w| !w.chars().any(is_cjk))
+            .collect();
+        words.sort();
+        words.dedup();
+        for _ in 0..job.augment {
+            for i in 0..originals {
+                let t = perturb(&texts[i], job.augment_prob, mask, &words, &mut rng);
+                texts.push(t);
+                gold.push(gold[i]);
+            }
+        }
+    }
+
+    // The teacher, once.
+    let teacher_model = teacher_ckpt.load_model(&device)?;
+    if progress {
+        eprintln!(
+            "teacher {} ({}, hidden {}, {} layers, vocab {}): labelling {} training rows ({} originals + {} perturbed) at T = {}",
+            job.teacher.display(),
+            teacher_ckpt.config.preset,
+            teacher_ckpt.config.hidden,
+            teacher_ckpt.config.layers,
+            teacher_ckpt.config.vocab_size,
+            texts.len(),
+            originals,
+            texts.len() - originals,
+            kd.temperature
+        );
+    }
+    let teacher_started = Instant::now();
+    let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (soft, teacher_pred) = teacher_targets(
+        &teacher_model,
+        &teacher_encoder,
+        &text_refs,
+        &map,
+        kd.temperature,
+        job.teacher_batch_size,
+        progress,
+    )?;
+    let val_texts: Vec<&str> = val_set.examples.iter().map(|e| e.text.as_str()).collect();
+    let val_gold: Vec<u32> = val_set
+        .examples
+        .iter()
+        .map(|e| label_index(&e.label))
+        .collect();
+    let (_, teacher_val_pred) = teacher_targets(
+        &teacher_model,
+        &teacher_encoder,
+        &val_texts,
+        &map,
+        kd.temperature,
+        job.teacher_batch_size,
+        progress,
+    )?;
+    drop(teacher_model);
+    let teacher_seconds = teacher_started.elapsed().as_secs_f64();
+    let teacher_train_accuracy = accuracy(&teacher_pred[..originals], &gold[..originals]);
+    let teacher_val_accuracy = accuracy(&teacher_val_pred, &val_gold);
+    if progress {
+        eprintln!(
+            "teacher: train accuracy {teacher_train_accuracy:.4}, validation accuracy {teacher_val_accuracy:.4} ({teacher_seconds:.1} s)"
+        );
+    }
+
+    // Student rows: the student's tokens, the teacher's soft targets.
+    let mut train_enc = Vec::with_capacity(texts.len());
+    for ((text, &label), soft) in texts.iter().zip(&gold).zip(soft) {
+        let mut e = EncodedExample::new(&encoder.encode(text)?, label);
+        e.soft = Some(soft);
+        train_enc.push(e);
+    }
+    let val_enc = crate::pipeline::encode(&encoder, &val_set, &labels)?;
+
+    let p = &job.preset;
+    let config = ModelConfig {
+        preset: p.name.clone(),
+        vocab_size: encoder.vocab_size(),
+        hidden: p.hidden,
+        layers: p.layers,
+        heads: p.heads,
+        ffn: p.ffn,
+        pool_dim: p.pool_dim,
+        max_len: p.max_len,
+        dropout: p.dropout,
+        layer_norm_eps: 1e-12,
+        labels: labels.clone(),
+    };
+    std::fs::create_dir_all(&job.out).map_err(|e| HostError::io(&job.out, e))?;
+    write_atomic(&job.out.join(TOKENIZER_FILE), &tokenizer_json)?;
+    write_json(&job.out.join(CONFIG_FILE), &config)?;
+
+    let (model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
+    let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    if progress {
+        let embedding = config.vocab_size * config.hidden;
+        eprintln!(
+            "student {} ({} parameters, of which {} in the {}x{} embedding table; vocab from {}) on {} rows, validating on {}, {} labels, T = {}, alpha = {}",
+            config.preset,
+            parameters,
+            embedding,
+            config.vocab_size,
+            config.hidden,
+            job.tokenizer,
+            train_enc.len(),
+            val_enc.len(),
+            labels.len(),
+            kd.temperature,
+            kd.alpha
+        );
+    }
+    let mut options = job.options.clone();
+    options.distill = Some(kd);
+    let special = SpecialIds::from_encoder(&encoder);
+    let out = job.out.clone();
+    let outcome = train(
+        &model,
+        &varmap,
+        &train_enc,
+        &val_enc,
+        &options,
+        &special,
+        |_| save_weights(&varmap, &out),
+    )?;
+
+    let teacher_weights = if teacher_ckpt.quantized {
+        teacher_ckpt.dir.join(crate::quantize::QUANT_WEIGHTS_FILE)
+    } else {
+        teacher_ckpt.weights_path()
+    };
+    let teacher_bytes =
+        std::fs::read(&teacher_weights).map_err(|e| HostError::io(&teacher_weights, e))?;
+    let summary = DistillSummary {
+        train: TrainSummary {
+            train_file: job.train.display().to_string(),
+            val_file: job.val.as_ref().map(|p| p.display().to_string()),
+            train_examples: originals,
+            val_examples: val_enc.len(),
+            labels: labels.len(),
+            vocab_size: config.vocab_size,
+            parameters,
+            preset: job.preset.clone(),
+            options,
+            init: None,
+            outcome,
+        },
+        distillation: DistillInfo {
+            teacher: job.teacher.display().to_string(),
+            teacher_sha256: device::bundle::sha256_hex(&teacher_bytes),
+            teacher_preset: teacher_ckpt.config.preset.clone(),
+            teacher_vocab_size: teacher_ckpt.config.vocab_size,
+            teacher_labels: teacher_ckpt.config.labels.len(),
+            temperature: kd.temperature,
+            alpha: kd.alpha,
+            tokenizer: job.tokenizer.to_string(),
+            augment: job.augment,
+            augment_prob: job.augment_prob,
+            training_rows: train_enc.len(),
+            teacher_train_accuracy,
+            teacher_val_accuracy,
+            teacher_seconds,
+        },
+    };
+    write_json(&job.out.join(TRAINING_FILE), &summary)?;
+    write_atomic(
+        &job.out.join("training_log.csv"),
+        log_csv(&summary.train.outcome.log).as_bytes(),
+    )?;
+    crate::plot::training_curves(
+        &job.out.join("training_curves.svg"),
+        &summary.train.outcome.log,
+    )?;
+    // The out-of-scope rejection rule, calibrated on validation as `tools train` does.
+    let cal = crate::rejection::calibrate_checkpoint(
+        &job.out,
+        &val_set,
+        &crate::rejection::CalibrationOptions::default(),
+        &format!(
+            "{} ({} examples)",
+            summary
+                .train
+                .val_file
+                .as_deref()
+                .unwrap_or("validation split"),
+            val_set.examples.len()
+        ),
+    )?;
+    if progress {
+        eprintln!("{}", crate::rejection::summary_line(&cal));
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn softmax(x: &[f64]) -> Vec<f64> {
+        let m = x.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = x.iter().map(|v| (v - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.iter().map(|v| v / z).collect()
+    }
+
+    #[test]
+    fn kd_loss_matches_a_hand_computation() {
+        let dev = Device::Cpu;
+        let s = [[2.0f64, 0.5, -1.0], [0.0, 1.0, 0.3]];
+        let t = [[3.0f64, 1.0, 0.0], [-1.0, 2.0, 2.5]];
+        let y = [0u32, 2];
+        let (temp, alpha, eps) = (2.0, 0.7, 0.1);
+        let mut want = 0.0;
+        for i in 0..2 {
+            let p = softmax(&t[i].map(|v| v / temp));
+            let q = softmax(&s[i].map(|v| v / temp));
+            let kl: f64 = (0..3).map(|c| p[c] * (p[c].ln() - q[c].ln())).sum();
+            let logp: Vec<f64> = softmax(&s[i]).iter().map(|v| v.ln()).collect();
+            let ce = (1.0 - eps) * -logp[y[i] as usize] + eps * -(logp.iter().sum::<f64>() / 3.0);
+            want += (alpha * temp * temp * kl + (1.0 - alpha) * ce) / 2.0;
+        }
+        let soft: Vec<f32> = t
+            .iter()
+            .flat_map(|r| softmax(&r.map(|v| v / temp)))
+            .map(|v| v as f32)
+            .collect();
+        let logits = Tensor::new(&s.map(|r| r.map(|v| v as f32)), &dev).unwrap();
+        let soft = Tensor::from_vec(soft, (2, 3), &dev).unwrap();
+        let labels = Tensor::new(&y, &dev).unwrap();
+        let kd = KdParams {
+            temperature: temp,
+            alpha,
+        };
+        let got = kd_loss(&logits, &soft, &labels, &kd, eps)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
+    #[test]
+    fn alpha_zero_is_the_cross_entropy_and_alpha_one_ignores_labels() {
+        let dev = Device::Cpu;
+        let logits = Tensor::new(&[[1.0f32, -0.5, 0.2], [0.3, 0.3, 2.0]], &dev).unwrap();
+        let soft = Tensor::new(&[[0.2f32, 0.5, 0.3], [0.1, 0.1, 0.8]], &dev).unwrap();
+        let labels = Tensor::new(&[1u32, 0], &dev).unwrap();
+        let other = Tensor::new(&[2u32, 2], &dev).unwrap();
+        let scalar = |t: Tensor| t.to_scalar::<f32>().unwrap();
+        let ce = scalar(crate::train::loss(&logits, &labels, 0.1).unwrap());
+        let kd0 = KdParams {
+            temperature: 3.0,
+            alpha: 0.0,
+        };
+        let got = scalar(kd_loss(&logits, &soft, &labels, &kd0, 0.1).unwrap());
+        assert!((got - ce).abs() < 1e-7, "{got} vs {ce}");
+        let kd1 = KdParams {
+            temperature: 3.0,
+            alpha: 1.0,
+        };
+        let a = scalar(kd_loss(&logits, &soft, &labels, &kd1, 0.0).unwrap());
+        let b = scalar(kd_loss(&logits, &soft, &other, &kd1, 0.0).unwrap());
+        assert!(a > 0.0 && (a - b).abs() < 1e-7, "{a} vs {b}");
+        // The soft term vanishes when the student already matches the teacher.
+        let matched = candle_nn::ops::softmax(&(&logits / 3.0).unwrap(), D::Minus1).unwrap();
+        let zero = scalar(kd_loss(&logits, &matched, &labels, &kd1, 0.0).unwrap());
+        assert!(zero.abs() < 1e-6, "{zero}");
+    }
+
+    #[test]
+    fn gradient_flows_and_points_towards_the_teacher() {
+        let dev = Device::Cpu;
+        let logits = Var::new(&[[0.0f32, 0.0, 0.0]], &dev).unwrap();
+        let soft = Tensor::new(&[[0.1f32, 0.8, 0.1]], &dev).unwrap();
+        let labels = Tensor::new(&[0u32], &dev).unwrap();
+        let kd = KdParams {
+            temperature: 2.0,
+            alpha: 1.0,
+        };
+        let l = kd_loss(logits.as_tensor(), &soft, &labels, &kd, 0.0).unwrap();
+        let grads = l.backward().unwrap();
+        let g = grads
+            .get(&logits)
+            .expect("a gradient")
+            .to_vec2::<f32>()
+            .unwrap();
+        // d/ds of T²·KL = T·(q − p): negative where the teacher puts more mass.
+        assert!(g[0][1] < 0.0 && g[0][0] > 0.0 && g[0][2] > 0.0, "{g:?}");
+        assert!((g[0][1] - 2.0 * (1.0 / 3.0 - 0.8)).abs() < 1e-5, "{g:?}");
+        // With alpha = 0.5 the hard label pulls class 0 up as well.
+        let kd = KdParams {
+            temperature: 2.0,
+            alpha: 0.5,
+        };
+        let l = kd_loss(logits.as_tensor(), &soft, &labels, &kd, 0.0).unwrap();
+        let g = l
+            .backward()
+            .unwrap()
+            .get(&logits)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert!(g[0][0] < 0.0, "{g:?}");
+    }
+
+    #[test]
+    fn batches_carry_soft_targets_only_when_every_example_has_them() {
+        let dev = Device::Cpu;
+        let mut a = EncodedExample {
+            ids: vec![2, 7, 3],
+            label: 0,
+            soft: Some(vec![0.9, 0.1]),
+        };
+        let b = EncodedExample {
+            ids: vec![2, 8, 9, 3],
+            label: 1,
+            soft: Some(vec![0.3, 0.7]),
+        };
+        let batch = Batch::new(&[a.clone(), b.clone()], &[1, 0], &dev).unwrap();
+        let soft = batch.soft.expect("soft targets").to_vec2::<f32>().unwrap();
+        assert_eq!(soft, vec![vec![0.3, 0.7], vec![0.9, 0.1]]);
+        a.soft = None;
+        assert!(Batch::new(&[a, b], &[0, 1], &dev).unwrap().soft.is_none());
+    }
+
+    #[test]
+    fn labels_the_teacher_lacks_are_named() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let map = label_map(&s(&["b", "c"]), &s(&["a", "b", "c"]), Path::new("t")).unwrap();
+        assert_eq!(map, vec![1, 2]);
+        let e = label_map(&s(&["a", "x", "y"]), &s(&["a", "b"]), Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x, y") && e.contains("teacher"), "{e}");
+    }
+
+    #[test]
+    fn pruned_vocabulary_tokenises_the_texts_identically() {
+        let corpus = [
+            "turn on the kitchen lights",
+            "set an alarm for seven thirty",
+            "what is the weather like tomorrow in paris",
+            "play some relaxing jazz music",
+            "打开客厅的灯",
+        ];
+        let full = crate::tokenizer::train_wordpiece(&corpus, 300).unwrap();
+        let texts = ["turn on the lights", "play jazz", "打开灯"];
+        let tokens = |json: &[u8], t: &str| {
+            let tok = tokenizers::Tokenizer::from_bytes(json).unwrap();
+            tok.encode(t, true).unwrap().get_tokens().to_vec()
+        };
+        // Both post-processor kinds: the trained one (BertProcessing) and HF's template.
+        let mut template: serde_json::Value = serde_json::from_slice(&full).unwrap();
+        let (cls, sep) = (
+            template["post_processor"]["cls"][1].clone(),
+            template["post_processor"]["sep"][1].clone(),
+        );
+        template["post_processor"] = serde_json::json!({
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}, {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+            "special_tokens": {
+                "[CLS]": {"id": "[CLS]", "ids": [cls], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [sep], "tokens": ["[SEP]"]}
+            }
+        });
+        let template = serde_json::to_vec(&template).unwrap();
+        for json in [full.clone(), template] {
+            let size = crate::tokenizer::vocab_size(&json).unwrap();
+            let (pruned, kept) = prune_wordpiece(&json, &texts).unwrap();
+            assert!(kept < size, "{kept} of {size}");
+            assert_eq!(crate::tokenizer::vocab_size(&pruned).unwrap(), kept);
+            for t in texts {
+                assert_eq!(tokens(&json, t), tokens(&pruned, t), "{t}");
+            }
+            let enc = device::tokenize::TextEncoder::from_bytes(&pruned, 16).unwrap();
+            let ids = enc.encode("turn on the lights").unwrap().ids;
+            let tok = enc.tokenizer();
+            assert_eq!(ids[0] as u32, tok.token_to_id("[CLS]").unwrap());
+            assert_eq!(
+                *ids.last().unwrap() as u32,
+                tok.token_to_id("[SEP]").unwrap()
+            );
+            assert!(ids.iter().all(|&i| (i as usize) < kept));
+            assert_eq!(tok.token_to_id("[PAD]"), Some(0));
+        }
+    }
+
+    #[test]
+    fn perturbation_is_seeded_and_never_empty() {
+        let words = vec!["alarm".to_string(), "lights".to_string()];
+        let text = "turn on the kitchen lights please";
+        let run = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..20)
+                .map(|_| perturb(text, 0.2, Some("[MASK]"), &words, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        let a = run(1);
+        assert_eq!(a, run(1));
+        assert!(a.iter().any(|t| t != text), "{a:?}");
+        assert!(a.iter().any(|t| t.contains("[MASK]")), "{a:?}");
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..50 {
+            assert!(!perturb("hi", 0.4, None, &words, &mut rng).is_empty());
+            let zh = perturb("打开客厅的灯", 0.3, Some("[MASK]"), &[], &mut rng);
+            assert!(!zh.is_empty() && !zh.contains(' '), "{zh}");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The accuracy benchmark's smoke version (`tools/benchmarks/accuracy.py --smoke`): the
+//! whole train → quantise → export → evaluate path of every benchmark model, on small
+//! stratified subsets of ../shared/data, so the script that produces docs/accuracy.md
+//! keeps working. Skips when the public data is absent.
+
+use e2e::{bin, repo_root, shared_data};
+
+#[test]
+fn accuracy_benchmark_smoke_run() {
+    if shared_data("clinc150").is_none() || shared_data("snips").is_none() {
+        return;
+    }
+    let tools = bin("tools");
+    assert!(tools.is_file());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "tools/benchmarks/accuracy.py",
+            "--smoke",
+            "--no-build",
+            "--out",
+        ])
+        .arg(tmp.path())
+        .current_dir(repo_root())
+        .output()
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "accuracy.py --smoke failed:\n{stderr}"
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("results.json")).unwrap()).unwrap();
+    let minilm = repo_root()
+        .join(".cache/minilm-l6/model.safetensors")
+        .is_file();
+    let models = if minilm { 3 } else { 2 };
+    assert_eq!(rows.len(), 2 * models, "{rows:?}");
+    for r in &rows {
+        let acc = r["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{r}");
+        let run = tmp.path().join(format!(
+            "{}-{}",
+            r["dataset"].as_str().unwrap(),
+            r["model"].as_str().unwrap()
+        ));
+        // The figure in the table is the int8 bundle's, as `tools eval` reported it.
+        let eval: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
+        assert_eq!(eval["accuracy"], r["accuracy"]);
+        assert!(run.join("bundle-int8/manifest.json").is_file());
+        if r["dataset"] == "clinc150" {
+            assert!(
+                r["oos_recall"].is_number(),
+                "CLINC150 reports oos recall: {r}"
+            );
+        }
+    }
+    let doc = std::fs::read_to_string(tmp.path().join("accuracy.md")).unwrap();
+    assert!(doc.contains("| clinc150 | tiny |"), "{doc}");
+}

@@ -1,0 +1,221 @@
+//! `tools distill`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use host::distill::{run as run_job, DistillJob, KdParams, StudentTokenizer};
+use host::preset::Preset;
+use host::train::TrainOptions;
+
+use super::ColumnArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Teacher checkpoint directory (any checkpoint of ours: trained, fine-tuned or quantised).
+    #[arg(long, value_name = "DIR")]
+    teacher: PathBuf,
+    /// Student size preset: `tiny`, `small`, or a path to a preset .json (see models/presets/).
+    #[arg(long, default_value = "tiny", value_name = "NAME|FILE")]
+    student_preset: String,
+    /// Training data: .csv/.tsv with a header row, or .jsonl with {"text":..,"label":..}.
+    /// Every label must be one the teacher knows.
+    #[arg(long, value_name = "FILE")]
+    train: PathBuf,
+    /// Validation data (same format). Without it, a stratified share of --train is held out.
+    #[arg(long, value_name = "FILE")]
+    val: Option<PathBuf>,
+    /// Share of each class held out for validation when --val is not given.
+    #[arg(long, default_value_t = 0.1, value_name = "F")]
+    val_fraction: f64,
+    /// Student checkpoint directory to write (same layout as `tools train`).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Softmax temperature of the soft targets (and of the student in the soft term).
+    #[arg(long, default_value_t = KdParams::default().temperature, value_name = "T")]
+    temperature: f64,
+    /// Weight of the teacher term; 1 - alpha weighs the hard-label cross-entropy.
+    #[arg(long, default_value_t = KdParams::default().alpha, value_name = "A")]
+    alpha: f64,
+    /// Student tokenizer: `student` trains a WordPiece vocabulary of --vocab-size on the
+    /// training texts; `teacher` reuses the teacher's tokenizer.json (its vocabulary then
+    /// sizes the student's embedding table: 30522 x d for MiniLM); `teacher-pruned` keeps
+    /// only the teacher's tokens the training texts use (same tokens on them, a small
+    /// table); or a tokenizer.json path.
+    #[arg(
+        long,
+        default_value = "student",
+        value_name = "student|teacher|teacher-pruned|FILE"
+    )]
+    tokenizer: StudentTokenizer,
+    /// Perturbed copies of each training example (words dropped, masked, replaced,
+    /// swapped), labelled by the teacher. 0 = none.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    augment: usize,
+    /// Per-word probability of dropping and of masking in --augment copies (half of it
+    /// for replacing with a random word and for swapping neighbours).
+    #[arg(long, default_value_t = 0.1, value_name = "P")]
+    augment_prob: f64,
+    /// Batch size of the teacher's forward passes.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    teacher_batch_size: usize,
+    /// Vocabulary size of the student's trained tokenizer (preset default).
+    #[arg(long, value_name = "N")]
+    vocab_size: Option<usize>,
+    /// Student hidden size d (preset default).
+    #[arg(long, value_name = "N")]
+    hidden: Option<usize>,
+    /// Student encoder layers (preset default).
+    #[arg(long, value_name = "N")]
+    layers: Option<usize>,
+    /// Student attention heads per layer (preset default).
+    #[arg(long, value_name = "N")]
+    heads: Option<usize>,
+    /// Student feed-forward inner size (preset default).
+    #[arg(long, value_name = "N")]
+    ffn: Option<usize>,
+    /// Student attention-pooling inner size (preset default).
+    #[arg(long, value_name = "N")]
+    pool_dim: Option<usize>,
+    /// Maximum student tokens per text, [CLS] and [SEP] included (the teacher keeps its own).
+    #[arg(long, value_name = "N")]
+    max_len: Option<usize>,
+    /// Dropout probability (preset default).
+    #[arg(long, value_name = "P")]
+    dropout: Option<f32>,
+    /// Maximum epochs (preset default); early stopping may end sooner.
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Examples per batch (preset default).
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// Peak learning rate after warm-up (preset default).
+    #[arg(long, value_name = "F")]
+    lr: Option<f64>,
+    /// AdamW weight decay (not applied to biases and LayerNorm).
+    #[arg(long, value_name = "F")]
+    weight_decay: Option<f64>,
+    /// Label smoothing of the hard-label part of the loss (preset default).
+    #[arg(long, value_name = "F")]
+    label_smoothing: Option<f64>,
+    /// Share of student tokens replaced by [MASK] during training (preset default).
+    #[arg(long, value_name = "P")]
+    token_dropout: Option<f64>,
+    /// Decay of the weight average that is validated and saved (0 = off; preset default).
+    #[arg(long, value_name = "F")]
+    ema_decay: Option<f64>,
+    /// Epochs without a better validation macro-F1 before stopping.
+    #[arg(long, value_name = "N")]
+    patience: Option<usize>,
+    /// Maximum global gradient norm.
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    clip_norm: f64,
+    /// Seed for initialisation, shuffling, dropout, augmentation and the validation split.
+    #[arg(long, default_value_t = 42, value_name = "N")]
+    seed: u64,
+    /// No progress bar or per-epoch lines.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    columns: ColumnArgs,
+}
+
+impl Args {
+    /// Threads when `--threads` is not given: as `tools train` for the student (1 for
+    /// hidden sizes ≤ 128), otherwise all cores.
+    pub fn default_threads(&self) -> Option<usize> {
+        let hidden = self
+            .hidden
+            .or_else(|| Preset::get(&self.student_preset).ok().map(|p| p.hidden))?;
+        (hidden <= 128).then_some(1)
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut p = Preset::get(&a.student_preset)?;
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { p.$f = v; } )* };
+    }
+    set!(
+        vocab_size,
+        hidden,
+        layers,
+        heads,
+        ffn,
+        pool_dim,
+        max_len,
+        dropout,
+        epochs,
+        batch_size,
+        lr,
+        weight_decay,
+        label_smoothing,
+        token_dropout,
+        ema_decay,
+        patience
+    );
+    if a.hidden.is_some() || a.layers.is_some() || a.heads.is_some() || a.ffn.is_some() {
+        p.name = format!("{}-custom", p.name);
+    }
+    if !(0.0..1.0).contains(&a.val_fraction) || a.val_fraction == 0.0 {
+        anyhow::bail!("--val-fraction {} must be in (0, 1)", a.val_fraction);
+    }
+    let kd = KdParams {
+        temperature: a.temperature,
+        alpha: a.alpha,
+    };
+    kd.validate()?;
+    // `..Default::default()`: options added later (e.g. by `tools train`) keep their defaults.
+    #[allow(clippy::needless_update)]
+    let options = TrainOptions {
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        lr: p.lr,
+        weight_decay: p.weight_decay,
+        warmup_ratio: p.warmup_ratio,
+        clip_norm: a.clip_norm,
+        patience: p.patience,
+        label_smoothing: p.label_smoothing,
+        token_dropout: p.token_dropout,
+        ema_decay: p.ema_decay,
+        seed: a.seed,
+        progress: !a.quiet,
+        distill: Some(kd),
+        ..Default::default()
+    };
+    let job = DistillJob {
+        teacher: a.teacher,
+        train: a.train,
+        val: a.val,
+        val_fraction: a.val_fraction,
+        columns: a.columns.columns(),
+        out: a.out.clone(),
+        preset: p,
+        tokenizer: a.tokenizer,
+        options,
+        augment: a.augment,
+        augment_prob: a.augment_prob,
+        teacher_batch_size: a.teacher_batch_size,
+    };
+    let summary = run_job(&job).context("distillation failed")?;
+    let o = &summary.train.outcome;
+    let d = &summary.distillation;
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "best epoch {} of {}: validation accuracy {:.4} (teacher {:.4}), macro-F1 {:.4}; {:.1} s (teacher {:.1} s); checkpoint {}",
+            o.best_epoch,
+            o.epochs_run,
+            o.best_val_accuracy,
+            d.teacher_val_accuracy,
+            o.best_val_macro_f1,
+            o.seconds,
+            d.teacher_seconds,
+            a.out.display()
+        );
+    }
+    Ok(())
+}

@@ -65,8 +65,9 @@ pub struct BenchArgs {
     profile: bool,
 
     /// Instead of timing, check that the default engine (fixed-length plans) gives the
-    /// symbolic plan's labels and probabilities (≤ 1e-5) on every text of the file and the
-    /// long set; exits with an error on a difference.
+    /// symbolic plan's labels and probabilities (≤ 1e-5; ≤ 5e-3 for int8-compute, whose
+    /// run-time activation rounding depends on summation order) on every text of the file
+    /// and the long set; exits with an error on a difference.
     #[arg(long)]
     check: bool,
 
@@ -418,7 +419,8 @@ fn throughput(a: &BenchArgs, configs: &[Config]) -> Result<()> {
     Ok(())
 }
 
-/// Labels identical and probabilities within 1e-5: fixed-length plans vs the symbolic plan.
+/// Labels identical and probabilities within 1e-5 (5e-3 for int8-compute): fixed-length
+/// plans vs the symbolic plan.
 fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
     let mut failed = false;
     for dir in &a.bundle {
@@ -466,7 +468,11 @@ fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
                 max_p = max_p.max(diff(&pf, &pp));
                 max_alpha = max_alpha.max(diff(&af, &ap));
             }
-            let ok = labels_differ == 0 && max_p <= 1e-5 && tokens_differ == 0;
+            // int8-compute quantises activations at run time: a different summation order
+            // in another plan can move a value across a rounding boundary (one int8 step),
+            // so its probabilities agree to ~1e-3 (MiniLM), not 1e-7; labels still match.
+            let tol = if v.name == "int8-compute" { 5e-3 } else { 1e-5 };
+            let ok = labels_differ == 0 && max_p <= tol && tokens_differ == 0;
             failed |= !ok;
             println!(
                 "{}",

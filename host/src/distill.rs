@@ -30,7 +30,7 @@ use crate::checkpoint::{
     save_weights, write_atomic, Checkpoint, CONFIG_FILE, TOKENIZER_FILE, TRAINING_FILE,
 };
 use crate::config::ModelConfig;
-use crate::data::{Columns, Dataset};
+use crate::data::Columns;
 use crate::error::{HostError, Result};
 use crate::model::{AttentionClassifier, Dropout};
 use crate::pipeline::{log_csv, TrainSummary};
@@ -505,23 +505,13 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
     let device = Device::Cpu;
 
     // Data and labels, as `tools train` does (same split, so quantize/export find it).
-    let full = Dataset::load(&job.train, &job.columns)?;
-    let labels = full.training_labels()?;
-    let (train_set, val_set) = match &job.val {
-        Some(p) => {
-            let val = Dataset::load(p, &job.columns)?;
-            val.check_labels(&labels)?;
-            (full, val)
-        }
-        None => full.stratified_split(job.val_fraction, job.options.seed),
-    };
-    if val_set.examples.is_empty() {
-        return Err(HostError::data(
-            &job.train,
-            None,
-            "too few examples to hold out a validation split",
-        ));
-    }
+    let (labels, train_set, val_set) = crate::pipeline::load_splits(
+        &job.train,
+        job.val.as_deref(),
+        job.val_fraction,
+        job.options.seed,
+        &job.columns,
+    )?;
     let map = label_map(&labels, &teacher_ckpt.config.labels, &job.teacher)?;
     if progress && teacher_ckpt.config.labels.len() > labels.len() {
         eprintln!(

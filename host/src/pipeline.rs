@@ -99,26 +99,46 @@ pub fn log_csv(log: &[EpochLog]) -> String {
     s
 }
 
-/// Runs a whole training job and leaves a checkpoint in `job.out`.
-pub fn run(job: &TrainJob) -> Result<TrainSummary> {
-    job.preset.validate()?;
-    let full = Dataset::load(&job.train, &job.columns)?;
+/// Reads the training data and its validation split: `val` when given (its labels checked
+/// against training's), else a stratified, seeded share of `train`. Returns the label list
+/// (training order), the training set and the validation set.
+pub fn load_splits(
+    train: &Path,
+    val: Option<&Path>,
+    val_fraction: f64,
+    seed: u64,
+    columns: &Columns,
+) -> Result<(Vec<String>, Dataset, Dataset)> {
+    let full = Dataset::load(train, columns)?;
     let labels = full.training_labels()?;
-    let (train_set, val_set) = match &job.val {
+    let (train_set, val_set) = match val {
         Some(p) => {
-            let val = Dataset::load(p, &job.columns)?;
+            let val = Dataset::load(p, columns)?;
             val.check_labels(&labels)?;
             (full, val)
         }
-        None => full.stratified_split(job.val_fraction, job.options.seed),
+        None => full.stratified_split(val_fraction, seed),
     };
     if val_set.examples.is_empty() {
         return Err(HostError::data(
-            &job.train,
+            train,
             None,
             "too few examples to hold out a validation split",
         ));
     }
+    Ok((labels, train_set, val_set))
+}
+
+/// Runs a whole training job and leaves a checkpoint in `job.out`.
+pub fn run(job: &TrainJob) -> Result<TrainSummary> {
+    job.preset.validate()?;
+    let (labels, train_set, val_set) = crate::pipeline::load_splits(
+        &job.train,
+        job.val.as_deref(),
+        job.val_fraction,
+        job.options.seed,
+        &job.columns,
+    )?;
 
     let pretrained = match &job.init {
         Some(dir) => Some(crate::pretrained::PretrainedEncoder::open(dir)?),

@@ -712,9 +712,10 @@ fn check_interface(graph: &pb::GraphProto) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Rows of an embedding table: dim 0 of an initializer (or of an initializer passed
-/// through `DequantizeLinear`, an int8 table) gathered (axis 0) with indices that are a
-/// graph input (`producer` None) or come from the node `producer` accepts.
+/// Rows of an embedding table: dim 0 of an initializer (an f32 or int8 table, or its
+/// per-row scales) gathered (axis 0) with indices that are a graph input (`producer`
+/// None) or come from the node `producer` accepts. Bundles exported before the int8
+/// rows were gathered first pass the int8 table through `DequantizeLinear`.
 fn table_rows(
     graph: &pb::GraphProto,
     accept: impl Fn(Option<&pb::NodeProto>) -> bool,

@@ -352,6 +352,44 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
     }
 }
 
+/// The embedding tables of both int8 graphs are gathered while int8 and only the rows
+/// a query uses are scaled: no `DequantizeLinear` of a whole table before a `Gather`
+/// (that costs a pass over the table per query; MiniLM's is 30,522 x 384).
+#[test]
+fn int8_embedding_rows_are_gathered_before_scaling() {
+    use prost::Message;
+    use tract_onnx::pb;
+    let dir = quantized_bundle();
+    for file in ["model.onnx", "model-int8-compute.onnx"] {
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let g = pb::ModelProto::decode(bytes.as_slice())
+            .unwrap()
+            .graph
+            .unwrap();
+        let producer = |name: &str| g.node.iter().find(|n| n.output.iter().any(|o| o == name));
+        let int8_init = |name: &str| {
+            g.initializer
+                .iter()
+                .any(|t| t.name == name && t.data_type == pb::tensor_proto::DataType::Int8 as i32)
+        };
+        let gathers: Vec<_> = g.node.iter().filter(|n| n.op_type == "Gather").collect();
+        for n in &gathers {
+            let p = producer(&n.input[0]).map(|p| p.op_type.as_str());
+            assert_ne!(
+                p,
+                Some("DequantizeLinear"),
+                "{file}: {} gathers a dequantised table",
+                n.name
+            );
+        }
+        let int8_gathers = gathers.iter().filter(|n| int8_init(&n.input[0])).count();
+        assert_eq!(
+            int8_gathers, 2,
+            "{file}: word and position tables gathered as int8"
+        );
+    }
+}
+
 fn python_has_onnx() -> bool {
     Command::new("python3")
         .args(["-c", "import onnx, onnxruntime, numpy"])

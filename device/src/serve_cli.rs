@@ -53,6 +53,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u8).range(0..=5))]
     top_tokens: u8,
 
+    /// Model variant to run: `float`, `weights-int8`, `int8-compute` (or `NAME+f16`).
+    /// Default: the choice recorded by `device tune`, else the manifest's default variant
+    /// (serve does not time the variants itself: only the chosen one is loaded).
+    #[arg(long, value_name = "NAME")]
+    variant: Option<String>,
+
     /// When the port cannot be opened at start, keep retrying instead of exiting with an
     /// error (useful when the service starts before the USB adapter is plugged in).
     #[arg(long)]
@@ -82,6 +88,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             top_k: usize::from(a.top_k),
             top_tokens: usize::from(a.top_tokens),
         },
+        variant: a.variant,
         wait_for_port: a.wait_for_port,
         deploy,
     };

@@ -351,6 +351,20 @@ pub fn record(bundle: &VerifiedBundle, report: &TuneReport) -> String {
     }
 }
 
+/// The variant to run without measuring anything: `override_name` if given (checked
+/// against the bundle), else a recorded tuning of these exact files (`device tune`),
+/// else the manifest's default. For a long-running service, whose start should not
+/// load every variant just to time them.
+pub fn preferred(bundle: &VerifiedBundle, override_name: Option<&str>) -> Result<Choice> {
+    if override_name.is_some() {
+        return select(bundle, override_name, TuneOptions::default()).map(|s| s.choice);
+    }
+    if let Some(report) = recorded(bundle) {
+        return Ok(report.chosen);
+    }
+    Ok(Choice::parse(&bundle.manifest().default_variant_name()))
+}
+
 /// Decides the variant to run: `override_name` if given (checked against the bundle),
 /// else a recorded tuning of these exact files, else the only candidate, else a fresh
 /// tuning (recorded next to the bundle when possible).

@@ -322,6 +322,15 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
         (again.source.as_str(), &again.choice),
         ("recorded", &sel.choice)
     );
+    // `device serve` takes the recorded choice without measuring (and a flag over it);
+    // an untuned bundle gets the manifest's default.
+    let p = device::variant::preferred(&cv, None).unwrap();
+    assert_eq!(p, sel.choice);
+    let p = device::variant::preferred(&cv, Some("int8-compute")).unwrap();
+    assert_eq!(p.variant, "int8-compute");
+    assert!(device::variant::preferred(&cv, Some("int4")).is_err());
+    let untuned = device::variant::preferred(&v, None).unwrap();
+    assert_eq!(untuned.variant, "weights-int8");
     // The choice file is not part of the bundle: it still verifies.
     device::Bundle::read(&cdir).unwrap().verify().unwrap();
     // Override and unknown names.

@@ -35,7 +35,7 @@ use self::dispatch::{Core, ModelInfo};
 pub use self::input::InputSource;
 pub use self::stats::Stats;
 use crate::bundle::VerifiedBundle;
-use crate::classify::{Classifier, ClassifyOptions};
+use crate::classify::ClassifyOptions;
 
 /// Everything `device serve` is told on its command line.
 #[derive(Debug, Clone)]
@@ -48,6 +48,9 @@ pub struct ServeConfig {
     /// Inference threads.
     pub workers: usize,
     pub options: ClassifyOptions,
+    /// Model variant (`--variant`); `None`: the one `device tune` recorded, else the
+    /// manifest's default.
+    pub variant: Option<String>,
     /// Keep retrying when the port cannot be opened at start (else: fail at once).
     pub wait_for_port: bool,
     /// With `--state`: the state directory and trust policy model updates over the link
@@ -108,7 +111,11 @@ pub fn serve(cfg: ServeConfig, verified: VerifiedBundle) -> Result<(), ServeErro
     }
     let info = Arc::new(ModelInfo::from_bundle(&verified));
     let classifier = Arc::new(RwLock::new(Arc::new(
-        Classifier::load(&verified)?.with_options(cfg.options),
+        crate::variant::load(
+            &verified,
+            &crate::variant::preferred(&verified, cfg.variant.as_deref())?,
+        )?
+        .with_options(cfg.options),
     )));
     drop(verified);
     let state = match &cfg.deploy {

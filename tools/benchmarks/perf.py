@@ -764,8 +764,10 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
 - **Threads**: tract runs single-threaded (its default; the `multithread-mm` feature is off),
   onnxruntime was configured to match (intra 1, inter 1, sequential). Parallel queries use
   `device serve --workers N`, one run state per worker.
-- **Memory**: `device serve` loads only the manifest's default variant (`Classifier::load`);
-  see "Memory of `device serve`" below.
+- **Memory**: `device serve` loads one variant only: `--variant`, else the one `device tune`
+  recorded, else the manifest's default (`variant::preferred`); see "Memory of `device serve`"
+  below. On MiniLM, int8-compute keeps its weights int8 inside tract (MatMulInteger), so it
+  needs less than half the memory of weights-int8, whose plans each hold an f32 copy.
 
 ### Where the rest of the time goes
 

@@ -168,6 +168,9 @@ pub struct DistillJob {
     pub augment_prob: f64,
     /// Batch size of the teacher's forward passes.
     pub teacher_batch_size: usize,
+    /// Start the student's word embeddings from the teacher's (projected to the student's
+    /// width; [`crate::embedding_transfer`]) for every token both vocabularies have.
+    pub teacher_embeddings: bool,
 }
 
 /// The `distillation` section of a distilled checkpoint's `training.json`.
@@ -192,6 +195,8 @@ pub struct DistillInfo {
     pub teacher_val_accuracy: f64,
     /// Seconds spent running the teacher.
     pub teacher_seconds: f64,
+    /// The word-embedding transfer, when asked for.
+    pub teacher_embeddings: Option<crate::embedding_transfer::TransferReport>,
 }
 
 /// `training.json` of a distilled checkpoint: the fields `tools train` writes (so
@@ -656,6 +661,28 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
 
     let (model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
     let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    let transferred = if job.teacher_embeddings {
+        let r = teacher_embeddings(
+            &teacher_ckpt,
+            &teacher_encoder,
+            &encoder,
+            &varmap,
+            job.options.seed,
+        )?;
+        if progress {
+            eprintln!(
+                "word embeddings: {} of {} student tokens start from the teacher's vectors ({} -> {} dims, {:.1}% of their variance kept)",
+                r.rows,
+                r.vocab,
+                r.from_dim,
+                r.to_dim,
+                r.variance_kept * 100.0
+            );
+        }
+        Some(r)
+    } else {
+        None
+    };
     if progress {
         let embedding = config.vocab_size * config.hidden;
         eprintln!(
@@ -723,6 +750,7 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
             teacher_train_accuracy,
             teacher_val_accuracy,
             teacher_seconds,
+            teacher_embeddings: transferred,
         },
     };
     write_json(&job.out.join(TRAINING_FILE), &summary)?;
@@ -753,6 +781,52 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
         eprintln!("{}", crate::rejection::summary_line(&cal));
     }
     Ok(summary)
+}
+
+/// Copies the teacher's word vectors into the fresh student table `varmap` holds, for
+/// every token both tokenizers know (by token string).
+fn teacher_embeddings(
+    teacher: &Checkpoint,
+    teacher_encoder: &device::tokenize::TextEncoder,
+    student_encoder: &device::tokenize::TextEncoder,
+    varmap: &candle_nn::VarMap,
+    seed: u64,
+) -> Result<crate::embedding_transfer::TransferReport> {
+    const TABLE: &str = "embeddings.word_embeddings.weight";
+    if teacher.quantized {
+        return Err(HostError::Invalid(format!(
+            "{}: --teacher-embeddings needs the float teacher checkpoint (this one is quantised)",
+            teacher.dir.display()
+        )));
+    }
+    let path = teacher.weights_path();
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
+    let table = tensors
+        .get(TABLE)
+        .ok_or_else(|| HostError::Invalid(format!("{}: no tensor {TABLE}", path.display())))?;
+    let (_, from_dim) = table.dims2()?;
+    let teacher_values = table.flatten_all()?.to_vec1::<f32>()?;
+    let vars = varmap.data().lock().map_err(|_| {
+        HostError::Invalid("the student's weights are poisoned by an earlier panic".into())
+    })?;
+    let var = vars
+        .get(TABLE)
+        .ok_or_else(|| HostError::Invalid(format!("student has no {TABLE}")))?;
+    let (rows, to_dim) = var.as_tensor().dims2()?;
+    let mut student = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+    let vocab = student_encoder.tokenizer().get_vocab(true);
+    let teacher_tok = teacher_encoder.tokenizer();
+    let report = crate::embedding_transfer::transfer(
+        &mut student,
+        to_dim,
+        &vocab,
+        &teacher_values,
+        from_dim,
+        |t| teacher_tok.token_to_id(t),
+        seed,
+    );
+    var.set(&Tensor::from_vec(student, (rows, to_dim), &Device::Cpu)?)?;
+    Ok(report)
 }
 
 #[cfg(test)]

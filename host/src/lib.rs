@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod distill;
+pub mod embedding_transfer;
 pub mod error;
 pub mod evaluate;
 pub mod export;

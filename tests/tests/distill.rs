@@ -197,6 +197,7 @@ fn student_can_reuse_the_teacher_tokenizer() {
             pruned.to_str().unwrap(),
             "--tokenizer",
             "teacher-pruned",
+            "--teacher-embeddings",
             "--epochs",
             "2",
             "--quiet",
@@ -213,6 +214,13 @@ fn student_can_reuse_the_teacher_tokenizer() {
         serde_json::from_str(&std::fs::read_to_string(pruned.join("training.json")).unwrap())
             .unwrap();
     assert_eq!(training["distillation"]["tokenizer"], "teacher-pruned");
+    // --teacher-embeddings: every pruned token is the teacher's, so every row transferred.
+    let t = &training["distillation"]["teacher_embeddings"];
+    assert_eq!(t["rows"].as_u64(), Some(vocab(&pruned)), "{t}");
+    let teacher_hidden: Value =
+        serde_json::from_str(&std::fs::read_to_string(teacher.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(t["from_dim"], teacher_hidden["hidden"], "{t}");
     assert!(accuracy(&pruned) > 0.0);
 }
 

@@ -58,6 +58,13 @@ pub struct Args {
     /// Batch size of the teacher's forward passes.
     #[arg(long, default_value_t = 64, value_name = "N")]
     teacher_batch_size: usize,
+    /// Start the student's word embeddings from the teacher's: every token both
+    /// vocabularies have takes the teacher's vector, projected onto its top principal
+    /// axes when the student is narrower and rescaled to the student's initial spread
+    /// (best with --tokenizer teacher-pruned, where every token is shared). Needs a
+    /// float teacher checkpoint.
+    #[arg(long)]
+    teacher_embeddings: bool,
     /// Vocabulary size of the student's trained tokenizer (preset default).
     #[arg(long, value_name = "N")]
     vocab_size: Option<usize>,
@@ -198,6 +205,7 @@ pub fn run(a: Args) -> Result<()> {
         augment: a.augment,
         augment_prob: a.augment_prob,
         teacher_batch_size: a.teacher_batch_size,
+        teacher_embeddings: a.teacher_embeddings,
     };
     let summary = run_job(&job).context("distillation failed")?;
     let o = &summary.train.outcome;

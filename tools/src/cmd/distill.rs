@@ -7,7 +7,7 @@ use host::distill::{run as run_job, DistillJob, KdParams, StudentTokenizer};
 use host::preset::Preset;
 use host::train::TrainOptions;
 
-use super::ColumnArgs;
+use super::{check_val_fraction, ColumnArgs, RecipeArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -65,60 +65,8 @@ pub struct Args {
     /// float teacher checkpoint.
     #[arg(long)]
     teacher_embeddings: bool,
-    /// Vocabulary size of the student's trained tokenizer (preset default).
-    #[arg(long, value_name = "N")]
-    vocab_size: Option<usize>,
-    /// Student hidden size d (preset default).
-    #[arg(long, value_name = "N")]
-    hidden: Option<usize>,
-    /// Student encoder layers (preset default).
-    #[arg(long, value_name = "N")]
-    layers: Option<usize>,
-    /// Student attention heads per layer (preset default).
-    #[arg(long, value_name = "N")]
-    heads: Option<usize>,
-    /// Student feed-forward inner size (preset default).
-    #[arg(long, value_name = "N")]
-    ffn: Option<usize>,
-    /// Student attention-pooling inner size (preset default).
-    #[arg(long, value_name = "N")]
-    pool_dim: Option<usize>,
-    /// Maximum student tokens per text, [CLS] and [SEP] included (the teacher keeps its own).
-    #[arg(long, value_name = "N")]
-    max_len: Option<usize>,
-    /// Dropout probability (preset default).
-    #[arg(long, value_name = "P")]
-    dropout: Option<f32>,
-    /// Maximum epochs (preset default); early stopping may end sooner.
-    #[arg(long, value_name = "N")]
-    epochs: Option<usize>,
-    /// Examples per batch (preset default).
-    #[arg(long, value_name = "N")]
-    batch_size: Option<usize>,
-    /// Peak learning rate after warm-up (preset default).
-    #[arg(long, value_name = "F")]
-    lr: Option<f64>,
-    /// AdamW weight decay (not applied to biases and LayerNorm).
-    #[arg(long, value_name = "F")]
-    weight_decay: Option<f64>,
-    /// Label smoothing of the hard-label part of the loss (preset default).
-    #[arg(long, value_name = "F")]
-    label_smoothing: Option<f64>,
-    /// Share of student tokens replaced by [MASK] during training (preset default).
-    #[arg(long, value_name = "P")]
-    token_dropout: Option<f64>,
-    /// Decay of the weight average that is validated and saved (0 = off; preset default).
-    #[arg(long, value_name = "F")]
-    ema_decay: Option<f64>,
-    /// Epochs without a better validation macro-F1 before stopping.
-    #[arg(long, value_name = "N")]
-    patience: Option<usize>,
-    /// Maximum global gradient norm.
-    #[arg(long, default_value_t = 1.0, value_name = "F")]
-    clip_norm: f64,
-    /// Seed for initialisation, shuffling, dropout, augmentation and the validation split.
-    #[arg(long, default_value_t = 42, value_name = "N")]
-    seed: u64,
+    #[command(flatten)]
+    recipe: RecipeArgs,
     /// No progress bar or per-epoch lines.
     #[arg(long)]
     quiet: bool,
@@ -134,6 +82,7 @@ impl Args {
     /// hidden sizes ≤ 128), otherwise all cores.
     pub fn default_threads(&self) -> Option<usize> {
         let hidden = self
+            .recipe
             .hidden
             .or_else(|| Preset::get(&self.student_preset).ok().map(|p| p.hidden))?;
         (hidden <= 128).then_some(1)
@@ -141,56 +90,16 @@ impl Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut p = Preset::get(&a.student_preset)?;
-    macro_rules! set {
-        ($($f:ident),*) => { $( if let Some(v) = a.$f { p.$f = v; } )* };
-    }
-    set!(
-        vocab_size,
-        hidden,
-        layers,
-        heads,
-        ffn,
-        pool_dim,
-        max_len,
-        dropout,
-        epochs,
-        batch_size,
-        lr,
-        weight_decay,
-        label_smoothing,
-        token_dropout,
-        ema_decay,
-        patience
-    );
-    if a.hidden.is_some() || a.layers.is_some() || a.heads.is_some() || a.ffn.is_some() {
-        p.name = format!("{}-custom", p.name);
-    }
-    if !(0.0..1.0).contains(&a.val_fraction) || a.val_fraction == 0.0 {
-        anyhow::bail!("--val-fraction {} must be in (0, 1)", a.val_fraction);
-    }
+    check_val_fraction(a.val_fraction)?;
+    let p = a.recipe.apply(Preset::get(&a.student_preset)?);
     let kd = KdParams {
         temperature: a.temperature,
         alpha: a.alpha,
     };
     kd.validate()?;
-    // `..Default::default()`: options added later (e.g. by `tools train`) keep their defaults.
-    #[allow(clippy::needless_update)]
     let options = TrainOptions {
-        epochs: p.epochs,
-        batch_size: p.batch_size,
-        lr: p.lr,
-        weight_decay: p.weight_decay,
-        warmup_ratio: p.warmup_ratio,
-        clip_norm: a.clip_norm,
-        patience: p.patience,
-        label_smoothing: p.label_smoothing,
-        token_dropout: p.token_dropout,
-        ema_decay: p.ema_decay,
-        seed: a.seed,
-        progress: !a.quiet,
         distill: Some(kd),
-        ..Default::default()
+        ..a.recipe.options(&p, !a.quiet)
     };
     let job = DistillJob {
         teacher: a.teacher,

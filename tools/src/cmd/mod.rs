@@ -15,6 +15,8 @@ pub mod sign;
 pub mod train;
 
 use host::data::Columns;
+use host::preset::Preset;
+use host::train::TrainOptions;
 
 /// Column flags shared by every command that reads labelled data.
 #[derive(clap::Args, Debug, Clone)]
@@ -34,4 +36,128 @@ impl ColumnArgs {
             label: self.label_col.clone(),
         }
     }
+}
+
+/// Model-size and training-recipe flags shared by `tools train` and `tools distill` (for
+/// distill they size and train the student). Each overrides the preset's value.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RecipeArgs {
+    /// Vocabulary size of the trained tokenizer (preset default).
+    #[arg(long, value_name = "N")]
+    pub vocab_size: Option<usize>,
+    /// Hidden size d (preset default).
+    #[arg(long, value_name = "N")]
+    pub hidden: Option<usize>,
+    /// Encoder layers (preset default).
+    #[arg(long, value_name = "N")]
+    pub layers: Option<usize>,
+    /// Attention heads per layer (preset default).
+    #[arg(long, value_name = "N")]
+    pub heads: Option<usize>,
+    /// Feed-forward inner size (preset default).
+    #[arg(long, value_name = "N")]
+    pub ffn: Option<usize>,
+    /// Attention-pooling inner size (preset default).
+    #[arg(long, value_name = "N")]
+    pub pool_dim: Option<usize>,
+    /// Maximum tokens per text, [CLS] and [SEP] included; longer texts are truncated
+    /// (a distillation teacher keeps its own).
+    #[arg(long, value_name = "N")]
+    pub max_len: Option<usize>,
+    /// Dropout probability (preset default).
+    #[arg(long, value_name = "P")]
+    pub dropout: Option<f32>,
+    /// Maximum epochs (preset default); early stopping may end sooner.
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// Examples per batch (preset default).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate after warm-up (preset default).
+    #[arg(long, value_name = "F")]
+    pub lr: Option<f64>,
+    /// AdamW weight decay (not applied to biases and LayerNorm).
+    #[arg(long, value_name = "F")]
+    pub weight_decay: Option<f64>,
+    /// Label smoothing of the (hard-label) cross-entropy loss.
+    #[arg(long, value_name = "F")]
+    pub label_smoothing: Option<f64>,
+    /// Share of tokens replaced by [MASK] during training (word dropout; preset default).
+    #[arg(long, value_name = "P")]
+    pub token_dropout: Option<f64>,
+    /// Decay of the weight average that is validated and saved (0 = off; preset default).
+    #[arg(long, value_name = "F")]
+    pub ema_decay: Option<f64>,
+    /// Epochs without a better validation macro-F1 before stopping.
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
+    /// Maximum global gradient norm.
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    pub clip_norm: f64,
+    /// Seed for initialisation, shuffling, dropout, augmentation and the validation split.
+    #[arg(long, default_value_t = 42, value_name = "N")]
+    pub seed: u64,
+}
+
+impl RecipeArgs {
+    /// Whether a flag changes the encoder's shape (a pretrained encoder's is fixed).
+    pub fn changes_shape(&self) -> bool {
+        self.hidden.is_some() || self.layers.is_some() || self.heads.is_some() || self.ffn.is_some()
+    }
+
+    /// The preset with these flags applied (named `NAME-custom` when its shape changed).
+    pub fn apply(&self, mut p: Preset) -> Preset {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { p.$f = v; } )* };
+        }
+        set!(
+            vocab_size,
+            hidden,
+            layers,
+            heads,
+            ffn,
+            pool_dim,
+            max_len,
+            dropout,
+            epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            label_smoothing,
+            token_dropout,
+            ema_decay,
+            patience
+        );
+        if self.changes_shape() {
+            p.name = format!("{}-custom", p.name);
+        }
+        p
+    }
+
+    /// Training options of preset `p` (flags applied) with these flags' clip norm and seed.
+    pub fn options(&self, p: &Preset, progress: bool) -> TrainOptions {
+        TrainOptions {
+            epochs: p.epochs,
+            batch_size: p.batch_size,
+            lr: p.lr,
+            weight_decay: p.weight_decay,
+            warmup_ratio: p.warmup_ratio,
+            clip_norm: self.clip_norm,
+            patience: p.patience,
+            label_smoothing: p.label_smoothing,
+            token_dropout: p.token_dropout,
+            ema_decay: p.ema_decay,
+            seed: self.seed,
+            progress,
+            ..Default::default()
+        }
+    }
+}
+
+/// `--val-fraction` must leave something on both sides.
+pub fn check_val_fraction(f: f64) -> anyhow::Result<()> {
+    if !(0.0..1.0).contains(&f) || f == 0.0 {
+        anyhow::bail!("--val-fraction {f} must be in (0, 1)");
+    }
+    Ok(())
 }

@@ -41,7 +41,7 @@ TRAIN_ARGS = {
         "smoke": ["--init", str(MINILM), "--freeze-embeddings", "--epochs", "1"],
     },
     "tiny-distilled": {
-        "full": ["--tokenizer", "teacher-pruned", "--augment", "2", "--epochs", "12"],
+        "full": ["--tokenizer", "teacher-pruned", "--teacher-embeddings", "--augment", "2", "--epochs", "12"],
         "smoke": ["--tokenizer", "teacher-pruned", "--epochs", "2"],
     },
 }

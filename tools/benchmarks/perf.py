@@ -525,7 +525,9 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
     w("more than the microseconds: the machine is shared.\n")
     w(f"Machine: {mach['cpu']}, {nproc} cores ({', '.join(mach['isa'])}), {mach['mem']}, {mach['os']}; "
       f"load average {mach['load'][0]:.1f} at the start, {mach['load_after'][0]:.1f} at the end "
-      f"(other jobs were compiling on the same cores). Versions: "
+      + ("(other jobs were running on the same cores)" if max(mach['load'][0], mach['load_after'][0]) > 1.5
+         else "(1.0 = the benchmark itself)")
+      + ". Versions: "
       + ", ".join(f"{k} {v}" for k, v in raw["versions"].items() if v) + ".\n")
     w(f"Data: {raw['data']} ({Path(test).name} texts as queries; short = ≤ 16 tokens incl. [CLS]/[SEP], "
       f"long = texts joined to 64 tokens). Run: `tools/benchmarks/perf.py"
@@ -745,9 +747,8 @@ maps (`binary_map_vec_par`, `unary_map`: bias adds, residuals, masks, LayerNorm 
 4.4 % scalar `libm::erff` for erf-GELU (PyTorch's is vectorised) and 3.5 % memset of fresh
 gradient buffers. PyTorch runs the same steps as fewer fused, vectorised kernels. The
 next steps would be a fused attention/LayerNorm/GELU backward and a vectorised erf in
-candle, or a sparse (touched-rows) AdamW for the embedding table. Both runs shared the
-machine with compile jobs (load average above); ~800 examples/s for candle on an idle
-machine (below).
+candle, or a sparse (touched-rows) AdamW for the embedding table. The profile was taken
+with compile jobs on the machine; the ratio above is from this run (load average at the top).
 """
 
 ENGINE_NOTES = """## What the device engine does for speed (issue #7)
@@ -777,6 +778,13 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
 - **Threads**: tract runs single-threaded (its default; the `multithread-mm` feature is off),
   onnxruntime was configured to match (intra 1, inter 1, sequential). Parallel queries use
   `device serve --workers N`, one run state per worker.
+- **The int8 graphs do no per-query work over the weights** (session 3, from tract's
+  per-node profile of MiniLM): embedding tables are gathered while int8 and only the
+  gathered rows are scaled (`Gather → Cast → Mul`; dequantising the whole 30,522 x 384 table
+  first made a MiniLM int8 query take ~35 ms, now 4-8 ms), and int8-compute quantises each
+  matmul input with element-wise `Mul/Add/Clip/Cast<u8>` instead of `QuantizeLinear`
+  (tract 0.23 rounds QuantizeLinearU8 element by element through a non-inlined call: it cost
+  as much as the int8 matmul it fed; MiniLM short query 5.4 → 4.1 ms of node time).
 - **Memory**: `device serve` loads one variant only: `--variant`, else the one `device tune`
   recorded, else the manifest's default (`variant::preferred`); see "Memory of `device serve`"
   below. On MiniLM, int8-compute keeps its weights int8 inside tract (MatMulInteger), so it

@@ -26,14 +26,11 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::batching::{sorted_batches, Batch, EncodedExample};
-use crate::checkpoint::{
-    save_weights, write_atomic, Checkpoint, CONFIG_FILE, TOKENIZER_FILE, TRAINING_FILE,
-};
-use crate::config::ModelConfig;
+use crate::checkpoint::{save_weights, write_atomic, Checkpoint, CONFIG_FILE, TOKENIZER_FILE};
 use crate::data::Columns;
 use crate::error::{HostError, Result};
 use crate::model::{AttentionClassifier, Dropout};
-use crate::pipeline::{log_csv, TrainSummary};
+use crate::pipeline::{write_json, TrainSummary};
 use crate::preset::Preset;
 use crate::train::{train, SpecialIds, TrainOptions};
 
@@ -479,12 +476,6 @@ pub fn perturb(
     out.join(if char_level { "" } else { " " })
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text =
-        serde_json::to_string_pretty(value).map_err(|e| HostError::Invalid(e.to_string()))?;
-    write_atomic(path, text.as_bytes())
-}
-
 fn accuracy(predicted: &[usize], gold: &[u32]) -> f64 {
     let right = predicted
         .iter()
@@ -507,6 +498,12 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
     }
     let progress = job.options.progress;
     let teacher_ckpt = Checkpoint::open(&job.teacher)?;
+    if job.teacher_embeddings && teacher_ckpt.quantized {
+        return Err(HostError::Invalid(format!(
+            "{}: --teacher-embeddings needs the float teacher checkpoint (this one is quantised)",
+            job.teacher.display()
+        )));
+    }
     let device = Device::Cpu;
 
     // Data and labels, as `tools train` does (same split, so quantize/export find it).
@@ -622,6 +619,10 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
         job.teacher_batch_size,
         progress,
     )?;
+    // The teacher's word vectors, kept for --teacher-embeddings (a shared handle, no copy).
+    let teacher_table = job
+        .teacher_embeddings
+        .then(|| teacher_model.embeddings.word.clone());
     drop(teacher_model);
     let teacher_seconds = teacher_started.elapsed().as_secs_f64();
     let teacher_train_accuracy = accuracy(&teacher_pred[..originals], &gold[..originals]);
@@ -642,33 +643,15 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
     let val_enc = crate::pipeline::encode(&encoder, &val_set, &labels)?;
 
     let p = &job.preset;
-    let config = ModelConfig {
-        preset: p.name.clone(),
-        vocab_size: encoder.vocab_size(),
-        hidden: p.hidden,
-        layers: p.layers,
-        heads: p.heads,
-        ffn: p.ffn,
-        pool_dim: p.pool_dim,
-        max_len: p.max_len,
-        dropout: p.dropout,
-        layer_norm_eps: 1e-12,
-        labels: labels.clone(),
-    };
+    let config = p.model_config(encoder.vocab_size(), labels.clone());
     std::fs::create_dir_all(&job.out).map_err(|e| HostError::io(&job.out, e))?;
     write_atomic(&job.out.join(TOKENIZER_FILE), &tokenizer_json)?;
     write_json(&job.out.join(CONFIG_FILE), &config)?;
 
     let (model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
     let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
-    let transferred = if job.teacher_embeddings {
-        let r = teacher_embeddings(
-            &teacher_ckpt,
-            &teacher_encoder,
-            &encoder,
-            &varmap,
-            job.options.seed,
-        )?;
+    let transferred = if let Some(table) = &teacher_table {
+        let r = teacher_embeddings(table, &teacher_encoder, &encoder, &varmap, job.options.seed)?;
         if progress {
             eprintln!(
                 "word embeddings: {} of {} student tokens start from the teacher's vectors ({} -> {} dims, {:.1}% of their variance kept)",
@@ -753,57 +736,27 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
             teacher_embeddings: transferred,
         },
     };
-    write_json(&job.out.join(TRAINING_FILE), &summary)?;
-    write_atomic(
-        &job.out.join("training_log.csv"),
-        log_csv(&summary.train.outcome.log).as_bytes(),
-    )?;
-    crate::plot::training_curves(
-        &job.out.join("training_curves.svg"),
-        &summary.train.outcome.log,
-    )?;
-    // The out-of-scope rejection rule, calibrated on validation as `tools train` does.
-    let cal = crate::rejection::calibrate_checkpoint(
+    crate::pipeline::write_records(
         &job.out,
+        &summary,
+        &summary.train.outcome.log,
         &val_set,
-        &crate::rejection::CalibrationOptions::default(),
-        &format!(
-            "{} ({} examples)",
-            summary
-                .train
-                .val_file
-                .as_deref()
-                .unwrap_or("validation split"),
-            val_set.examples.len()
-        ),
+        summary.train.val_file.as_deref(),
+        progress,
     )?;
-    if progress {
-        eprintln!("{}", crate::rejection::summary_line(&cal));
-    }
     Ok(summary)
 }
 
-/// Copies the teacher's word vectors into the fresh student table `varmap` holds, for
-/// every token both tokenizers know (by token string).
+/// Copies the teacher's word vectors (`table`) into the fresh student table `varmap`
+/// holds, for every token both tokenizers know (by token string).
 fn teacher_embeddings(
-    teacher: &Checkpoint,
+    table: &Tensor,
     teacher_encoder: &device::tokenize::TextEncoder,
     student_encoder: &device::tokenize::TextEncoder,
     varmap: &candle_nn::VarMap,
     seed: u64,
 ) -> Result<crate::embedding_transfer::TransferReport> {
     const TABLE: &str = "embeddings.word_embeddings.weight";
-    if teacher.quantized {
-        return Err(HostError::Invalid(format!(
-            "{}: --teacher-embeddings needs the float teacher checkpoint (this one is quantised)",
-            teacher.dir.display()
-        )));
-    }
-    let path = teacher.weights_path();
-    let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
-    let table = tensors
-        .get(TABLE)
-        .ok_or_else(|| HostError::Invalid(format!("{}: no tensor {TABLE}", path.display())))?;
     let (_, from_dim) = table.dims2()?;
     let teacher_values = table.flatten_all()?.to_vec1::<f32>()?;
     let vars = varmap.data().lock().map_err(|_| {

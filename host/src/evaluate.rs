@@ -106,22 +106,31 @@ impl Evaluated {
         }
     }
 
+    /// candle's predictions for `texts` from checkpoint `c` (float, or the quantised
+    /// variant this evaluates).
+    fn checkpoint_predictions(
+        &self,
+        c: &Checkpoint,
+        texts: &[&str],
+    ) -> Result<crate::train::Predictions> {
+        let device = Device::Cpu;
+        let model = match self {
+            Self::CheckpointVariant(_, v) => c.load_variant(*v, &device)?,
+            _ => c.load_model(&device)?,
+        };
+        let encoder = c.encoder()?;
+        let examples = texts
+            .iter()
+            .map(|t| Ok(crate::batching::EncodedExample::new(&encoder.encode(t)?, 0)))
+            .collect::<Result<Vec<_>>>()?;
+        crate::train::predict(&model, &examples, &device)
+    }
+
     /// Predicted label index (argmax) and the probabilities of every class, per text.
     pub fn predict_probs(&self, texts: &[&str]) -> Result<(Vec<usize>, Vec<Vec<f32>>)> {
         match self {
-            Self::Checkpoint(_) | Self::CheckpointVariant(..) => {
-                let device = Device::Cpu;
-                let (c, model) = match self {
-                    Self::CheckpointVariant(c, v) => (c, c.load_variant(*v, &device)?),
-                    Self::Checkpoint(c) => (c, c.load_model(&device)?),
-                    Self::Bundle(_) => unreachable!(),
-                };
-                let encoder = c.encoder()?;
-                let examples = texts
-                    .iter()
-                    .map(|t| Ok(crate::batching::EncodedExample::new(&encoder.encode(t)?, 0)))
-                    .collect::<Result<Vec<_>>>()?;
-                let p = crate::train::predict(&model, &examples, &device)?;
+            Self::Checkpoint(c) | Self::CheckpointVariant(c, _) => {
+                let p = self.checkpoint_predictions(c, texts)?;
                 Ok((p.predicted, p.probs))
             }
             Self::Bundle(b) => {
@@ -138,19 +147,8 @@ impl Evaluated {
     /// Predicted label index for every text.
     pub fn predict(&self, texts: &[&str]) -> Result<Vec<usize>> {
         match self {
-            Self::Checkpoint(_) | Self::CheckpointVariant(..) => {
-                let device = Device::Cpu;
-                let (c, model) = match self {
-                    Self::CheckpointVariant(c, v) => (c, c.load_variant(*v, &device)?),
-                    Self::Checkpoint(c) => (c, c.load_model(&device)?),
-                    Self::Bundle(_) => unreachable!(),
-                };
-                let encoder = c.encoder()?;
-                let examples = texts
-                    .iter()
-                    .map(|t| Ok(crate::batching::EncodedExample::new(&encoder.encode(t)?, 0)))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(crate::train::predict(&model, &examples, &device)?.predicted)
+            Self::Checkpoint(c) | Self::CheckpointVariant(c, _) => {
+                Ok(self.checkpoint_predictions(c, texts)?.predicted)
             }
             Self::Bundle(b) => {
                 let mut out = Vec::with_capacity(texts.len());

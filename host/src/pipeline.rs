@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use crate::batching::EncodedExample;
 use crate::checkpoint::{save_weights, write_atomic, CONFIG_FILE, TOKENIZER_FILE, TRAINING_FILE};
-use crate::config::ModelConfig;
 use crate::data::{Columns, Dataset};
 use crate::error::{HostError, Result};
 use crate::model::AttentionClassifier;
@@ -72,10 +71,42 @@ pub fn encode(
         .collect()
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+/// `value` as pretty JSON at `path`, written atomically.
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| HostError::Invalid(e.to_string()))?;
     write_atomic(path, text.as_bytes())
+}
+
+/// What every training run leaves beside its weights: `training.json` (`summary`),
+/// `training_log.csv`, `training_curves.svg`, and the out-of-scope rejection rule
+/// calibrated on the validation split with the saved (best) weights (rejection.json +
+/// rejection_curve.svg, docs/rejection.md). Shared by `tools train` and `tools distill`.
+pub fn write_records(
+    out: &Path,
+    summary: &impl Serialize,
+    log: &[EpochLog],
+    val_set: &Dataset,
+    val_file: Option<&str>,
+    progress: bool,
+) -> Result<()> {
+    write_json(&out.join(TRAINING_FILE), summary)?;
+    write_atomic(&out.join("training_log.csv"), log_csv(log).as_bytes())?;
+    crate::plot::training_curves(&out.join("training_curves.svg"), log)?;
+    let cal = crate::rejection::calibrate_checkpoint(
+        out,
+        val_set,
+        &crate::rejection::CalibrationOptions::default(),
+        &format!(
+            "{} ({} examples)",
+            val_file.unwrap_or("validation split"),
+            val_set.examples.len()
+        ),
+    )?;
+    if progress {
+        eprintln!("{}", crate::rejection::summary_line(&cal));
+    }
+    Ok(())
 }
 
 /// The per-epoch log as CSV.
@@ -167,19 +198,7 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
             p.dropout,
             encoder.vocab_size(),
         )?,
-        None => ModelConfig {
-            preset: p.name.clone(),
-            vocab_size: encoder.vocab_size(),
-            hidden: p.hidden,
-            layers: p.layers,
-            heads: p.heads,
-            ffn: p.ffn,
-            pool_dim: p.pool_dim,
-            max_len: p.max_len,
-            dropout: p.dropout,
-            layer_norm_eps: 1e-12,
-            labels: labels.clone(),
-        },
+        None => p.model_config(encoder.vocab_size(), labels.clone()),
     };
     let train_enc = encode(&encoder, &train_set, &labels)?;
     let val_enc = encode(&encoder, &val_set, &labels)?;
@@ -249,26 +268,13 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         init,
         outcome,
     };
-    write_json(&job.out.join(TRAINING_FILE), &summary)?;
-    write_atomic(
-        &job.out.join("training_log.csv"),
-        log_csv(&summary.outcome.log).as_bytes(),
-    )?;
-    crate::plot::training_curves(&job.out.join("training_curves.svg"), &summary.outcome.log)?;
-    // Out-of-scope rejection rule, calibrated on the validation split with the saved
-    // (best) weights: rejection.json + rejection_curve.svg (docs/rejection.md).
-    let cal = crate::rejection::calibrate_checkpoint(
+    write_records(
         &job.out,
+        &summary,
+        &summary.outcome.log,
         &val_set,
-        &crate::rejection::CalibrationOptions::default(),
-        &format!(
-            "{} ({} examples)",
-            summary.val_file.as_deref().unwrap_or("validation split"),
-            val_set.examples.len()
-        ),
+        summary.val_file.as_deref(),
+        job.options.progress,
     )?;
-    if job.options.progress {
-        eprintln!("{}", crate::rejection::summary_line(&cal));
-    }
     Ok(summary)
 }

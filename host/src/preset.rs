@@ -36,6 +36,28 @@ const SHIPPED: [(&str, &str); 3] = [
 ];
 
 impl Preset {
+    /// The architecture these sizes describe, for a tokenizer of `vocab_size` tokens and
+    /// these labels (a model trained from scratch; a pretrained encoder brings its own).
+    pub fn model_config(
+        &self,
+        vocab_size: usize,
+        labels: Vec<String>,
+    ) -> crate::config::ModelConfig {
+        crate::config::ModelConfig {
+            preset: self.name.clone(),
+            vocab_size,
+            hidden: self.hidden,
+            layers: self.layers,
+            heads: self.heads,
+            ffn: self.ffn,
+            pool_dim: self.pool_dim,
+            max_len: self.max_len,
+            dropout: self.dropout,
+            layer_norm_eps: 1e-12,
+            labels,
+        }
+    }
+
     /// Names of the shipped presets.
     pub fn names() -> Vec<&'static str> {
         SHIPPED.iter().map(|(n, _)| *n).collect()

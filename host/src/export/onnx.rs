@@ -517,21 +517,12 @@ impl<'w> GraphBuilder<'w> {
             .map_err(tensor_err)
     }
 
-    /// The checkpoint tensor `name` as an initializer of the same shape and name (vectors,
-    /// embedding tables). Written once however often it is asked for.
+    /// The f32 checkpoint tensor `name` as an initializer of the same shape and name
+    /// (vectors, float embedding tables; int8 tables go through [`Self::gather_rows`]).
+    /// Written once however often it is asked for.
     pub fn weight(&mut self, name: &str, shape: &[usize]) -> Result<String> {
         if let Some(done) = self.emitted.get(name) {
             return Ok(done.clone());
-        }
-        if let Some((q, scale)) = self.int8_initializers(name)? {
-            let deq = self.add_node(
-                "DequantizeLinear",
-                &[&q, &scale],
-                &format!("{name}.dequantized"),
-                vec![attr_int("axis", 0)],
-            );
-            self.emitted.insert(name.into(), deq.clone());
-            return Ok(deq);
         }
         let values = self.weight_values(name, shape)?;
         let init = match self.external_f32(name, name, shape) {

@@ -81,11 +81,7 @@ impl Args {
     /// Threads when `--threads` is not given: as `tools train` for the student (1 for
     /// hidden sizes ≤ 128), otherwise all cores.
     pub fn default_threads(&self) -> Option<usize> {
-        let hidden = self
-            .recipe
-            .hidden
-            .or_else(|| Preset::get(&self.student_preset).ok().map(|p| p.hidden))?;
-        (hidden <= 128).then_some(1)
+        self.recipe.default_threads(&self.student_preset)
     }
 }
 

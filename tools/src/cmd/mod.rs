@@ -105,6 +105,16 @@ impl RecipeArgs {
         self.hidden.is_some() || self.layers.is_some() || self.heads.is_some() || self.ffn.is_some()
     }
 
+    /// Threads when `--threads` is not given: 1 when the model (preset `preset`, or
+    /// --hidden) is at most 128 wide (its matmuls are too small to split across cores
+    /// profitably), otherwise all cores (`None`).
+    pub fn default_threads(&self, preset: &str) -> Option<usize> {
+        let hidden = self
+            .hidden
+            .or_else(|| Preset::get(preset).ok().map(|p| p.hidden))?;
+        (hidden <= 128).then_some(1)
+    }
+
     /// The preset with these flags applied (named `NAME-custom` when its shape changed).
     pub fn apply(&self, mut p: Preset) -> Preset {
         macro_rules! set {

@@ -63,11 +63,7 @@ impl Args {
         if self.init.is_some() {
             return None;
         }
-        let hidden = self
-            .recipe
-            .hidden
-            .or_else(|| Preset::get(&self.preset_name()).ok().map(|p| p.hidden))?;
-        (hidden <= 128).then_some(1)
+        self.recipe.default_threads(&self.preset_name())
     }
 
     fn preset_name(&self) -> String {

@@ -101,6 +101,7 @@ fn fast_engine_matches_plain_engine_and_suite_runs() {
         "## Fixed-length plans vs the symbolic plan",
         "## Memory, cold start, size",
         "## Headline",
+        "## Code layout of the device binary",
     ] {
         assert!(doc.contains(section), "{section} missing:\n{doc}");
     }

@@ -23,7 +23,8 @@ Steps:
    picked at run time for this CPU, which valgrind's emulated CPU does not pick) join the
    order, relink, repeat.
 5. The plain build is restored (`target/release/device` stays the normal PIE binary); the laid-out
-   one is `target/release/device-laid-out`.
+   one is `target/release/device-laid-out`, with the sources it was built from beside it
+   (`device-laid-out.json`: perf.py measures it only while they are unchanged).
 6. Checks: both binaries classify the texts identically (JSON lines minus timings).
 7. Measures `device serve` peak RSS (VmHWM), anonymous and file-backed RSS and cold start of both
    binaries, interleaved (perf.py's serve_probe), and writes tools/benchmarks/code_layout.md,
@@ -254,9 +255,10 @@ def main():
         hot += new
         laid = relink(hot)
     restore_plain()
-    # Copied after the plain rebuild, without its old mtime: perf.py measures the laid-out binary
-    # only while it is newer than target/release/device (else the code changed since).
+    # perf.py measures the laid-out binary while device_sources() still matches this record.
     shutil.copy(laid, LAID_OUT)
+    meta = {"sources": perf.device_sources(), "order": laid.name, "functions": len(set(hot))}
+    LAID_OUT.with_name(LAID_OUT.name + ".json").write_text(json.dumps(meta, indent=1))
     layout_secs = time.time() - t0
 
     for v in variants:

@@ -295,6 +295,42 @@ def fasttext_bench(train, test, queries_file, work):
 
 # ---------------------------------------------------------------- serve: RSS and cold start
 
+def device_sources():
+    """What the device binary is built from (git trees of device/, protocol/, Cargo.lock and
+    Cargo.toml, plus uncommitted changes there): a laid-out binary is measured only while
+    this is unchanged since tools/benchmarks/code_layout.py made it."""
+    paths = ["device", "protocol", "Cargo.lock", "Cargo.toml"]
+    trees = subprocess.run(["git", "rev-parse"] + [f"HEAD:{x}" for x in paths], cwd=ROOT,
+                           capture_output=True, text=True).stdout.split()
+    dirty = subprocess.run(["git", "diff", "HEAD", "--"] + paths, cwd=ROOT, capture_output=True, text=True).stdout
+    return {"trees": trees, "uncommitted": len(dirty), "diff_hash": hash_text(dirty)}
+
+
+def hash_text(text):
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def laid_out_current():
+    meta = LAID_OUT.with_name(LAID_OUT.name + ".json")
+    if not (LAID_OUT.exists() and meta.exists()):
+        return False
+    if json.loads(meta.read_text()).get("sources") != device_sources():
+        log(f"{LAID_OUT} was built from other sources: rerun tools/benchmarks/code_layout.py to measure it")
+        return False
+    return True
+
+
+def probe_laid_out(bundles, texts):
+    """serve RSS of the laid-out binary, per bundle and variant (median of 3)."""
+    out = {}
+    for b in bundles:
+        for name, _, _ in variants(b):
+            runs = [serve_probe(b, texts, name, LAID_OUT) for _ in range(1 if SMOKE else 3)]
+            out[f"{b}|{name}"] = {k: med([x[k] for x in runs]) for k in runs[0]}
+    return out
+
+
 def serve_probe(bundle, texts, variant=None, device=None):
     """Peak RSS of `device serve` after answering `texts`, and process start -> first answer."""
     master, slave = os.openpty()
@@ -403,11 +439,23 @@ def main():
     ap.add_argument("--work", default=str(ROOT / ("runs/perf-smoke" if SMOKE else "runs/perf")))
     ap.add_argument("--out", default=None, help="markdown output (default: docs/benchmarks.md; smoke: WORK/benchmarks.md)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--laid-out-only", action="store_true",
+                    help="measure only `device serve` of target/release/device-laid-out (tools/benchmarks/"
+                         "code_layout.py) on the bundles and texts of WORK/perf.json, add it there and rewrite "
+                         "the markdown")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the markdown from WORK/perf.json of the last run (no measuring)")
     a = ap.parse_args()
-    if a.report_only:
+    if a.report_only or a.laid_out_only:
         raw = json.loads((Path(a.work) / "perf.json").read_text())
+        if a.laid_out_only:
+            if not laid_out_current():
+                sys.exit("perf: no current target/release/device-laid-out: run tools/benchmarks/code_layout.py")
+            texts = [r["text"] for r in csv.DictReader(open(raw["test_file"], newline="", encoding="utf-8"))][:200]
+            raw["serve_laid_out"] = probe_laid_out([Path(b) for b in raw["bundles"]], texts)
+            raw["serve_laid_out_when"] = (f"measured after the run by `perf.py --laid-out-only`, load average "
+                                          f"{os.getloadavg()[0]:.1f}")
+            (Path(a.work) / "perf.json").write_text(json.dumps(raw, indent=1))
         a.rounds, a.train_epochs, a.train_rounds = raw["args"]["rounds"], raw["args"]["train_epochs"], raw["args"]["train_rounds"]
         bundles = [Path(b) for b in raw["bundles"]]
         split = lambda d: {tuple(k.split("|", 1)): v for k, v in d.items()}
@@ -467,22 +515,17 @@ def main():
     # -- serve RSS / cold start, classify RSS per variant, sizes
     log("serve RSS and cold start")
     texts = [r["text"] for r in csv.DictReader(open(test, newline="", encoding="utf-8"))][:200]
-    serve, serve_laid_out, classify, sizes = {}, {}, {}, {}
-    laid_out = LAID_OUT.exists() and LAID_OUT.stat().st_mtime >= DEVICE.stat().st_mtime
-    if LAID_OUT.exists() and not laid_out:
-        log(f"{LAID_OUT} is older than {DEVICE}: rerun tools/benchmarks/code_layout.py to measure it")
+    serve, classify, sizes = {}, {}, {}
     for b in bundles:
         for name, f, ext in variants(b):
             runs = [serve_probe(b, texts, name) for _ in range(1 if SMOKE else 3)]
             serve[f"{b}|{name}"] = {k: med([x[k] for x in runs]) for k in runs[0]}
-            if laid_out:
-                runs = [serve_probe(b, texts, name, LAID_OUT) for _ in range(1 if SMOKE else 3)]
-                serve_laid_out[f"{b}|{name}"] = {k: med([x[k] for x in runs]) for k in runs[0]}
             cs = [classify_probe(b, name, texts[0]) for _ in range(1 if SMOKE else 3)]
             classify[(str(b), name)] = {k: med([x[k] for x in cs]) for k in cs[0]}
             files = [f, *ext, "tokenizer.json", "manifest.json"]
             sizes[(str(b), name)] = sum((Path(b) / x).stat().st_size for x in files)
         sizes[(str(b), "*")] = sum(p.stat().st_size for p in Path(b).iterdir() if p.is_file())
+    serve_laid_out = probe_laid_out(bundles, texts) if laid_out_current() else {}
 
     # -- matmul peak and FLOPs
     log("matmul peak")
@@ -669,6 +712,20 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
                  f"{fmt(sv['cold_start_ms'])} ms" if sv else "(not measured) | | ")
               + f" | {c['maxrss_kb'] / 1024:.1f} MB | {c['wall_ms']:.0f} ms |")
     w("")
+    laid = raw.get("serve_laid_out") or {}
+    if laid:
+        w("The same `device serve` probe with the laid-out binary (`target/release/device-laid-out`, "
+          "made by tools/benchmarks/code_layout.py from the same sources; "
+          f"{raw.get('serve_laid_out_when') or 'same run'}; see \"Code layout\" below):\n")
+        w("| bundle | variant | serve peak RSS | anon / file | serve cold start |")
+        w("|---|---|---|---|---|")
+        for b in bundles:
+            for v, _, _ in variants(b):
+                lo = laid.get(f"{b}|{v}")
+                if lo:
+                    w(f"| {bundle_label(b)} | {v} | {lo['vmhwm_kb'] / 1024:.1f} MB | "
+                      f"{lo['rss_anon_kb'] / 1024:.1f} / {lo['rss_file_kb'] / 1024:.1f} MB | {fmt(lo['cold_start_ms'])} ms |")
+        w("")
 
     w("## Training throughput: candle vs PyTorch (tiny preset)\n")
     tr = raw["train"]
@@ -734,7 +791,8 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
                 best = sv["vmhwm_kb"]
                 lo = (raw.get("serve_laid_out") or {}).get(f"{b}|{v}")
                 if lo:
-                    cell += (f"; laid-out binary (code_layout.py): **{lo['vmhwm_kb'] / 1024:.1f} MB** "
+                    when = raw.get("serve_laid_out_when") or "same run"
+                    cell += (f"; laid-out binary (code_layout.py; {when}): **{lo['vmhwm_kb'] / 1024:.1f} MB** "
                              f"({lo['rss_anon_kb'] / 1024:.1f} + {lo['rss_file_kb'] / 1024:.1f} MB)")
                     best = min(best, lo["vmhwm_kb"])
                 w(f"| `device serve` peak RSS ≤ {limit} MB, {preset} int8 | {cell} | "

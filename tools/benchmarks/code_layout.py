@@ -104,7 +104,7 @@ def serve_session(prefix, binary, bundle, variant, texts, timeout):
     os.close(master)
     os.close(slave)
     if frames < len(texts):
-        sys.exit(f"code_layout: {' '.join(prefix[:1]) or 'serve'}: {frames} of {len(texts)} texts answered in {timeout} s")
+        raise RuntimeError(f"{prefix[0] if prefix else 'serve'}: {frames} of {len(texts)} texts answered in {timeout} s")
 
 
 def callgrind_functions(binary, bundle, variant, texts):
@@ -236,25 +236,34 @@ def main():
     shutil.copy2(RELEASE / "device", PLAIN)
     log("profiling device serve under callgrind (a few minutes)")
     hot = []
-    for v in variants:
-        hot += callgrind_functions(PLAIN, bundle, v, profile_texts)
-    log(f"{len(set(hot))} functions run")
-    laid = relink(hot)
-    rounds_done = 0
-    for i in range(args.fault_rounds):
-        if not shutil.which("perf"):
-            log("no linux perf: skipping the native page-fault rounds")
-            break
-        new = []
+    try:
         for v in variants:
-            new += [f for f in faulting_functions(laid, bundle, v, profile_texts) if f not in set(hot)]
-        rounds_done += 1
-        log(f"fault round {i + 1}: {len(set(new))} more functions")
-        if not new:
-            break
-        hot += new
+            hot += callgrind_functions(PLAIN, bundle, v, profile_texts)
+    except RuntimeError as e:
+        sys.exit(f"code_layout: callgrind profile failed: {e}")
+    log(f"{len(set(hot))} functions run")
+    rounds_done = 0
+    try:
         laid = relink(hot)
-    restore_plain()
+        for i in range(args.fault_rounds):
+            if not shutil.which("perf"):
+                log("no linux perf: skipping the native page-fault rounds")
+                break
+            new = []
+            try:
+                for v in variants:
+                    new += [f for f in faulting_functions(laid, bundle, v, profile_texts) if f not in set(hot)]
+            except RuntimeError as e:  # e.g. perf_event_paranoid forbids it
+                log(f"page-fault round skipped: {e}")
+                break
+            rounds_done += 1
+            log(f"fault round {i + 1}: {len(set(new))} more functions")
+            if not new:
+                break
+            hot += new
+            laid = relink(hot)
+    finally:
+        restore_plain()  # whatever failed, target/release/device goes back to the plain build
     # perf.py measures the laid-out binary while device_sources() still matches this record.
     shutil.copy(laid, LAID_OUT)
     meta = {"sources": perf.device_sources(), "order": laid.name, "functions": len(set(hot))}

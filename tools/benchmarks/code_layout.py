@@ -85,8 +85,7 @@ def serve_session(prefix, binary, bundle, variant, texts, timeout):
     text is answered, then stops it: valgrind writes its profile on SIGTERM, perf record on SIGINT."""
     master, slave = os.openpty()
     tty.setraw(slave)
-    cmd = prefix + [str(binary), "serve", "--bundle", str(bundle), "--allow-unsigned",
-                    "--serial", os.ttyname(slave), "--input", "-", "--variant", variant]
+    cmd = prefix + perf.serve_cmd(binary, bundle, os.ttyname(slave), variant)
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     p.stdin.write("".join(t + "\n" for t in texts).encode())
     p.stdin.flush()
@@ -95,7 +94,7 @@ def serve_session(prefix, binary, bundle, variant, texts, timeout):
         r, _, _ = select.select([master], [], [], 0.5)
         if r:
             buf += os.read(master, 65536)
-            frames = sum(1 for f in buf.split(b"\x00")[:-1] if f)
+            frames = perf.frames_in(buf)
     p.send_signal(signal.SIGINT if prefix and prefix[0] == "perf" else signal.SIGTERM)
     try:
         p.wait(timeout=120)
@@ -152,9 +151,9 @@ def text_symbols(binary):
     return syms
 
 
-def relink(hot):
-    """Relinks target/release/device with `hot` functions first; returns a copy's path."""
-    present = set(text_symbols(RELEASE / "device"))
+def relink(hot, present):
+    """Relinks target/release/device with the `hot` functions among its symbols `present`
+    first (the names do not change with the link); returns a copy's path."""
     rank = {}
     for i, name in enumerate(hot):
         rank.setdefault(name, i)
@@ -244,15 +243,16 @@ def main():
     log(f"{len(set(hot))} functions run")
     rounds_done = 0
     try:
-        laid = relink(hot)
+        present = set(text_symbols(PLAIN))
+        laid = relink(hot, present)
         for i in range(args.fault_rounds):
             if not shutil.which("perf"):
                 log("no linux perf: skipping the native page-fault rounds")
                 break
-            new = []
+            new, known = [], set(hot)
             try:
                 for v in variants:
-                    new += [f for f in faulting_functions(laid, bundle, v, profile_texts) if f not in set(hot)]
+                    new += [f for f in faulting_functions(laid, bundle, v, profile_texts) if f not in known]
             except RuntimeError as e:  # e.g. perf_event_paranoid forbids it
                 log(f"page-fault round skipped: {e}")
                 break
@@ -261,7 +261,7 @@ def main():
             if not new:
                 break
             hot += new
-            laid = relink(hot)
+            laid = relink(hot, present)
     finally:
         restore_plain()  # whatever failed, target/release/device goes back to the plain build
     # perf.py measures the laid-out binary while device_sources() still matches this record.

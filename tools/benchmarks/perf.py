@@ -20,6 +20,7 @@ Needs: cargo, python3 with numpy, onnxruntime, onnx, tokenizers; optional fastte
 """
 import argparse
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -303,12 +304,7 @@ def device_sources():
     trees = subprocess.run(["git", "rev-parse"] + [f"HEAD:{x}" for x in paths], cwd=ROOT,
                            capture_output=True, text=True).stdout.split()
     dirty = subprocess.run(["git", "diff", "HEAD", "--"] + paths, cwd=ROOT, capture_output=True, text=True).stdout
-    return {"trees": trees, "uncommitted": len(dirty), "diff_hash": hash_text(dirty)}
-
-
-def hash_text(text):
-    import hashlib
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return {"trees": trees, "uncommitted": len(dirty), "diff_hash": hashlib.sha256(dirty.encode()).hexdigest()[:16]}
 
 
 def laid_out_current():
@@ -321,26 +317,35 @@ def laid_out_current():
     return True
 
 
-def probe_laid_out(bundles, texts):
-    """serve RSS of the laid-out binary, per bundle and variant (median of 3)."""
+def serve_probes(bundles, texts, device=None):
+    """serve_probe of every variant of every bundle (median of 3), keyed "BUNDLE|VARIANT"."""
     out = {}
     for b in bundles:
         for name, _, _ in variants(b):
-            runs = [serve_probe(b, texts, name, LAID_OUT) for _ in range(1 if SMOKE else 3)]
+            runs = [serve_probe(b, texts, name, device) for _ in range(1 if SMOKE else 3)]
             out[f"{b}|{name}"] = {k: med([x[k] for x in runs]) for k in runs[0]}
     return out
+
+
+def serve_cmd(device, bundle, port, variant=None):
+    """`device serve` on `bundle`, answering texts from stdin over the serial `port`."""
+    cmd = [device, "serve", "--bundle", bundle, "--allow-unsigned", "--serial", port, "--input", "-"]
+    return [str(c) for c in cmd + (["--variant", variant] if variant else [])]
+
+
+def frames_in(buf):
+    """Complete frames in what the port gave: COBS-encoded, each ending with 0x00 (a lone
+    0x00 resyncs at start)."""
+    return sum(1 for f in buf.split(b"\x00")[:-1] if f)
 
 
 def serve_probe(bundle, texts, variant=None, device=None):
     """Peak RSS of `device serve` after answering `texts`, and process start -> first answer."""
     master, slave = os.openpty()
     tty.setraw(slave)
-    env = dict(os.environ)
-    cmd = [device or DEVICE, "serve", "--bundle", bundle, "--allow-unsigned", "--serial", os.ttyname(slave), "--input", "-"]
-    if variant:
-        cmd += ["--variant", variant]
     t0 = time.perf_counter()
-    p = subprocess.Popen([str(c) for c in cmd], stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen(serve_cmd(device or DEVICE, bundle, os.ttyname(slave), variant),
+                         stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdin.write((texts[0] + "\n").encode())
     p.stdin.flush()
     buf, first = b"", None
@@ -349,8 +354,7 @@ def serve_probe(bundle, texts, variant=None, device=None):
         r, _, _ = select.select([master], [], [], 0.2)
         if r:
             buf += os.read(master, 65536)
-            # frames are COBS-encoded and end with 0x00; a lone 0x00 resyncs at start
-            if any(len(f) > 0 for f in buf.split(b"\x00")[:-1]):
+            if frames_in(buf):
                 first = time.perf_counter() - t0
                 break
     frames = 0
@@ -363,7 +367,7 @@ def serve_probe(bundle, texts, variant=None, device=None):
             r, _, _ = select.select([master], [], [], 0.2)
             if r:
                 buf += os.read(master, 65536)
-                frames = sum(1 for f in buf.split(b"\x00")[:-1] if f) - 1
+                frames = frames_in(buf) - 1
                 if frames >= want:
                     break
     status = open(f"/proc/{p.pid}/status").read()
@@ -375,6 +379,20 @@ def serve_probe(bundle, texts, variant=None, device=None):
     os.close(master)
     os.close(slave)
     return res
+
+
+def tiny_alone(a, bundles):
+    """Headline and command of docs/benchmarks-tiny.md (the tiny model benchmarked on its own),
+    for a run of several bundles that is not itself writing that file; else None."""
+    alone = ROOT / "docs/benchmarks-tiny.md"
+    if len(bundles) < 2 or not alone.exists() or (a.out and Path(a.out).resolve() == alone):
+        return None
+    text = alone.read_text()
+    if "## Headline" not in text:
+        return None
+    run_line = re.search(r"Run: (`[^`]*`)", text)
+    return {"headline": text.split("## Headline", 1)[1].strip().split("\n\n")[0],
+            "run": run_line.group(1) if run_line else ""}
 
 
 def serve_of(raw, bundle, variant):
@@ -452,7 +470,7 @@ def main():
             if not laid_out_current():
                 sys.exit("perf: no current target/release/device-laid-out: run tools/benchmarks/code_layout.py")
             texts = [r["text"] for r in csv.DictReader(open(raw["test_file"], newline="", encoding="utf-8"))][:200]
-            raw["serve_laid_out"] = probe_laid_out([Path(b) for b in raw["bundles"]], texts)
+            raw["serve_laid_out"] = serve_probes([Path(b) for b in raw["bundles"]], texts, LAID_OUT)
             raw["serve_laid_out_when"] = (f"measured after the run by `perf.py --laid-out-only`, load average "
                                           f"{os.getloadavg()[0]:.1f}")
             (Path(a.work) / "perf.json").write_text(json.dumps(raw, indent=1))
@@ -515,17 +533,16 @@ def main():
     # -- serve RSS / cold start, classify RSS per variant, sizes
     log("serve RSS and cold start")
     texts = [r["text"] for r in csv.DictReader(open(test, newline="", encoding="utf-8"))][:200]
-    serve, classify, sizes = {}, {}, {}
+    serve = serve_probes(bundles, texts)
+    serve_laid_out = serve_probes(bundles, texts, LAID_OUT) if laid_out_current() else {}
+    classify, sizes = {}, {}
     for b in bundles:
         for name, f, ext in variants(b):
-            runs = [serve_probe(b, texts, name) for _ in range(1 if SMOKE else 3)]
-            serve[f"{b}|{name}"] = {k: med([x[k] for x in runs]) for k in runs[0]}
             cs = [classify_probe(b, name, texts[0]) for _ in range(1 if SMOKE else 3)]
             classify[(str(b), name)] = {k: med([x[k] for x in cs]) for k in cs[0]}
             files = [f, *ext, "tokenizer.json", "manifest.json"]
             sizes[(str(b), name)] = sum((Path(b) / x).stat().st_size for x in files)
         sizes[(str(b), "*")] = sum(p.stat().st_size for p in Path(b).iterdir() if p.is_file())
-    serve_laid_out = probe_laid_out(bundles, texts) if laid_out_current() else {}
 
     # -- matmul peak and FLOPs
     log("matmul peak")
@@ -763,11 +780,9 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
         w(f"| tiny, batch 1, 1 thread, ≤ 16 tokens: e2e p50 ≤ 100 µs | {fmt(d50)} µs (load average "
           f"{mach['load'][0]:.0f} on 2 cores; onnxruntime needed {fmt(o50)} µs in the same rounds) | "
           f"{'yes' if d50 <= 100 else 'no'} |")
-        alone_ratio = None
-        alone = ROOT / "docs/benchmarks-tiny.md"
-        if len(bundles) > 1 and alone.exists() and (not a.out or Path(a.out).resolve() != alone):
-            m = re.search(r"\(\*\*([0-9.]+)x\*\*\)", alone.read_text().split("## Headline", 1)[-1])
-            alone_ratio = float(m.group(1)) if m else None
+        alone = tiny_alone(a, bundles)
+        m = re.search(r"\(\*\*([0-9.]+)x\*\*\)", alone["headline"]) if alone else None
+        alone_ratio = float(m.group(1)) if m else None
         met = d50 <= o50 and (alone_ratio is None or alone_ratio <= 1.0)
         w(f"| same, ≤ 1.0x onnxruntime on the same ONNX file | e2e {d50 / o50:.2f}x, model alone {dm / om:.2f}x"
           + (f"; measured alone (below): e2e {alone_ratio:.2f}x" if alone_ratio is not None else "")
@@ -810,16 +825,11 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
             w(f"| candle training ≥ 1.0x PyTorch examples/s (1 thread, batch 32) | {ratio:.2f}x | "
               f"{'yes' if ratio >= 1 else 'no (profile above)'} |")
         w("")
-        alone = ROOT / "docs/benchmarks-tiny.md"
-        if len(bundles) > 1 and alone.exists() and (not a.out or Path(a.out).resolve() != alone):
-            text = alone.read_text()
-            head = text.split("## Headline", 1)[-1].strip().split("\n\n")[0] if "## Headline" in text else ""
-            run_line = re.search(r"Run: (`[^`]*`)", text)
-            if head:
-                w(f"The tiny model measured alone ({run_line.group(1) if run_line else ''}, "
-                  f"docs/benchmarks-tiny.md): {head} With several bundles in one run, onnxruntime's times for "
-                  "the tiny model have come out up to 45 % slower than alone while the device's did not "
-                  "move, so for the tiny ratio the run alone is the figure to quote.\n")
+        if alone:
+            w(f"The tiny model measured alone ({alone['run']}, "
+              f"docs/benchmarks-tiny.md): {alone['headline']} With several bundles in one run, onnxruntime's times for "
+              "the tiny model have come out up to 45 % slower than alone while the device's did not "
+              "move, so for the tiny ratio the run alone is the figure to quote.\n")
         w("Adding bundles (e.g. MiniLM-L6 float and int8 once exported): "
           "`tools/benchmarks/perf.py --bundle TINY_FLOAT --bundle TINY_INT8 --bundle MINILM_FLOAT --bundle MINILM_INT8`; "
           "every variant of every bundle is measured in the same interleaved rounds.\n")

@@ -34,8 +34,9 @@ pub struct BenchArgs {
     variants: Vec<String>,
 
     /// Plan modes: `buckets` (the default engine: fixed-length plans for single texts),
-    /// `symbolic` (one plan with symbolic batch/seq), `baseline` (symbolic plan and the
-    /// `tokenizers` library without the ASCII fast path: the engine before issue #7).
+    /// `symbolic` (one plan with symbolic batch/seq), `baseline` (symbolic plan, tract's own
+    /// LayerNorm and Softmax, and the `tokenizers` library without the ASCII fast path: the
+    /// engine before issue #7).
     #[arg(long, value_delimiter = ',', default_value = "buckets")]
     modes: Vec<String>,
 
@@ -64,8 +65,9 @@ pub struct BenchArgs {
     #[arg(long)]
     profile: bool,
 
-    /// Instead of timing, check that the default engine (fixed-length plans) gives the
-    /// symbolic plan's labels and probabilities (≤ 1e-5; ≤ 2e-2 for int8-compute, whose
+    /// Instead of timing, check that the default engine (fixed-length plans, fused
+    /// LayerNorm and Softmax) gives the labels and probabilities of the symbolic plan with
+    /// tract's own ops (≤ 1e-5; ≤ 2e-2 for int8-compute, whose
     /// run-time activation rounding depends on summation order) on every text of the file
     /// and the long set; exits with an error on a difference.
     #[arg(long)]
@@ -240,6 +242,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                         "buckets" => false,
                         m => bail!("unknown mode {m:?} (buckets, symbolic, baseline)"),
                     },
+                    tract_ops: mode == "baseline",
                     ..EngineOptions::default()
                 };
                 let encoder = TextEncoder::from_bundle(&verified)?;
@@ -290,8 +293,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     c.mode,
                     ids[0].len()
                 );
-                for (node, us) in nodes.iter().take(25) {
+                let shown = std::env::var("DEVICE_PROFILE_NODES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(25);
+                for (node, us) in nodes.iter().take(shown) {
                     println!("{:8.2} µs  {node}", us / runs as f64);
+                }
+                if nodes.len() > shown {
+                    let rest: f64 = nodes[shown..].iter().map(|n| n.1).sum::<f64>() / runs as f64;
+                    println!("{rest:8.2} µs  in the other {} nodes", nodes.len() - shown);
                 }
             }
         }
@@ -375,6 +386,7 @@ fn throughput(a: &BenchArgs, configs: &[Config]) -> Result<()> {
         let verified = Bundle::read(&c.bundle)?.verify()?;
         let options = EngineOptions {
             symbolic_only: c.mode != "buckets",
+            tract_ops: c.mode == "baseline",
             ..EngineOptions::default()
         };
         let workers: Vec<Classifier> = (0..n)
@@ -438,6 +450,9 @@ fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
                     &v.name,
                     EngineOptions {
                         symbolic_only,
+                        // The reference runs tract's own LayerNorm and Softmax, so the
+                        // check covers the fused kernels too.
+                        tract_ops: symbolic_only,
                         ..EngineOptions::default()
                     },
                 )

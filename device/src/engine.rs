@@ -23,6 +23,11 @@
 //! `attention` is cut back to `n`. Batches and lengths above the largest bucket use the
 //! symbolic plan.
 //!
+//! Parsing swaps in the device's fused `LayerNormalization` and `Softmax` kernels
+//! ([`crate::fused_ops`]; off with [`EngineOptions::tract_ops`] or `DEVICE_TRACT_OPS`), and
+//! every node's evaluation ends with `vzeroupper` on x86 (tract's assembly kernels leave
+//! the AVX state dirty, which slowed every SSE-encoded instruction after them).
+//!
 //! tract indexes embedding tables without bounds checks, so the engine reads the
 //! vocabulary size and position count from the graph and rejects ids or lengths outside
 //! them instead of letting the process panic.
@@ -47,11 +52,18 @@ pub struct EngineOptions {
     /// Only the symbolic plan: no fixed-length plans for single texts (for comparison and
     /// benchmarks; slower).
     pub symbolic_only: bool,
+    /// tract's own decomposition of `LayerNormalization` and `Softmax` instead of the
+    /// device's fused kernels ([`crate::fused_ops`]; for comparison and checks).
+    pub tract_ops: bool,
 }
 
 /// Set (to anything) in the environment to build only the symbolic plan, whatever the
 /// options say: less memory and load time, slower single-text queries.
 pub const SYMBOLIC_ONLY_ENV: &str = "DEVICE_SYMBOLIC_ONLY";
+
+/// Set (to anything) in the environment to run tract's own `LayerNormalization` and
+/// `Softmax` instead of the fused kernels of [`crate::fused_ops`].
+pub const TRACT_OPS_ENV: &str = "DEVICE_TRACT_OPS";
 
 /// Comma-separated sequence lengths replacing [`LENGTH_BUCKETS`] (tuning on a board).
 pub const LENGTH_BUCKETS_ENV: &str = "DEVICE_LENGTH_BUCKETS";
@@ -273,8 +285,14 @@ impl Engine {
         };
         // The protobuf and the external data's bytes are dropped as soon as tract has
         // parsed them (they would otherwise sit beside the weights tract copied).
+        let fused =
+            !(options.tract_ops || options.f16 || std::env::var_os(TRACT_OPS_ENV).is_some());
         let (parsed, vocab_size, max_positions) = {
             let mut onnx = tract_onnx::onnx();
+            // The fused kernels are f32; tract's f16 transform keeps its own ops.
+            if fused {
+                crate::fused_ops::register(&mut onnx.op_register);
+            }
             let model_dir = match external {
                 ExternalData::None => None,
                 ExternalData::Dir(dir) => Some(dir),
@@ -431,7 +449,11 @@ impl Engine {
         };
 
         let outputs = {
-            match state.run(inputs) {
+            match state.run_plan_with_eval(inputs, |ctx, st, node, input| {
+                let out = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
+                crate::fused_ops::clear_upper_vector_state();
+                out
+            }) {
                 Ok(o) => o,
                 Err(e) => {
                     // A failed run skips tract's end-of-turn reset; do it so the next
@@ -534,6 +556,7 @@ impl Engine {
                 .run_plan_with_eval(inputs.clone(), |ctx, st, node, input| {
                     let started = std::time::Instant::now();
                     let r = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
+                    crate::fused_ops::clear_upper_vector_state();
                     let e = times
                         .entry(node.id)
                         .or_insert_with(|| (format!("{} ({})", node.name, node.op.name()), 0.0));

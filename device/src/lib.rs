@@ -31,6 +31,7 @@ pub mod bundle;
 pub mod classify;
 pub mod engine;
 pub mod error;
+pub mod fused_ops;
 #[cfg(unix)]
 pub mod install;
 pub mod rejection;

@@ -887,6 +887,23 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
   matmul input with element-wise `Mul/Add/Clip/Cast<u8>` instead of `QuantizeLinear`
   (tract 0.23 rounds QuantizeLinearU8 element by element through a non-inlined call: it cost
   as much as the int8 matmul it fed; MiniLM short query 5.4 → 4.1 ms of node time).
+- **Fused LayerNorm and Softmax, and clean vector state** (session 5, `device/src/fused_ops.rs`,
+  from the per-node profile of the tiny preset): tract expands `LayerNormalization` into six
+  nodes (~7.7 µs each time on 16 x 128) and runs a last-axis `Softmax` as three library calls
+  per row (~8 µs for the 4 x 16 x 16 attention scores). The device registers its own parsers
+  for the two ONNX ops: one pass over contiguous rows each, eight-lane accumulators and a
+  branch-free polynomial `exp`, compiled for AVX2+FMA where the CPU has it (`multiversion`)
+  and auto-vectorised for NEON on a board: 1.2 µs per LayerNorm, 2 µs per softmax. The ONNX
+  file is unchanged (onnxruntime runs the same file). A second finding on the way: tract's
+  x86 assembly kernels return without `vzeroupper`, so every SSE-encoded instruction after
+  them (tract's Rust ops, the tokenizer, ours) ran with the upper halves of the AVX registers
+  dirty; the same softmax took 105 µs after the matmuls and 31 µs alone. The engine now
+  clears that state after every node (`clear_upper_vector_state`, one instruction).
+  Measured side by side (`device bench-latency`, tiny float, alternating processes, with
+  `DEVICE_TRACT_OPS=1` giving tract's own ops): short 299-313 → 265-268 µs e2e, long
+  1,040-1,100 → 990-1,000 µs; MiniLM int8-compute short 3.6 → 3.1 ms, long 11.2 → 10.6 ms.
+  `device bench-latency --check` compares the default engine against the symbolic plan with
+  tract's own ops, so the table above covers the fused kernels too.
 - **Memory**: `device serve` loads one variant only: `--variant`, else the one `device tune`
   recorded, else the manifest's default (`variant::preferred`); see "Memory of `device serve`"
   below. On MiniLM, int8-compute keeps its weights int8 inside tract (MatMulInteger), so it
@@ -894,16 +911,19 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
 
 ### Where the rest of the time goes
 
-callgrind over the bench (tiny float, short and long queries): `Engine::run` is 74 % of all
-instructions, and 80 % of that is tract's matmul (`OptMatMul` → the packed FMA/AVX-512
-micro-kernels themselves, ~13 FLOP per instruction, i.e. already near their ideal
-instruction count), then activation packing (`OptMatMulPack`, 6 %), softmax, erf-GELU,
-LayerNorm and malloc/free (~4 %). Per-node wall-clock profile: `device bench-latency
---profile --bundle B --texts T`. Exact-length plans (6, 8, 10 … 16 tokens) were no faster
-than padding to 16 (model p50 within ±3 % over three interleaved rounds), so the cost of a
-short query is dominated by fixed per-op work in tract's matmul, not by padding: the
-remaining gap to onnxruntime is in its matmul kernels (MLAS) and fused ops, not in our
-glue.
+Per-node wall-clock profile (`device bench-latency --profile --bundle B --texts T`;
+`DEVICE_PROFILE_NODES=N` lists more nodes): after the fused ops, tract's matmuls are
+~200 of the ~260 µs of a short tiny-preset query (the 128 → 512 → 128 FFN pair ~30 µs each
+per layer, ~65-70 GFLOP/s), then activation packing (`OptMatMulPack`, ~20 µs), erf-GELU
+(tract's, 6.4 µs per layer: a vectorised A&S erf of ours took 10.8 µs and was dropped), the
+masked pooling sum (3.6 µs) and small element-wise nodes. Exact-length plans (6, 8, 10 …
+16 tokens; re-checked after the fused ops with `DEVICE_LENGTH_BUCKETS=8,12,16,24,32,48,64`)
+are no faster than padding to 16: the matmul cost is fixed per call, not per token. On
+MiniLM float the 6 x (384 → 1536 → 384) matmuls run at ~49 GFLOP/s: each query streams
+~42 MB of f32 weights through the cache, which is why int8-compute (a quarter of the
+bytes) is the variant to run there. Compiling the whole device binary for x86-64-v3
+(`RUSTFLAGS=-C target-cpu=x86-64-v3`) gave a further ~3 % only, so the shipped binary
+stays portable.
 """
 
 # The memory work, step by step (measured once by hand; docs/benchmarks.md keeps it verbatim).

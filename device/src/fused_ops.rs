@@ -1,0 +1,686 @@
+//! Two ONNX ops run as one fused kernel each instead of tract's decomposition (issue #7).
+//!
+//! tract expands `LayerNormalization` into six nodes (sum, scale, subtract, square-mean,
+//! rsqrt, affine) and runs a last-axis `Softmax` as three library kernel calls per row.
+//! On the shapes a single query has (the tiny preset: 16 tokens x 128, 4 heads of 16 x 16
+//! scores) each of those calls costs more in fixed overhead than in arithmetic: per-node
+//! profiles gave ~7.7 µs per LayerNorm and ~8 µs per attention softmax, a sixth of a
+//! short query. Here each is one pass over contiguous rows, written so the compiler
+//! vectorises it (eight independent accumulators, a branch-free polynomial `exp`).
+//!
+//! They replace tract's parsers for the two op types, so the ONNX file stays standard
+//! (onnxruntime and the host's exporter see nothing different). Anything they do not cover
+//! (another axis, a datum type other than f32) is left to tract's own ops as before.
+//! [`crate::engine::EngineOptions::tract_ops`] turns them off, for comparison.
+
+use tract_onnx::model::{OnnxOpRegister, ParsingContext};
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
+use tract_onnx::tract_hir::internal::*;
+
+/// Registers the fused parsers for `LayerNormalization` and `Softmax` (opset ≥ 13).
+pub fn register(ops: &mut OnnxOpRegister) {
+    ops.insert("LayerNormalization", parse_layer_norm);
+    ops.insert("Softmax", parse_softmax);
+}
+
+/// tract's own parser for `op_type`, for the forms the fused ops do not take.
+fn tract_parser(
+    op_type: &str,
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let onnx = tract_onnx::onnx();
+    let parse = onnx
+        .op_register
+        .0
+        .get(op_type)
+        .with_context(|| format!("tract has no parser for {op_type}"))?;
+    parse(ctx, node)
+}
+
+fn parse_layer_norm(
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let axis: isize = node.get_attr_opt("axis")?.unwrap_or(-1);
+    let epsilon: f32 = node.get_attr_opt("epsilon")?.unwrap_or(1e-5);
+    let extra_outputs = node.output.iter().skip(1).any(|o| !o.is_empty());
+    // The optional mean / inverse-deviation outputs are tract's business.
+    if extra_outputs || !(2..=3).contains(&node.input.len()) {
+        return tract_parser("LayerNormalization", ctx, node);
+    }
+    Ok((
+        expand(LayerNormExpansion {
+            axis,
+            epsilon,
+            bias: node.input.len() == 3,
+        }),
+        vec![],
+    ))
+}
+
+fn parse_softmax(
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    if ctx.onnx_operator_set_version < 13 {
+        return tract_parser("Softmax", ctx, node);
+    }
+    let axis: isize = node.get_attr_opt("axis")?.unwrap_or(-1);
+    Ok((expand(SoftmaxExpansion { axis }), vec![]))
+}
+
+/// A possibly negative ONNX axis resolved against a rank.
+fn resolve_axis(axis: isize, rank: usize) -> TractResult<usize> {
+    let resolved = if axis < 0 { axis + rank as isize } else { axis };
+    ensure!(
+        (0..rank as isize).contains(&resolved),
+        "axis {axis} out of range for rank {rank}"
+    );
+    Ok(resolved as usize)
+}
+
+#[derive(Debug, Clone)]
+struct LayerNormExpansion {
+    axis: isize,
+    epsilon: f32,
+    bias: bool,
+}
+
+impl Expansion for LayerNormExpansion {
+    fn name(&self) -> StaticName {
+        "LayerNormalization".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2 + self.bias as usize)?;
+        check_output_arity(outputs, 1)?;
+        for input in &inputs[1..] {
+            s.equals(&inputs[0].datum_type, &input.datum_type)?;
+        }
+        s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let x = model.outlet_fact(inputs[0])?.clone();
+        let axis = resolve_axis(self.axis, x.rank())?;
+        let op = FusedLayerNorm {
+            axis,
+            epsilon: tensor0(self.epsilon).into_arc_tensor(),
+        };
+        if x.datum_type == DatumType::F32 {
+            return model.wire_node(prefix, op, inputs);
+        }
+        // Other float types are normalised in f32 (more precise than tract's default).
+        let mut cast = tvec![];
+        for (ix, &input) in inputs.iter().enumerate() {
+            cast.push(
+                model.wire_node(
+                    format!("{prefix}.cast_in.{ix}"),
+                    to(DatumType::F32),
+                    &[input],
+                )?[0],
+            );
+        }
+        let y = model.wire_node(format!("{prefix}.f32"), op, &cast)?;
+        model.wire_node(prefix, to(x.datum_type), &y)
+    }
+}
+
+fn to(dt: DatumType) -> tract_onnx::tract_core::ops::cast::Cast {
+    tract_onnx::tract_core::ops::cast::cast(dt)
+}
+
+#[derive(Debug, Clone)]
+struct SoftmaxExpansion {
+    axis: isize,
+}
+
+impl Expansion for SoftmaxExpansion {
+    fn name(&self) -> StaticName {
+        "Softmax".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 1)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        name: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let x = model.outlet_fact(inputs[0])?.clone();
+        let axis = resolve_axis(self.axis, x.rank())?;
+        if x.datum_type == DatumType::F32 && axis + 1 == x.rank() {
+            return model.wire_node(name, FusedSoftmax, inputs);
+        }
+        // As tract's ONNX parser wires it.
+        let quant_output_dt =
+            x.datum_type
+                .is_quantized()
+                .then_some(DatumType::QU8(QParams::ZpScale {
+                    zero_point: 0,
+                    scale: 0.0078125,
+                }));
+        model.wire_node(
+            name,
+            Softmax {
+                axes: tvec![axis],
+                quant_output_dt,
+                kind: SoftmaxKind::Softmax,
+            },
+            inputs,
+        )
+    }
+}
+
+/// LayerNorm over the axes from `axis` to the last, f32, with scale and optional bias
+/// as inputs (constants in an exported model, folded into nothing else).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct FusedLayerNorm {
+    /// First normalised axis; every axis after it is normalised too.
+    pub axis: usize,
+    /// ε added to the variance (an f32 scalar).
+    pub epsilon: Arc<Tensor>,
+}
+
+impl Op for FusedLayerNorm {
+    fn name(&self) -> StaticName {
+        "FusedLayerNorm".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "axis: {}, epsilon: {:?}",
+            self.axis, self.epsilon
+        )])
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for FusedLayerNorm {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let row: usize = inputs[0].shape()[self.axis..].iter().product();
+        let epsilon = *self
+            .epsilon
+            .try_as_plain_ram()?
+            .as_slice::<f32>()?
+            .first()
+            .context("epsilon")?;
+        let scale = inputs[1].try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+        let bias = match inputs.get(2) {
+            Some(b) => Some(b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
+            None => None,
+        };
+        ensure!(
+            scale.len() == row && bias.as_ref().is_none_or(|b| b.len() == row),
+            "LayerNormalization: scale/bias of {} values for rows of {row}",
+            scale.len()
+        );
+        let mut x = inputs.into_iter().next().context("input")?.into_tensor();
+        if row > 0 {
+            let mut plain = x.try_as_plain_ram_mut()?;
+            let data = plain.as_slice_mut::<f32>()?;
+            for r in data.chunks_exact_mut(row) {
+                layer_norm_row(r, &scale, bias.as_deref(), epsilon);
+            }
+        }
+        Ok(tvec!(x.into_tvalue()))
+    }
+}
+
+impl TypedOp for FusedLayerNorm {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(
+            inputs[0].datum_type == DatumType::F32,
+            "FusedLayerNorm takes f32"
+        );
+        ensure!(
+            self.axis < inputs[0].rank(),
+            "axis {} for rank {}",
+            self.axis,
+            inputs[0].rank()
+        );
+        Ok(tvec!(inputs[0].datum_type.fact(inputs[0].shape.clone())))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let count: TDim = inputs[0].shape.iter().product();
+        Ok(tvec!((Cost::FMA(DatumType::F32), count * 4)))
+    }
+
+    as_op!();
+}
+
+/// Softmax over the last axis, f32.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct FusedSoftmax;
+
+impl Op for FusedSoftmax {
+    fn name(&self) -> StaticName {
+        "FusedSoftmax".into()
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for FusedSoftmax {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = inputs.into_iter().next().context("input")?;
+        let row = *input.shape().last().context("softmax of a scalar")?;
+        let mut x = input.into_tensor();
+        if row > 0 {
+            let mut plain = x.try_as_plain_ram_mut()?;
+            for r in plain.as_slice_mut::<f32>()?.chunks_exact_mut(row) {
+                softmax_row(r);
+            }
+        }
+        Ok(tvec!(x.into_tvalue()))
+    }
+}
+
+impl TypedOp for FusedSoftmax {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(
+            inputs[0].datum_type == DatumType::F32,
+            "FusedSoftmax takes f32"
+        );
+        ensure!(inputs[0].rank() > 0, "softmax of a scalar");
+        Ok(tvec!(inputs[0].datum_type.fact(inputs[0].shape.clone())))
+    }
+
+    fn axes_mapping(
+        &self,
+        inputs: &[&TypedFact],
+        _outputs: &[&TypedFact],
+    ) -> TractResult<AxesMapping> {
+        // Every axis but the last is independent rows: tract may move or fold them.
+        let rank = inputs[0].rank();
+        let mut letters = 'a'..;
+        let axes = (0..rank)
+            .map(|ix| {
+                Axis::new(letters.next().unwrap_or('z'), 1, 1)
+                    .input(0, ix)
+                    .output(0, ix)
+            })
+            .collect::<Vec<_>>();
+        AxesMapping::new(1, 1, axes)
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let count: TDim = inputs[0].shape.iter().product();
+        Ok(tvec!((Cost::FMA(DatumType::F32), count * 8)))
+    }
+
+    as_op!();
+}
+
+/// Clears the upper halves of the x86 vector registers (`vzeroupper`); nothing elsewhere.
+///
+/// tract's x86-64 assembly kernels (matmul, erf, ...) return with the upper halves of the
+/// AVX registers dirty, and every SSE-encoded instruction after them (tract's own Rust
+/// ops, the fused kernels' SSE fallback, the tokenizer and ranking code: all compiled for
+/// the x86-64 baseline) then runs with a false dependency on those halves: a softmax
+/// measured 105 µs after the matmuls and 31 µs alone. The engine calls this after every
+/// node, and the kernels here are compiled for AVX2 where the CPU has it.
+#[inline]
+pub fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (detected just above), the one requirement of
+        // `vzeroupper`, which changes no state Rust code relies on.
+        unsafe { zero_upper() }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn zero_upper() {
+    std::arch::x86_64::_mm256_zeroupper()
+}
+
+/// Lanes of the accumulators: eight independent sums let the compiler use SIMD
+/// registers (a single running f32 sum cannot be reordered, so it stays scalar).
+const LANES: usize = 8;
+
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += f(c[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
+}
+
+/// `(x - mean) / sqrt(var + ε) * scale + bias`, in place; two passes (mean, then the
+/// variance of the centred values), as ONNX and tract define it.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+pub fn layer_norm_row(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, epsilon: f32) {
+    let n = x.len() as f32;
+    let mean = lane_sum(x, |v| v) / n;
+    let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
+    let inv = 1.0 / (var + epsilon).sqrt();
+    match bias {
+        Some(b) => {
+            for ((v, s), b) in x.iter_mut().zip(scale).zip(b) {
+                *v = (*v - mean) * inv * s + b;
+            }
+        }
+        None => {
+            for (v, s) in x.iter_mut().zip(scale) {
+                *v = (*v - mean) * inv * s;
+            }
+        }
+    }
+}
+
+/// Numerically stable softmax of one row, in place.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+pub fn softmax_row(x: &mut [f32]) {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    let max = tail
+        .iter()
+        .chain(&acc)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for v in x.iter_mut() {
+        *v = exp_nonpositive(*v - max);
+    }
+    let inv = 1.0 / lane_sum(x, |v| v);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `exp(x)` for `x ≤ 0` (the softmax's shifted scores), branch-free so it vectorises:
+/// Cody-Waite reduction `x = n ln2 + r`, a degree-5 polynomial for `e^r` on
+/// `|r| ≤ ln2/2` (Cephes `expf`, relative error ~2e-7), `2^n` built in the exponent
+/// bits. Below -80 the result is exactly 0, so masked positions (scores of -1e4) get no
+/// weight at all. NaN stays NaN.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a call.
+    const ROUND: f32 = 12_582_912.0;
+    // e^-80 ≈ 1.8e-35: far below what adds to a sum holding e^0 = 1, and still a normal
+    // number (denormals, which e^-87 would produce, run ~100x slower on x86).
+    const CUTOFF: f32 = -80.0;
+    let xc = x.max(CUTOFF);
+    let k = xc * LOG2E + ROUND;
+    let n = k - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5e-1;
+    let er = p * r * r + r + 1.0;
+    // k's low mantissa bits hold n in two's complement (n ≥ -126 here): 2^n from
+    // integer ops alone (an f32 → i32 `as` cast saturates and does not vectorise).
+    let pow2n = f32::from_bits(
+        k.to_bits()
+            .wrapping_sub(ROUND.to_bits())
+            .wrapping_add(127)
+            .wrapping_shl(23),
+    );
+    let y = er * pow2n;
+    if x < CUTOFF {
+        0.0
+    } else if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb;
+
+    /// Deterministic values in [-spread, spread).
+    fn values(n: usize, seed: u64, spread: f32) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * spread
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exp_matches_libm_to_float_precision() {
+        let mut worst = 0f64;
+        for i in 0..=800_000 {
+            let x = -80.0 + i as f32 * 1e-4;
+            let (got, want) = (exp_nonpositive(x) as f64, (x as f64).exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 5e-7, "relative error {worst}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-80.5), 0.0);
+        assert_eq!(exp_nonpositive(-1e4), 0.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert!(exp_nonpositive(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn softmax_rows_match_a_f64_reference() {
+        for len in [1usize, 3, 8, 12, 16, 17, 64, 130] {
+            let mut x = values(len, len as u64, 12.0);
+            if len > 2 {
+                x[1] = -1e4; // a masked position
+            }
+            let max = x.iter().fold(f64::MIN, |m, &v| m.max(v as f64));
+            let sum: f64 = x.iter().map(|&v| (v as f64 - max).exp()).sum();
+            let want: Vec<f64> = x.iter().map(|&v| (v as f64 - max).exp() / sum).collect();
+            softmax_row(&mut x);
+            for (g, w) in x.iter().zip(&want) {
+                assert!((*g as f64 - w).abs() < 1e-6, "len {len}: {g} vs {w}");
+            }
+            if len > 2 {
+                assert_eq!(x[1], 0.0, "a masked position gets exactly no weight");
+            }
+        }
+        let mut nan = vec![0.0, f32::NAN, 1.0];
+        softmax_row(&mut nan);
+        assert!(nan.iter().all(|v| v.is_nan()), "NaN in, NaN out: {nan:?}");
+    }
+
+    #[test]
+    fn layer_norm_rows_match_a_f64_reference() {
+        for len in [1usize, 7, 8, 128, 384, 385] {
+            let x = values(len, 7 + len as u64, 3.0)
+                .iter()
+                .map(|v| v + 40.0)
+                .collect::<Vec<_>>();
+            let scale = values(len, 11, 1.5);
+            let bias = values(len, 13, 0.5);
+            let mean = x.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+            let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len as f64;
+            for with_bias in [true, false] {
+                let mut y = x.clone();
+                layer_norm_row(&mut y, &scale, with_bias.then_some(&bias[..]), 1e-5);
+                for i in 0..len {
+                    let b = if with_bias { bias[i] as f64 } else { 0.0 };
+                    let want = (x[i] as f64 - mean) / (var + 1e-5).sqrt() * scale[i] as f64 + b;
+                    assert!(
+                        (y[i] as f64 - want).abs() < 2e-4,
+                        "len {len}: {} vs {want}",
+                        y[i]
+                    );
+                }
+            }
+        }
+    }
+
+    fn f32_initializer(name: &str, dims: &[i64], seed: u64) -> pb::TensorProto {
+        let n = dims.iter().product::<i64>() as usize;
+        pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: values(n, seed, 1.0),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str, attrs: &[(&str, i64)]) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute: attrs
+                .iter()
+                .map(|(name, i)| pb::AttributeProto {
+                    name: (*name).into(),
+                    r#type: pb::attribute_proto::AttributeType::Int as i32,
+                    i: *i,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Every form the parsers meet — LayerNormalization with and without bias, over the
+    /// last axis and over the last two, Softmax over the last axis and another — gives
+    /// what tract's own ops give, in an optimised tract plan.
+    #[test]
+    fn fused_graph_matches_tract_ops() {
+        use pb::tensor_shape_proto::{dimension::Value, Dimension};
+        let input = pb::ValueInfoProto {
+            name: "x".into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: pb::tensor_proto::DataType::Float as i32,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: [2, 5, 24]
+                            .iter()
+                            .map(|&d| Dimension {
+                                value: Some(Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let output = pb::ValueInfoProto {
+            name: "y".into(),
+            ..Default::default()
+        };
+        let graph = pb::GraphProto {
+            node: vec![
+                node(
+                    "LayerNormalization",
+                    &["x", "g", "b"],
+                    "ln1",
+                    &[("axis", -1)],
+                ),
+                node("LayerNormalization", &["ln1", "g2"], "ln2", &[("axis", 1)]),
+                node("Softmax", &["ln2"], "sm1", &[("axis", -1)]),
+                node("Softmax", &["sm1"], "y", &[("axis", 1)]),
+            ],
+            initializer: vec![
+                f32_initializer("g", &[24], 1),
+                f32_initializer("b", &[24], 2),
+                f32_initializer("g2", &[5, 24], 3),
+            ],
+            input: vec![input],
+            output: vec![output],
+            ..Default::default()
+        };
+        let proto = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(graph),
+            ..Default::default()
+        };
+        let x = tract_ndarray::Array3::from_shape_vec((2, 5, 24), values(240, 5, 4.0))
+            .unwrap()
+            .into_tensor();
+        let run = |fused: bool| -> Vec<f32> {
+            let mut onnx = tract_onnx::onnx();
+            if fused {
+                register(&mut onnx.op_register);
+            }
+            let model = onnx.model_for_proto_model(&proto).unwrap();
+            let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+            let names: Vec<String> = plan
+                .model()
+                .nodes()
+                .iter()
+                .map(|n| n.op.name().to_string())
+                .collect();
+            assert_eq!(
+                names.iter().filter(|n| n.starts_with("Fused")).count(),
+                if fused { 3 } else { 0 },
+                "{names:?}"
+            );
+            let y = plan.run(tvec!(x.clone().into_tvalue())).unwrap();
+            y[0].to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect()
+        };
+        let (fused, tract) = (run(true), run(false));
+        assert_eq!(fused.len(), 240);
+        let worst = fused
+            .iter()
+            .zip(&tract)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "largest difference {worst}");
+    }
+}

@@ -46,15 +46,18 @@ fn parse_layer_norm(
     let axis: isize = node.get_attr_opt("axis")?.unwrap_or(-1);
     let epsilon: f32 = node.get_attr_opt("epsilon")?.unwrap_or(1e-5);
     let extra_outputs = node.output.iter().skip(1).any(|o| !o.is_empty());
+    // An optional input may be present with an empty name, meaning absent.
+    let given = node.input.iter().filter(|i| !i.is_empty()).count();
+    let bias = node.input.get(2).is_some_and(|i| !i.is_empty());
     // The optional mean / inverse-deviation outputs are tract's business.
-    if extra_outputs || !(2..=3).contains(&node.input.len()) {
+    if extra_outputs || node.input.len() > 3 || given != 2 + bias as usize {
         return tract_parser("LayerNormalization", ctx, node);
     }
     Ok((
         expand(LayerNormExpansion {
             axis,
             epsilon,
-            bias: node.input.len() == 3,
+            bias,
         }),
         vec![],
     ))

@@ -65,6 +65,10 @@ pub struct BenchArgs {
     #[arg(long)]
     profile: bool,
 
+    /// With --profile: how many of the slowest nodes to list (the rest are summed on one line).
+    #[arg(long, default_value_t = 25, value_name = "N")]
+    profile_nodes: usize,
+
     /// Instead of timing, check that the default engine (fixed-length plans, fused
     /// LayerNorm and Softmax) gives the labels and probabilities of the symbolic plan with
     /// tract's own ops (≤ 1e-5; ≤ 2e-2 for int8-compute, whose
@@ -293,10 +297,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     c.mode,
                     ids[0].len()
                 );
-                let shown = std::env::var("DEVICE_PROFILE_NODES")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(25);
+                let shown = a.profile_nodes;
                 for (node, us) in nodes.iter().take(shown) {
                     println!("{:8.2} µs  {node}", us / runs as f64);
                 }

@@ -925,7 +925,7 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
 ### Where the rest of the time goes
 
 Per-node wall-clock profile (`device bench-latency --profile --bundle B --texts T`;
-`DEVICE_PROFILE_NODES=N` lists more nodes): after the fused ops, tract's matmuls are
+`--profile-nodes N` lists more nodes): after the fused ops, tract's matmuls are
 ~200 of the ~260 µs of a short tiny-preset query (the 128 → 512 → 128 FFN pair ~30 µs each
 per layer, ~65-70 GFLOP/s), then activation packing (`OptMatMulPack`, ~20 µs), erf-GELU
 (tract's, 6.4 µs per layer: a vectorised A&S erf of ours took 10.8 µs and was dropped), the

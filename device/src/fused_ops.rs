@@ -9,8 +9,10 @@
 //! vectorises it (eight independent accumulators, a branch-free polynomial `exp`).
 //!
 //! They replace tract's parsers for the two op types, so the ONNX file stays standard
-//! (onnxruntime and the host's exporter see nothing different). Anything they do not cover
-//! (another axis, a datum type other than f32) is left to tract's own ops as before.
+//! (onnxruntime and the host's exporter see nothing different). A Softmax over another
+//! axis or of another datum type, opset < 13 Softmax and a LayerNormalization asking for
+//! its optional mean / inverse-deviation outputs go to tract's own ops as before; a
+//! LayerNormalization of another float type is computed in f32 between two casts.
 //! [`crate::engine::EngineOptions::tract_ops`] turns them off, for comparison.
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
@@ -590,19 +592,19 @@ mod tests {
         }
     }
 
-    /// Every form the parsers meet — LayerNormalization with and without bias, over the
-    /// last axis and over the last two, Softmax over the last axis and another — gives
-    /// what tract's own ops give, in an optimised tract plan.
-    #[test]
-    fn fused_graph_matches_tract_ops() {
+    fn input_info(
+        name: &str,
+        elem: pb::tensor_proto::DataType,
+        dims: &[i64],
+    ) -> pb::ValueInfoProto {
         use pb::tensor_shape_proto::{dimension::Value, Dimension};
-        let input = pb::ValueInfoProto {
-            name: "x".into(),
+        pb::ValueInfoProto {
+            name: name.into(),
             r#type: Some(pb::TypeProto {
                 value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: pb::tensor_proto::DataType::Float as i32,
+                    elem_type: elem as i32,
                     shape: Some(pb::TensorShapeProto {
-                        dim: [2, 5, 24]
+                        dim: dims
                             .iter()
                             .map(|&d| Dimension {
                                 value: Some(Value::DimValue(d)),
@@ -614,7 +616,96 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
+        }
+    }
+
+    fn model(graph: pb::GraphProto) -> pb::ModelProto {
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
+
+    /// A LayerNormalization over f64 runs the fused kernel in f32 between casts and gives
+    /// f64 out, matching the definition to f32 precision.
+    #[test]
+    fn f64_layer_norm_goes_through_f32() {
+        let double = pb::tensor_proto::DataType::Double;
+        let x = values(3 * 16, 21, 2.0);
+        let (scale, bias) = (values(16, 22, 1.0), values(16, 23, 1.0));
+        let init = |name: &str, v: &[f32]| pb::TensorProto {
+            name: name.into(),
+            dims: vec![16],
+            data_type: double as i32,
+            double_data: v.iter().map(|&f| f as f64).collect(),
+            ..Default::default()
         };
+        let graph = pb::GraphProto {
+            node: vec![node(
+                "LayerNormalization",
+                &["x", "g", "b"],
+                "y",
+                &[("axis", -1)],
+            )],
+            initializer: vec![init("g", &scale), init("b", &bias)],
+            input: vec![input_info("x", double, &[3, 16])],
+            output: vec![pb::ValueInfoProto {
+                name: "y".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut onnx = tract_onnx::onnx();
+        register(&mut onnx.op_register);
+        let plan = onnx
+            .model_for_proto_model(&model(graph))
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        assert!(plan
+            .model()
+            .nodes()
+            .iter()
+            .any(|n| n.op.name() == "FusedLayerNorm"));
+        let input =
+            tract_ndarray::Array2::from_shape_vec((3, 16), x.iter().map(|&f| f as f64).collect())
+                .unwrap()
+                .into_tensor();
+        let y = plan.run(tvec!(input.into_tvalue())).unwrap();
+        let y: Vec<f64> = y[0]
+            .to_plain_array_view::<f64>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        for (r, row) in x.chunks(16).enumerate() {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / 16.0;
+            let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 16.0;
+            for i in 0..16 {
+                let want =
+                    (row[i] as f64 - mean) / (var + 1e-5).sqrt() * scale[i] as f64 + bias[i] as f64;
+                assert!(
+                    (y[r * 16 + i] - want).abs() < 1e-5,
+                    "{} vs {want}",
+                    y[r * 16 + i]
+                );
+            }
+        }
+    }
+
+    /// Every form the parsers meet — LayerNormalization with and without bias, over the
+    /// last axis and over the last two, Softmax over the last axis and another — gives
+    /// what tract's own ops give, in an optimised tract plan.
+    #[test]
+    fn fused_graph_matches_tract_ops() {
+        let input = input_info("x", pb::tensor_proto::DataType::Float, &[2, 5, 24]);
         let output = pb::ValueInfoProto {
             name: "y".into(),
             ..Default::default()
@@ -640,15 +731,7 @@ mod tests {
             output: vec![output],
             ..Default::default()
         };
-        let proto = pb::ModelProto {
-            ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 17,
-            }],
-            graph: Some(graph),
-            ..Default::default()
-        };
+        let proto = model(graph);
         let x = tract_ndarray::Array3::from_shape_vec((2, 5, 24), values(240, 5, 4.0))
             .unwrap()
             .into_tensor();

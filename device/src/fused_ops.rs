@@ -230,29 +230,39 @@ impl EvalOp for FusedLayerNorm {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let row: usize = inputs[0].shape()[self.axis..].iter().product();
+        let mut inputs = inputs;
+        ensure!(
+            inputs.len() >= 2,
+            "LayerNormalization: {} inputs",
+            inputs.len()
+        );
+        // Taken out first, so `into_tensor` normalises in place instead of copying.
+        let mut x = inputs.remove(0).into_tensor();
+        let row: usize = x.shape()[self.axis..].iter().product();
         let epsilon = *self
             .epsilon
             .try_as_plain_ram()?
             .as_slice::<f32>()?
             .first()
             .context("epsilon")?;
-        let scale = inputs[1].try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
-        let bias = match inputs.get(2) {
-            Some(b) => Some(b.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
-            None => None,
-        };
+        // Scale and bias are read where they are: no copy per query.
+        let scale_view = inputs[0].try_as_plain_ram()?;
+        let scale = scale_view.as_slice::<f32>()?;
+        let bias_view = inputs.get(1).map(|b| b.try_as_plain_ram()).transpose()?;
+        let bias = bias_view
+            .as_ref()
+            .map(|v| v.as_slice::<f32>())
+            .transpose()?;
         ensure!(
-            scale.len() == row && bias.as_ref().is_none_or(|b| b.len() == row),
+            scale.len() == row && bias.is_none_or(|b| b.len() == row),
             "LayerNormalization: scale/bias of {} values for rows of {row}",
             scale.len()
         );
-        let mut x = inputs.into_iter().next().context("input")?.into_tensor();
         if row > 0 {
             let mut plain = x.try_as_plain_ram_mut()?;
             let data = plain.as_slice_mut::<f32>()?;
             for r in data.chunks_exact_mut(row) {
-                layer_norm_row(r, &scale, bias.as_deref(), epsilon);
+                layer_norm_row(r, scale, bias, epsilon);
             }
         }
         Ok(tvec!(x.into_tvalue()))

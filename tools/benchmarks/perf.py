@@ -770,7 +770,6 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
         w(TRAINING_PROFILE)
     if headline:
         bl, v, d50, o50, dm, om = headline
-        v_head = v
         w("## Headline\n")
         w(f"{bl} {v}, batch 1, 1 thread, ≤ 16 tokens: device end to end p50 **{fmt(d50)} µs**, onnxruntime "
           f"on the same ONNX file {fmt(o50)} µs (**{d50 / o50:.2f}x**); model alone {fmt(dm)} vs {fmt(om)} µs "
@@ -789,11 +788,11 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
         tiny_b = [b for b in bundles if (manifest(b).get("preset") or "").lower() == "tiny"]
         others = []
         for b in tiny_b:
-            for v, _, _ in variants(b):
-                d, o = dev(b, v, "short"), ort(b, v, "short", 1)
-                if d and o and (bundle_label(b), v) != headline[:2]:
-                    others.append(f"{v} ({bundle_label(b).split('(')[-1].rstrip(')')}) {d / o:.2f}x")
-        w(f"| same, ≤ 1.0x onnxruntime on the same ONNX file | {v_head} e2e {d50 / o50:.2f}x, model alone {dm / om:.2f}x"
+            for tv, _, _ in variants(b):
+                d, o = dev(b, tv, "short"), ort(b, tv, "short", 1)
+                if d and o and (bundle_label(b), tv) != (bl, v):
+                    others.append(f"{tv} ({bundle_label(b).split('(')[-1].rstrip(')')}) {d / o:.2f}x")
+        w(f"| same, ≤ 1.0x onnxruntime on the same ONNX file | {v} e2e {d50 / o50:.2f}x, model alone {dm / om:.2f}x"
           + (f"; measured alone (below): e2e {alone_ratio:.2f}x" if alone_ratio is not None else "")
           + (f"; the other tiny variants, e2e: {', '.join(others)}" if others else "")
           + f" | {'yes' if met else 'no'} (float) |")

@@ -33,8 +33,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     variants: Vec<String>,
 
-    /// Plan modes: `buckets` (the default engine: fixed-length plans for single texts),
-    /// `symbolic` (one plan with symbolic batch/seq), `baseline` (symbolic plan, tract's own
+    /// Plan modes: `buckets` (the default engine: per length bucket, the fixed-length plan
+    /// or the symbolic plan, whichever won their race on this CPU), `fixed` (every bucket
+    /// on its fixed-length plan), `symbolic` (one plan with symbolic batch/seq), `baseline`
+    /// (symbolic plan, tract's own
     /// LayerNorm and Softmax, and the `tokenizers` library without the ASCII fast path: the
     /// engine before issue #7).
     #[arg(long, value_delimiter = ',', default_value = "buckets")]
@@ -243,9 +245,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let options = EngineOptions {
                     symbolic_only: match mode.as_str() {
                         "symbolic" | "baseline" => true,
-                        "buckets" => false,
-                        m => bail!("unknown mode {m:?} (buckets, symbolic, baseline)"),
+                        "buckets" | "fixed" => false,
+                        m => bail!("unknown mode {m:?} (buckets, fixed, symbolic, baseline)"),
                     },
+                    fixed_plans: mode == "fixed",
                     tract_ops: mode == "baseline",
                     ..EngineOptions::default()
                 };
@@ -386,7 +389,8 @@ fn throughput(a: &BenchArgs, configs: &[Config]) -> Result<()> {
         let all: Vec<&String> = c.sets.iter().flat_map(|(_, qs, _)| qs).collect();
         let verified = Bundle::read(&c.bundle)?.verify()?;
         let options = EngineOptions {
-            symbolic_only: c.mode != "buckets",
+            symbolic_only: c.mode == "symbolic" || c.mode == "baseline",
+            fixed_plans: c.mode == "fixed",
             tract_ops: c.mode == "baseline",
             ..EngineOptions::default()
         };
@@ -454,6 +458,8 @@ fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
                         // The reference runs tract's own LayerNorm and Softmax, so the
                         // check covers the fused kernels too.
                         tract_ops: symbolic_only,
+                        // Every fixed-length plan, whichever would win its race.
+                        fixed_plans: true,
                         ..EngineOptions::default()
                     },
                 )

@@ -12,11 +12,14 @@
 //! for its plan (~10-20 ms on the tiny preset); the decluttered graph they are made from
 //! is kept until every plan exists. The host's checks of a model it just wrote
 //! ([`Engine::from_onnx_bytes`], [`Engine::from_onnx_file`]) build every plan at once, so
-//! a model tract cannot plan is refused there, before it becomes a bundle.
+//! a model tract cannot plan is refused there, before it becomes a bundle, and run single
+//! texts on the fixed-length plans (every plan a board might pick gets checked).
 //!
 //! Single texts (batch 1) run on fixed-length plans instead: the same graph with `batch`
 //! = 1 and `seq` = one of [`LENGTH_BUCKETS`], optimised with concrete shapes (tract fuses
-//! and plans much better without symbols: about 2x faster on the tiny preset). A text of
+//! more without symbols, but its matmul kernel pick for an exact length can be slower
+//! than the symbolic plan's, so each bucket's plan first races the symbolic plan on this
+//! CPU and the faster serves the bucket: see [`Engine::route`]). A text of
 //! `n` tokens is right-padded to the smallest bucket ≥ `n` with mask 0; the padding is
 //! masked out of attention and pooling (its weights are exactly 0 after the softmax), so
 //! labels and probabilities match the symbolic plan (checked to 1e-5 in the tests) and
@@ -55,6 +58,9 @@ pub struct EngineOptions {
     /// tract's own decomposition of `LayerNormalization` and `Softmax` instead of the
     /// device's fused kernels ([`crate::fused_ops`]; for comparison and checks).
     pub tract_ops: bool,
+    /// Serve every bucket's texts from its fixed-length plan without first timing it
+    /// against the symbolic plan (for comparison and benchmarks).
+    pub fixed_plans: bool,
 }
 
 /// Set (to anything) in the environment to build only the symbolic plan, whatever the
@@ -64,6 +70,14 @@ pub const SYMBOLIC_ONLY_ENV: &str = "DEVICE_SYMBOLIC_ONLY";
 /// Set (to anything) in the environment to run tract's own `LayerNormalization` and
 /// `Softmax` instead of the fused kernels of [`crate::fused_ops`].
 pub const TRACT_OPS_ENV: &str = "DEVICE_TRACT_OPS";
+
+/// Set (to anything) in the environment to skip the race of each fixed-length plan
+/// against the symbolic plan (every bucket then uses its fixed-length plan).
+pub const FIXED_PLANS_ENV: &str = "DEVICE_FIXED_PLANS";
+
+/// Timed runs of each plan when a bucket's fixed-length plan races the symbolic plan
+/// (after one untimed run each; the fastest run of each counts).
+const RACE_RUNS: usize = 5;
 
 /// Comma-separated sequence lengths replacing [`LENGTH_BUCKETS`] (tuning on a board).
 pub const LENGTH_BUCKETS_ENV: &str = "DEVICE_LENGTH_BUCKETS";
@@ -172,8 +186,10 @@ pub struct Engine {
     /// The symbols `batch` and `seq` of the inputs (fixed in the bucket plans).
     symbols: Option<(Symbol, Symbol)>,
     plan: OnceLock<Arc<TypedSimplePlan>>,
-    /// Fixed-length batch-1 plans `(seq, plan)`, shortest first.
-    bucket_plans: Vec<(usize, OnceLock<Arc<TypedSimplePlan>>)>,
+    /// Fixed-length batch-1 plans, shortest first.
+    bucket_plans: Vec<Bucket>,
+    /// Time each bucket's fixed-length plan against the symbolic plan before using it.
+    race: bool,
     /// Idle run states (one set per plan each): a query takes one, runs, puts it back, so
     /// threads sharing the engine (`device serve --workers N`) run in parallel, each on
     /// its own state, and a state is only created when all are busy.
@@ -357,11 +373,21 @@ impl Engine {
         } else {
             bucket_lengths(&typed, max_positions).map_err(|e| err(format!("{e:#}")))?
         };
+        // The host's checks (eager) run every fixed-length plan the board might pick.
+        let race = !(eager || options.fixed_plans || std::env::var_os(FIXED_PLANS_ENV).is_some());
         let engine = Engine {
             source: Mutex::new(Some(typed)),
             symbols,
             plan: OnceLock::new(),
-            bucket_plans: lengths.into_iter().map(|l| (l, OnceLock::new())).collect(),
+            bucket_plans: lengths
+                .into_iter()
+                .map(|len| Bucket {
+                    len,
+                    plan: OnceLock::new(),
+                    fixed: OnceLock::new(),
+                })
+                .collect(),
+            race,
             pool: Mutex::new(Vec::new()),
             num_labels,
             vocab_size,
@@ -375,7 +401,11 @@ impl Engine {
                 .map_err(|e| err(format!("tract cannot plan it: {e:#}")))?;
             for ix in 0..engine.bucket_plans.len() {
                 engine
-                    .bucket_state(&mut states, ix)
+                    .route(ix)
+                    .and_then(|fixed| match fixed {
+                        true => engine.bucket_state(&mut states, ix).map(|_| ()),
+                        false => Ok(()),
+                    })
                     .map_err(|e| err(format!("tract cannot plan it: {e:#}")))?;
             }
             engine.put_states(states);
@@ -410,13 +440,15 @@ impl Engine {
         self.check_inputs(ids, mask, batch, seq)?;
         // A panic mid-run drops the taken states instead of returning them to the pool.
         let mut states = self.take_states();
-        let bucket = if batch == 1 {
-            self.bucket_for(seq)
-        } else {
-            None
+        let bucket = match self.fixed_bucket(batch, seq) {
+            Ok(b) => b,
+            Err(e) => {
+                self.put_states(states);
+                return Err(DeviceError::Inference(format!("plan: {e:#}")));
+            }
         };
         // The plan's own length: `seq`, or the bucket's (right-padded, mask 0, id 0).
-        let padded = bucket.map_or(seq, |ix| self.bucket_plans[ix].0);
+        let padded = bucket.map_or(seq, |ix| self.bucket_plans[ix].len);
         let to_tensor = |data: &[i64]| -> Result<Tensor> {
             let mut t = Tensor::zero::<i64>(&[batch, padded])
                 .map_err(|e| DeviceError::Input(format!("{e:#}")))?;
@@ -449,11 +481,7 @@ impl Engine {
         };
 
         let outputs = {
-            match state.run_plan_with_eval(inputs, |ctx, st, node, input| {
-                let out = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
-                crate::fused_ops::clear_upper_vector_state();
-                out
-            }) {
+            match run_state(state, inputs) {
                 Ok(o) => o,
                 Err(e) => {
                     // A failed run skips tract's end-of-turn reset; do it so the next
@@ -533,9 +561,11 @@ impl Engine {
     pub fn profile(&self, ids: &[i64], runs: usize) -> Result<Vec<(String, f64)>> {
         let seq = ids.len();
         self.check_inputs(ids, &vec![1; seq], 1, seq)?;
+        let bucket = self
+            .fixed_bucket(1, seq)
+            .map_err(|e| DeviceError::Inference(format!("plan: {e:#}")))?;
         let mut states = self.take_states();
-        let bucket = self.bucket_for(seq);
-        let padded = bucket.map_or(seq, |ix| self.bucket_plans[ix].0);
+        let padded = bucket.map_or(seq, |ix| self.bucket_plans[ix].len);
         let mut id = vec![0i64; padded];
         id[..seq].copy_from_slice(ids);
         let mut mask = vec![0i64; padded];
@@ -589,7 +619,83 @@ impl Engine {
 
     /// Index of the shortest bucket plan that holds `seq` tokens.
     fn bucket_for(&self, seq: usize) -> Option<usize> {
-        self.bucket_plans.iter().position(|(len, _)| *len >= seq)
+        self.bucket_plans.iter().position(|b| b.len >= seq)
+    }
+
+    /// The bucket whose fixed-length plan runs a `[batch, seq]` input, or None for the
+    /// symbolic plan (batches, lengths above the buckets, and buckets whose fixed plan
+    /// lost its race).
+    fn fixed_bucket(&self, batch: usize, seq: usize) -> TractResult<Option<usize>> {
+        if batch != 1 {
+            return Ok(None);
+        }
+        match self.bucket_for(seq) {
+            Some(ix) => Ok(self.route(ix)?.then_some(ix)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether bucket `ix` runs on its fixed-length plan, decided on its first use.
+    ///
+    /// Concrete shapes let tract fuse more, but it also picks the matmul kernel for the
+    /// exact length from a cost model calibrated on other CPUs, and on some the pick is
+    /// slower than the pair of kernels the symbolic plan switches between at run time
+    /// (MiniLM float on this AMD machine: 7.5 ms at 16 tokens vs 5.8 ms symbolic, while
+    /// int8-compute is 10-25 % faster fixed). So the first query of a bucket times both
+    /// plans at the bucket's length ([`RACE_RUNS`] runs each after a warm-up, fastest run)
+    /// and the bucket keeps the winner; the loser's memory is freed. Both give the same
+    /// labels and probabilities (to 1e-5), so only speed depends on the outcome.
+    fn route(&self, ix: usize) -> TractResult<bool> {
+        let bucket = &self.bucket_plans[ix];
+        if let Some(&fixed) = bucket.fixed.get() {
+            return Ok(fixed);
+        }
+        if !self.race {
+            self.planned(&bucket.plan, Some(bucket.len))?;
+            let _ = bucket.fixed.set(true);
+            return Ok(true);
+        }
+        let mut source = self.source.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&fixed) = bucket.fixed.get() {
+            return Ok(fixed);
+        }
+        let model = source
+            .as_ref()
+            .ok_or_else(|| TractError::msg("the source graph is gone"))?;
+        let fixed_plan = match bucket.plan.get() {
+            Some(p) => p.clone(),
+            None => optimise(model, self.symbols.as_ref(), Some(bucket.len))?,
+        };
+        let symbolic = match self.plan.get() {
+            Some(p) => p.clone(),
+            None => optimise(model, None, None)?,
+        };
+        let fixed = race(&fixed_plan, &symbolic, bucket.len)?;
+        // The loser is dropped before the allocator is trimmed below.
+        if fixed {
+            let _ = bucket.plan.set(fixed_plan);
+            drop(symbolic);
+        } else {
+            drop(fixed_plan);
+            if self.plan.get().is_none() {
+                let _ = self.plan.set(symbolic);
+            }
+        }
+        let _ = bucket.fixed.set(fixed);
+        if self.every_plan_made() {
+            *source = None;
+        }
+        release_free_memory();
+        Ok(fixed)
+    }
+
+    /// Every plan a query could need exists (so the source graph can go).
+    fn every_plan_made(&self) -> bool {
+        self.plan.get().is_some()
+            && self
+                .bucket_plans
+                .iter()
+                .all(|b| b.fixed.get().is_some_and(|&f| !f || b.plan.get().is_some()))
     }
 
     /// The symbolic plan's state in `states`, made (with the plan) on first use.
@@ -610,8 +716,8 @@ impl Engine {
             states.buckets.resize_with(self.bucket_plans.len(), || None);
         }
         if states.buckets[ix].is_none() {
-            let (len, cell) = &self.bucket_plans[ix];
-            states.buckets[ix] = Some(self.planned(cell, Some(*len))?.spawn()?);
+            let bucket = &self.bucket_plans[ix];
+            states.buckets[ix] = Some(self.planned(&bucket.plan, Some(bucket.len))?.spawn()?);
         }
         Ok(states.buckets[ix].as_mut().expect("just made"))
     }
@@ -633,23 +739,9 @@ impl Engine {
         let model = source
             .as_ref()
             .ok_or_else(|| TractError::msg("the source graph is gone"))?;
-        let plan = match (len, &self.symbols) {
-            (None, _) => model.clone().into_optimized()?.into_runnable()?,
-            (Some(len), Some((batch, seq))) => {
-                let subs = std::collections::HashMap::from([
-                    (batch.clone(), TDim::Val(1)),
-                    (seq.clone(), TDim::Val(len as i64)),
-                ]);
-                model
-                    .set_symbols(&subs)
-                    .and_then(|m| m.into_optimized())
-                    .and_then(|m| m.into_runnable())
-                    .map_err(|e| e.context(format!("fixed-length plan for seq {len}")))?
-            }
-            (Some(_), None) => return Err(TractError::msg("no symbols to fix")),
-        };
+        let plan = optimise(model, self.symbols.as_ref(), len)?;
         let _ = cell.set(plan);
-        if self.plan.get().is_some() && self.bucket_plans.iter().all(|(_, c)| c.get().is_some()) {
+        if self.every_plan_made() {
             *source = None;
         }
         release_free_memory();
@@ -661,6 +753,75 @@ impl Engine {
         self.planned(&self.plan, None)
             .map_err(|e| DeviceError::Inference(format!("plan: {e:#}")))
     }
+}
+
+/// A length with its own batch-1 plan.
+#[derive(Debug)]
+struct Bucket {
+    len: usize,
+    plan: OnceLock<Arc<TypedSimplePlan>>,
+    /// Set on first use: true when the fixed-length plan serves this bucket, false when
+    /// the symbolic plan won the race ([`Engine::route`]).
+    fixed: OnceLock<bool>,
+}
+
+/// The runnable plan of `model`: symbolic (`len` None) or batch 1 with `seq` = `len`.
+fn optimise(
+    model: &TypedModel,
+    symbols: Option<&(Symbol, Symbol)>,
+    len: Option<usize>,
+) -> TractResult<Arc<TypedSimplePlan>> {
+    match (len, symbols) {
+        (None, _) => model.clone().into_optimized()?.into_runnable(),
+        (Some(len), Some((batch, seq))) => {
+            let subs = std::collections::HashMap::from([
+                (batch.clone(), TDim::Val(1)),
+                (seq.clone(), TDim::Val(len as i64)),
+            ]);
+            model
+                .set_symbols(&subs)
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .map_err(|e| e.context(format!("fixed-length plan for seq {len}")))
+        }
+        (Some(_), None) => Err(TractError::msg("no symbols to fix")),
+    }
+}
+
+/// Runs a plan's state, clearing the upper vector state after every node.
+fn run_state(state: &mut TypedSimpleState, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    state.run_plan_with_eval(inputs, |ctx, st, node, input| {
+        let out = tract_onnx::tract_core::plan::eval(ctx, st, node, input);
+        crate::fused_ops::clear_upper_vector_state();
+        out
+    })
+}
+
+/// True when `fixed` runs a batch-1 input of `len` tokens at least as fast as
+/// `symbolic` (fastest of [`RACE_RUNS`] alternating runs each, after a warm-up).
+fn race(
+    fixed: &Arc<TypedSimplePlan>,
+    symbolic: &Arc<TypedSimplePlan>,
+    len: usize,
+) -> TractResult<bool> {
+    // Token id 0 everywhere, every position real: the plans do the same arithmetic
+    // whatever the ids are.
+    let ids = Tensor::zero::<i64>(&[1, len])?.into_tvalue();
+    let mask = tract_ndarray::Array2::<i64>::ones((1, len))
+        .into_tensor()
+        .into_tvalue();
+    let mut states = [fixed.spawn()?, symbolic.spawn()?];
+    let mut best = [std::time::Duration::MAX; 2];
+    for round in 0..=RACE_RUNS {
+        for (state, best) in states.iter_mut().zip(&mut best) {
+            let started = std::time::Instant::now();
+            run_state(state, tvec![ids.clone(), mask.clone()])?;
+            if round > 0 {
+                *best = (*best).min(started.elapsed());
+            }
+        }
+    }
+    Ok(best[0] <= best[1])
 }
 
 /// One run state per plan of an engine (used by one query at a time), each made when

@@ -361,6 +361,80 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
     }
 }
 
+/// Every plan a single text may run on gives the same answer: the engine with its race
+/// (each length bucket's fixed-length plan timed against the symbolic plan), every
+/// bucket on its fixed-length plan, and the symbolic plan alone; texts of 3 to 64 tokens
+/// cover every bucket. int8-compute gets the `--check` tolerance (its activations are
+/// rounded after sums taken in a plan-dependent order).
+#[test]
+fn every_plan_route_gives_the_same_answer() {
+    use device::engine::{Engine, EngineOptions};
+    let v = device::Bundle::read(quantized_bundle())
+        .unwrap()
+        .verify()
+        .unwrap();
+    let enc = device::tokenize::TextEncoder::from_bundle(&v).unwrap();
+    let words = "please set an alarm for seven tomorrow morning and play some jazz after it";
+    let texts: Vec<String> = (1..=12)
+        .map(|n| {
+            words
+                .split(' ')
+                .cycle()
+                .take(n * 5)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    for (variant, tolerance) in [("weights-int8", 1e-5f32), ("int8-compute", 2e-2)] {
+        let load = |options| Engine::load_variant(&v, variant, options).unwrap();
+        let engines = [
+            load(EngineOptions::default()),
+            load(EngineOptions {
+                fixed_plans: true,
+                ..EngineOptions::default()
+            }),
+            load(EngineOptions {
+                symbolic_only: true,
+                ..EngineOptions::default()
+            }),
+        ];
+        let mut lengths = std::collections::BTreeSet::new();
+        for t in &texts {
+            let ids = enc.encode(t).unwrap().ids;
+            lengths.insert(ids.len());
+            let mask = vec![1i64; ids.len()];
+            let runs: Vec<_> = engines
+                .iter()
+                .map(|e| e.run(&ids, &mask, 1, ids.len()).unwrap())
+                .collect();
+            let probs = |logits: &[f32]| {
+                let max = logits.iter().fold(f32::MIN, |m, &v| m.max(v));
+                let e: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                e.into_iter().map(|v| v / sum).collect::<Vec<_>>()
+            };
+            let reference = probs(&runs[2].0);
+            for (route, (logits, attention)) in runs.iter().enumerate() {
+                assert_eq!(attention.len(), ids.len());
+                let worst = probs(logits)
+                    .iter()
+                    .zip(&reference)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst <= tolerance,
+                    "{variant}, route {route}, {} tokens: |Δp| {worst}",
+                    ids.len()
+                );
+            }
+        }
+        assert!(
+            lengths.first() < Some(&8) && lengths.last() > Some(&32),
+            "lengths {lengths:?} miss buckets"
+        );
+    }
+}
+
 /// The embedding tables of both int8 graphs are gathered while int8 and only the rows
 /// a query uses are scaled: no `DequantizeLinear` of a whole table before a `Gather`
 /// (that costs a pass over the table per query; MiniLM's is 30,522 x 384).

@@ -501,7 +501,7 @@ def main():
 
     # -- latency: device and onnxruntime, interleaved rounds
     dev_cmd = [DEVICE, "bench-latency", "--texts", test, "--queries", a.queries, "--rounds", 1,
-               "--modes", "buckets,symbolic,baseline"]
+               "--modes", "buckets,fixed,symbolic,baseline"]
     for b in bundles:
         dev_cmd += ["--bundle", b]
     log("checking fixed-length plans against the symbolic plan")
@@ -653,9 +653,23 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
     w("Device e2e p50 per round (µs): " + "; ".join(
         f"{Path(k[0]).name} {k[1]} {k[2]}: {v}" for k, v in per_round.items()) + ".\n")
 
+    w("## Which plan serves a single text: the race\n")
+    w("Each length bucket's fixed-length plan races the symbolic plan on its first use and the faster "
+      "serves the bucket (`device/src/engine.rs`, `Engine::route`). Device e2e p50 (µs) in the same rounds: "
+      "`fixed` = every bucket on its fixed-length plan (the engine before the race), `symbolic` = the "
+      "symbolic plan alone, `default` = the engine with the race.\n")
+    w("| bundle | variant | set | fixed | symbolic | default (race) |")
+    w("|---|---|---|---|---|---|")
+    for b in bundles:
+        for name, _, _ in variants(b):
+            for s in ("short", "long"):
+                w(f"| {bundle_label(b)} | {name} | {s} | {fmt(dev(b, name, s, mode='fixed'))} | "
+                  f"{fmt(dev(b, name, s, mode='symbolic'))} | {fmt(dev(b, name, s))} |")
+    w("")
+
     w("## Fixed-length plans vs the symbolic plan\n")
-    w("`device bench-latency --check`: the default engine (batch-1 plans for 8/16/32/64 tokens, padded,")
-    w("mask 0) against the plain symbolic plan on every test text and the long set:\n")
+    w("`device bench-latency --check`: every fixed-length plan (batch-1 plans for 8/16/32/64 tokens, padded,")
+    w("mask 0, whichever would win its race) against the plain symbolic plan on every test text and the long set:\n")
     w("| bundle | variant | texts | labels differ | max |Δp| | max |Δα| | tokenizer fast path: texts differing from the library |")
     w("|---|---|---|---|---|---|---|")
     for c in raw["check"]:
@@ -871,7 +885,14 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
   left symbolic) serves batches; single texts run on **fixed-length plans** for 8, 16, 32
   and 64 tokens (`device/src/engine.rs`, `LENGTH_BUCKETS`): the graph with batch = 1 and
   seq concrete, optimised by tract with known shapes. A text is right-padded to the next
-  bucket with mask 0; padding gets exactly zero weight in attention and pooling, so labels
+  bucket with mask 0 (session 6: each bucket's fixed plan first **races the symbolic plan**
+  on its first use, see "Which plan serves a single text" above: tract picks the matmul
+  kernel for an exact length from a cost model calibrated on other CPUs, and on this
+  machine its pick for 16 tokens made MiniLM float 7.5 ms against 5.8 ms on the symbolic
+  plan's run-time kernel pair, while int8-compute runs 10-25 % faster fixed; the race
+  costs the first query of a bucket a second plan build and 12 runs, and briefly holds
+  both plans: MiniLM int8-compute serve peak 94.5 → 107.6 MB; `DEVICE_FIXED_PLANS=1`
+  skips it). Padding gets exactly zero weight in attention and pooling, so labels
   are identical and probabilities agree to ~1e-7 (table above; `device bench-latency
   --check` and `tests/tests/perf_smoke.rs`). Each plan is optimised on its **first use**
   (each holds its own packed copy of the weights, ~2.2 MB on the tiny preset; the first
@@ -895,11 +916,24 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
 - **The int8 graphs do no per-query work over the weights** (session 3, from tract's
   per-node profile of MiniLM): embedding tables are gathered while int8 and only the
   gathered rows are scaled (`Gather → Cast → Mul`; dequantising the whole 30,522 x 384 table
-  first made a MiniLM int8 query take ~35 ms, now 4-8 ms), and int8-compute quantises each
-  matmul input with element-wise `Mul/Add/Clip/Cast<u8>` instead of `QuantizeLinear`
-  (tract 0.23 rounds QuantizeLinearU8 element by element through a non-inlined call: it cost
-  as much as the int8 matmul it fed; MiniLM short query 5.4 → 4.1 ms of node time).
-- **Fused LayerNorm and Softmax, and clean vector state** (session 5, `device/src/fused_ops.rs`,
+  first made a MiniLM int8 query take ~35 ms, now 4-8 ms).
+- **Quantise and dequantise in one pass each** (session 6, `device/src/fused_ops/quant.rs`):
+  int8-compute is `QuantizeLinear → MatMulInteger → DequantizeLinear(axis -1) → Add b`, all
+  standard ops. tract 0.23 rounds `QuantizeLinear` one element at a time through a
+  non-inlined call and runs a per-channel `DequantizeLinear` as three nodes, so until
+  session 5 the exporter wrote the quantisation as `Mul/Add/Clip/Cast<u8>` and the
+  dequantisation as `Cast → Mul` (5 tract nodes per matmul, ~1 ns per element each). The
+  device now parses both ops into one vectorised loop each (round half to even by adding
+  1.5·2²³, integer conversions by bit operations; the i32 accumulators become f32 in their
+  own buffer, because a fresh 400 KB output per matmul was new pages every query: 10x the
+  page faults and a slower long query until it went). Same bundle, old vs new export,
+  alternating in one process (`device bench-latency --variants int8-compute`): MiniLM short
+  2.98 → 2.52 ms, long 10.6 → 9.4 ms; tiny short 240 → 181 µs, long 850 → 685 µs.
+  onnxruntime ran the old element-wise form faster than the standard ops (MiniLM
+  int8-compute short 2.44 vs 2.90 ms, long 7.8 vs 8.9 ms, the two exports timed side by
+  side with perf.py's onnxruntime code): the ratios in the table are on the same file, as the issue asks, and
+  against onnxruntime's best form the device's int8-compute is ~1.06x short / 1.2x long.
+- **Fused LayerNorm and Softmax, and clean vector state** (session 5, `device/src/fused_ops/mod.rs`,
   from the per-node profile of the tiny preset): tract expands `LayerNormalization` into six
   nodes (~7.7 µs each time on 16 x 128) and runs a last-axis `Softmax` as three library calls
   per row (~8 µs for the 4 x 16 x 16 attention scores). The device registers its own parsers

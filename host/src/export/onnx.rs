@@ -24,7 +24,7 @@
 //! | variant | linear layer | embedding table |
 //! |---|---|---|
 //! | `weights-int8` | `DequantizeLinear(int8 W[in,out], scale[out], axis=1) -> MatMul -> Add b` | `Gather(int8 T, ids) -> Cast -> Mul(Gather(scale[rows], ids))` (only the used rows are scaled) |
-//! | `int8-compute` | `Cast<u8>(Clip(x/s_x + zp_x + 0.5, 0, 255))` (QuantizeLinear as element-wise ops) `-> MatMulInteger(x_u8, int8 W, zp_x) -> Cast -> Mul(s_x*scale[out]) -> Add b` | same as weights-int8 |
+//! | `int8-compute` | `QuantizeLinear(x, s_x, zp_x) -> MatMulInteger(x_u8, int8 W, zp_x) -> DequantizeLinear(s_x*scale[out], axis=-1) -> Add b` (no bias: `Cast -> Mul`, see [`GraphBuilder::matmul`]) | same as weights-int8 |
 //!
 //! Both variants reference the same int8 tensors, which can live in one external-data
 //! file ([`pack_int8`]) that the two graphs share.
@@ -260,6 +260,24 @@ impl<'w> GraphBuilder<'w> {
     /// The int8 initializer of quantised tensor `name` (external or inline) and its
     /// per-row scale initializer `[rows of the stored tensor]`.
     fn int8_initializers(&mut self, name: &str) -> Result<Option<(String, String)>> {
+        let Some(init_name) = self.int8_tensor(name)? else {
+            return Ok(None);
+        };
+        let Some(q) = self.quant.as_ref().map(|c| c.q) else {
+            return Ok(None);
+        };
+        let scales = q.tables[name].scales.clone();
+        let key = format!("{name}.scale");
+        let scale = match self.external_f32(&key, &key, &[scales.len()]) {
+            Some(s) => s,
+            None => self.add_initializer(&key, &[scales.len()], &scales),
+        };
+        Ok(Some((init_name, scale)))
+    }
+
+    /// The int8 initializer of quantised tensor `name` alone (an int8-compute matmul
+    /// folds the per-row scales into its output scale instead).
+    fn int8_tensor(&mut self, name: &str) -> Result<Option<String>> {
         let Some(ctx) = &self.quant else {
             return Ok(None);
         };
@@ -303,13 +321,7 @@ impl<'w> GraphBuilder<'w> {
             None => t.raw_data = values.iter().map(|&v| v as u8).collect(),
         }
         self.initializers.push(t);
-        let scales = q.tables[name].scales.clone();
-        let key = format!("{name}.scale");
-        let scale = match self.external_f32(&key, &key, &[scales.len()]) {
-            Some(s) => s,
-            None => self.add_initializer(&key, &[scales.len()], &scales),
-        };
-        Ok(Some((init_name, scale)))
+        Ok(Some(init_name))
     }
 
     /// An f32 initializer whose bytes are in the external-data file under `key`, if the
@@ -348,13 +360,20 @@ impl<'w> GraphBuilder<'w> {
 
     /// `x W^T` for the checkpoint linear `{prefix}.weight` (`[out, in]`): a float or
     /// weights-int8 `MatMul`, or the int8-compute chain
-    /// `QuantizeLinear -> MatMulInteger -> Cast -> Mul`.
+    /// `QuantizeLinear -> MatMulInteger -> DequantizeLinear` (per output channel).
+    ///
+    /// `biased`: the caller adds a bias right after. Otherwise the i32 accumulators are
+    /// scaled with `Cast -> Mul` instead of `DequantizeLinear`: onnxruntime 1.32's
+    /// QDQ propagation moves an int32 `DequantizeLinear` forward across a following
+    /// `Squeeze`/`Reshape` by inserting a `QuantizeLinear`, which saturates the values to
+    /// 8 bits (the pooling scores came out wrong: logits off by 4 on a test model).
     pub fn matmul(
         &mut self,
         x: &str,
         prefix: &str,
         out_dim: usize,
         in_dim: usize,
+        biased: bool,
     ) -> Result<String> {
         let name = format!("{prefix}.weight");
         let compute = self.quant.as_ref().is_some_and(|c| c.compute);
@@ -380,27 +399,36 @@ impl<'w> GraphBuilder<'w> {
                 got: vec![w_scales.len()],
             });
         }
-        let (w, _) = self
-            .int8_initializers(&name)?
+        let w = self
+            .int8_tensor(&name)?
             .ok_or_else(|| OnnxError::MissingWeight { name: name.clone() })?;
-        let zx = self.const_u8(&format!("{prefix}.input_zero_point"), range.zero_point);
         let xq = self.quantize_u8(x, prefix, range.scale, range.zero_point);
+        let zx = self.const_u8(&format!("{prefix}.matmul_zero_point"), range.zero_point);
         let acc = self.add_node(
             "MatMulInteger",
             &[&xq, &w, &zx],
             &format!("{prefix}.matmul_i32"),
             vec![],
         );
-        let float = attr_int("to", pb::tensor_proto::DataType::Float as i64);
-        let accf = self.add_node(
-            "Cast",
-            &[&acc],
-            &format!("{prefix}.matmul_f32"),
-            vec![float],
-        );
+        // i32 accumulators -> f32, one scale per output channel (input scale x weight scale).
         let combined: Vec<f32> = w_scales.iter().map(|s| s * range.scale).collect();
         let scale = self.add_initializer(&format!("{prefix}.output_scale"), &[out_dim], &combined);
-        Ok(self.add_node("Mul", &[&accf, &scale], &format!("{prefix}.matmul"), vec![]))
+        if !biased {
+            let float = attr_int("to", pb::tensor_proto::DataType::Float as i64);
+            let accf = self.add_node(
+                "Cast",
+                &[&acc],
+                &format!("{prefix}.matmul_f32"),
+                vec![float],
+            );
+            return Ok(self.add_node("Mul", &[&accf, &scale], &format!("{prefix}.matmul"), vec![]));
+        }
+        Ok(self.add_node(
+            "DequantizeLinear",
+            &[&acc, &scale],
+            &format!("{prefix}.matmul"),
+            vec![attr_int("axis", -1)],
+        ))
     }
 
     /// `hint` if unused, else `hint.N` for the first free N.
@@ -576,39 +604,17 @@ impl<'w> GraphBuilder<'w> {
         Ok(self.add_node("Mul", &[&rows, &scales], out_hint, vec![]))
     }
 
-    /// `x` quantised to u8 with `scale` and `zero_point`: `QuantizeLinear` written as
-    /// `Cast<u8>(Clip(x · (1/scale) + zero_point + 0.5, 0, 255))`. Same values up to
-    /// exact ties (which round up instead of to even), but every step is an element-wise
-    /// op runtimes vectorise; tract 0.23's `QuantizeLinearU8` rounds one element at a
-    /// time through a non-inlined call and cost as much as the int8 matmul after it
-    /// (MiniLM FFN: ~130 µs to quantise 16 x 1536 values).
+    /// `x` quantised to u8 with `scale` and `zero_point` (`QuantizeLinear`). The device
+    /// runs it as one vectorised pass (device `fused_ops::quant`; tract 0.23's own kernel
+    /// rounds one element at a time).
     fn quantize_u8(&mut self, x: &str, prefix: &str, scale: f32, zero_point: u8) -> String {
-        let inv = self.const_f32(&format!("{prefix}.input_inv_scale"), 1.0 / scale);
-        let shift = self.const_f32(
-            &format!("{prefix}.input_zero_point_f"),
-            zero_point as f32 + 0.5,
-        );
-        let lo = self.const_f32("const.u8_min", 0.0);
-        let hi = self.const_f32("const.u8_max", 255.0);
-        let scaled = self.add_node("Mul", &[x, &inv], &format!("{prefix}.input_scaled"), vec![]);
-        let shifted = self.add_node(
-            "Add",
-            &[&scaled, &shift],
-            &format!("{prefix}.input_shifted"),
-            vec![],
-        );
-        let clipped = self.add_node(
-            "Clip",
-            &[&shifted, &lo, &hi],
-            &format!("{prefix}.input_clipped"),
-            vec![],
-        );
-        let to_u8 = attr_int("to", pb::tensor_proto::DataType::Uint8 as i64);
+        let scale = self.const_f32(&format!("{prefix}.input_scale"), scale);
+        let zero_point = self.const_u8(&format!("{prefix}.input_zero_point"), zero_point);
         self.add_node(
-            "Cast",
-            &[&clipped],
+            "QuantizeLinear",
+            &[x, &scale, &zero_point],
             &format!("{prefix}.input_q"),
-            vec![to_u8],
+            vec![],
         )
     }
 
@@ -643,7 +649,7 @@ impl<'w> GraphBuilder<'w> {
 
     /// `x W^T + b` for the checkpoint linear `{prefix}.weight` / `{prefix}.bias`.
     fn linear(&mut self, x: &str, prefix: &str, out_dim: usize, in_dim: usize) -> Result<String> {
-        let xw = self.matmul(x, prefix, out_dim, in_dim)?;
+        let xw = self.matmul(x, prefix, out_dim, in_dim, true)?;
         let b = self.weight(&format!("{prefix}.bias"), &[out_dim])?;
         Ok(self.add_node("Add", &[&xw, &b], &format!("{prefix}.out"), vec![]))
     }
@@ -954,7 +960,7 @@ fn gelu_erf(b: &mut GraphBuilder, x: &str, prefix: &str) -> String {
 pub fn pooling(b: &mut GraphBuilder, c: &ModelConfig, x: &str, mask: &str) -> Result<String> {
     let dense = b.linear(x, "pooling.dense", c.pool_dim, c.hidden)?;
     let e = b.add_node("Tanh", &[&dense], "pooling.tanh", vec![]);
-    let scores = b.matmul(&e, "pooling.query", 1, c.pool_dim)?; // [B,S,1]
+    let scores = b.matmul(&e, "pooling.query", 1, c.pool_dim, false)?; // [B,S,1]
     let last = b.const_i64("const.axes_last", &[1], &[-1]);
     let scores = b.add_node("Squeeze", &[&scores, &last], "pooling.scores_2d", vec![]);
     let masked = b.add_node("Add", &[&scores, mask], "pooling.masked", vec![]);
@@ -972,7 +978,7 @@ pub fn pooling(b: &mut GraphBuilder, c: &ModelConfig, x: &str, mask: &str) -> Re
 
 /// `logits = pooled Wc^T + bc`, emitted as the `logits` output.
 pub fn classifier(b: &mut GraphBuilder, c: &ModelConfig, pooled: &str) -> Result<String> {
-    let xw = b.matmul(pooled, "classifier", c.num_labels(), c.hidden)?;
+    let xw = b.matmul(pooled, "classifier", c.num_labels(), c.hidden, true)?;
     let bias = b.weight("classifier.bias", &[c.num_labels()])?;
     Ok(b.add_output_node("Add", &[&xw, &bias], LOGITS, vec![]))
 }

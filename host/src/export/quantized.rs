@@ -4,7 +4,7 @@
 //! ```text
 //! BUNDLE/
 //!   model.onnx                 weights-int8: DequantizeLinear(int8 W) -> MatMul (default)
-//!   model-int8-compute.onnx    int8-compute: quantise x (Mul, Add, Clip, Cast u8) -> MatMulInteger -> Cast -> Mul
+//!   model-int8-compute.onnx    int8-compute: QuantizeLinear(x) -> MatMulInteger -> DequantizeLinear
 //!   weights.int8.bin           every int8 tensor, once: ONNX external data of both graphs
 //!   tokenizer.json, manifest.json (format 2: variants, default_variant, reference)
 //! ```

@@ -1,4 +1,4 @@
-//! Two ONNX ops run as one fused kernel each instead of tract's decomposition (issue #7).
+//! ONNX ops run as one fused kernel each instead of tract's decomposition (issue #7).
 //!
 //! tract expands `LayerNormalization` into six nodes (sum, scale, subtract, square-mean,
 //! rsqrt, affine) and runs a last-axis `Softmax` as three library kernel calls per row.
@@ -7,23 +7,33 @@
 //! profiles gave ~7.7 µs per LayerNorm and ~8 µs per attention softmax, a sixth of a
 //! short query. Here each is one pass over contiguous rows, written so the compiler
 //! vectorises it (eight independent accumulators, a branch-free polynomial `exp`).
+//! `QuantizeLinear` and per-channel `DequantizeLinear`, the two ends of every int8-compute
+//! matmul, get the same treatment in [`quant`].
 //!
-//! They replace tract's parsers for the two op types, so the ONNX file stays standard
-//! (onnxruntime and the host's exporter see nothing different). A Softmax over another
-//! axis or of another datum type, opset < 13 Softmax and a LayerNormalization asking for
-//! its optional mean / inverse-deviation outputs go to tract's own ops as before; a
-//! LayerNormalization of another float type is computed in f32 between two casts.
-//! [`crate::engine::EngineOptions::tract_ops`] turns them off, for comparison.
+//! They replace tract's parsers for these op types, so the ONNX file stays standard
+//! (onnxruntime runs the same file). A Softmax over another axis or of another datum
+//! type, opset < 13 Softmax and a LayerNormalization asking for its optional mean /
+//! inverse-deviation outputs go to tract's own ops as before; a LayerNormalization of
+//! another float type is computed in f32 between two casts; [`quant`] lists its forms.
+//! [`crate::engine::EngineOptions::tract_ops`] turns them all off, for comparison.
 
+pub mod quant;
+#[cfg(test)]
+mod test_graph;
+
+pub use quant::{FusedDequantizeLinear, FusedQuantizeLinear};
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_onnx::tract_hir::internal::*;
 
-/// Registers the fused parsers for `LayerNormalization` and `Softmax` (opset ≥ 13).
+/// Registers the fused parsers for `LayerNormalization`, `Softmax` (opset ≥ 13),
+/// `QuantizeLinear` and `DequantizeLinear`.
 pub fn register(ops: &mut OnnxOpRegister) {
     ops.insert("LayerNormalization", parse_layer_norm);
     ops.insert("Softmax", parse_softmax);
+    ops.insert("QuantizeLinear", quant::parse_quantize_linear);
+    ops.insert("DequantizeLinear", quant::parse_dequantize_linear);
 }
 
 /// tract's own parser for `op_type`, for the forms the fused ops do not take.
@@ -488,23 +498,9 @@ pub fn exp_nonpositive(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use super::test_graph::*;
     use super::*;
     use tract_onnx::pb;
-
-    /// Deterministic values in [-spread, spread).
-    fn values(n: usize, seed: u64, spread: f32) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * spread
-            })
-            .collect()
-    }
 
     #[test]
     fn exp_matches_libm_to_float_precision() {
@@ -569,75 +565,6 @@ mod tests {
                     );
                 }
             }
-        }
-    }
-
-    fn f32_initializer(name: &str, dims: &[i64], seed: u64) -> pb::TensorProto {
-        let n = dims.iter().product::<i64>() as usize;
-        pb::TensorProto {
-            name: name.into(),
-            dims: dims.to_vec(),
-            data_type: pb::tensor_proto::DataType::Float as i32,
-            float_data: values(n, seed, 1.0),
-            ..Default::default()
-        }
-    }
-
-    fn node(op: &str, inputs: &[&str], output: &str, attrs: &[(&str, i64)]) -> pb::NodeProto {
-        pb::NodeProto {
-            op_type: op.into(),
-            name: output.into(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            attribute: attrs
-                .iter()
-                .map(|(name, i)| pb::AttributeProto {
-                    name: (*name).into(),
-                    r#type: pb::attribute_proto::AttributeType::Int as i32,
-                    i: *i,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
-
-    fn input_info(
-        name: &str,
-        elem: pb::tensor_proto::DataType,
-        dims: &[i64],
-    ) -> pb::ValueInfoProto {
-        use pb::tensor_shape_proto::{dimension::Value, Dimension};
-        pb::ValueInfoProto {
-            name: name.into(),
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: elem as i32,
-                    shape: Some(pb::TensorShapeProto {
-                        dim: dims
-                            .iter()
-                            .map(|&d| Dimension {
-                                value: Some(Value::DimValue(d)),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn model(graph: pb::GraphProto) -> pb::ModelProto {
-        pb::ModelProto {
-            ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 17,
-            }],
-            graph: Some(graph),
-            ..Default::default()
         }
     }
 

@@ -1,0 +1,607 @@
+//! `QuantizeLinear` and per-channel `DequantizeLinear` as one vectorised pass each.
+//!
+//! An int8-compute model quantises the input of every matmul (`QuantizeLinear`, u8 with
+//! a static scale and zero point) and scales the i32 accumulators back per output
+//! channel (`DequantizeLinear`, axis -1). tract 0.23 runs the first one element at a time
+//! through a non-inlined rounding call (~130 µs for the 16 x 1536 FFN input of MiniLM,
+//! as much as the int8 matmul after it) and the second as three nodes (cast, subtract,
+//! multiply). Here each is a single loop the compiler vectorises: the rounding is the
+//! FPU's own round-half-to-even (adding 1.5·2²³), the conversions are integer and bit
+//! operations.
+//!
+//! Forms taken (the rest go to tract's parsers): `QuantizeLinear` whose scale and zero
+//! point are single-element initializers, to u8 or i8; `DequantizeLinear` with a 1-D
+//! scale initializer, `axis = -1` and no zero point.
+
+use super::tract_parser;
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::{self, NodeProto};
+use tract_onnx::tract_hir::internal::*;
+
+/// The initializer `name` of the top-level graph, if it is one.
+fn initializer<'a>(ctx: &'a ParsingContext, name: &str) -> Option<&'a pb::TensorProto> {
+    ctx.model
+        .graph
+        .as_ref()?
+        .initializer
+        .iter()
+        .find(|t| t.name == name)
+}
+
+fn elements(t: &pb::TensorProto) -> i64 {
+    t.dims.iter().product()
+}
+
+/// Input `ix` of `node`, unless absent or given with an empty name (ONNX's "absent").
+fn input(node: &NodeProto, ix: usize) -> Option<&str> {
+    node.input
+        .get(ix)
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+pub(super) fn parse_quantize_linear(
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    use pb::tensor_proto::DataType;
+    let scalar = |ix: usize, types: &[DataType]| {
+        input(node, ix)
+            .and_then(|name| initializer(ctx, name))
+            .is_some_and(|t| elements(t) == 1 && types.iter().any(|&d| t.data_type == d as i32))
+    };
+    let zero_point = input(node, 2).is_some();
+    let taken = node.input.len() <= 3
+        && scalar(1, &[DataType::Float])
+        && (!zero_point || scalar(2, &[DataType::Uint8, DataType::Int8]));
+    if !taken {
+        return tract_parser("QuantizeLinear", ctx, node);
+    }
+    Ok((expand(QuantizeExpansion { zero_point }), vec![]))
+}
+
+pub(super) fn parse_dequantize_linear(
+    ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let axis: i64 = node.get_attr_opt("axis")?.unwrap_or(1);
+    let per_channel = input(node, 1)
+        .and_then(|name| initializer(ctx, name))
+        .is_some_and(|t| {
+            t.dims.len() == 1 && t.data_type == pb::tensor_proto::DataType::Float as i32
+        });
+    let block_size: i64 = node.get_attr_opt("block_size")?.unwrap_or(0);
+    if !per_channel || axis != -1 || input(node, 2).is_some() || block_size != 0 {
+        return tract_parser("DequantizeLinear", ctx, node);
+    }
+    Ok((expand(DequantizeExpansion), vec![]))
+}
+
+#[derive(Debug, Clone)]
+struct QuantizeExpansion {
+    zero_point: bool,
+}
+
+impl Expansion for QuantizeExpansion {
+    fn name(&self) -> StaticName {
+        "QuantizeLinear".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2 + self.zero_point as usize)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[1].datum_type, f32::datum_type())?;
+        if self.zero_point {
+            s.equals(&outputs[0].datum_type, &inputs[2].datum_type)?;
+        } else {
+            s.equals(&outputs[0].datum_type, u8::datum_type())?;
+        }
+        s.equals(&inputs[0].shape, &outputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let konst = |ix: usize| -> TractResult<Arc<Tensor>> {
+            model
+                .outlet_fact(inputs[ix])?
+                .konst
+                .clone()
+                .with_context(|| format!("QuantizeLinear {prefix}: input {ix} must be a constant"))
+        };
+        let scale = *konst(1)?
+            .try_as_plain_ram()?
+            .as_slice::<f32>()?
+            .first()
+            .context("empty scale")?;
+        let (zero_point, signed) = if self.zero_point {
+            let zp = konst(2)?;
+            match zp.datum_type() {
+                DatumType::U8 => (zp.cast_to_scalar::<i32>()?, false),
+                DatumType::I8 => (zp.cast_to_scalar::<i32>()?, true),
+                dt => bail!("QuantizeLinear {prefix}: zero point of type {dt:?}"),
+            }
+        } else {
+            (0, false)
+        };
+        ensure!(
+            scale.is_finite() && scale > 0.0,
+            "QuantizeLinear {prefix}: scale {scale}"
+        );
+        let op = FusedQuantizeLinear {
+            scale,
+            zero_point,
+            signed,
+        };
+        let mut x = inputs[0];
+        if model.outlet_fact(x)?.datum_type != DatumType::F32 {
+            x = model.wire_node(format!("{prefix}.to_f32"), super::to(DatumType::F32), &[x])?[0];
+        }
+        model.wire_node(prefix, op, &[x])
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DequantizeExpansion;
+
+impl Expansion for DequantizeExpansion {
+    fn name(&self) -> StaticName {
+        "DequantizeLinear".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[1].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let scale = model
+            .outlet_fact(inputs[1])?
+            .konst
+            .clone()
+            .with_context(|| format!("DequantizeLinear {prefix}: the scale must be a constant"))?;
+        let x = model.outlet_fact(inputs[0])?;
+        ensure!(
+            x.rank() >= 1,
+            "DequantizeLinear {prefix}: per-axis scale for a scalar"
+        );
+        if let Ok(last) = x.shape[x.rank() - 1].to_usize() {
+            ensure!(
+                last == scale.len(),
+                "DequantizeLinear {prefix}: {} scales for a last axis of {last}",
+                scale.len()
+            );
+        }
+        model.wire_node(prefix, FusedDequantizeLinear { scale }, &[inputs[0]])
+    }
+}
+
+/// `saturate(round_half_to_even(x / scale) + zero_point)`, f32 to u8 or i8 (ONNX
+/// `QuantizeLinear` with a per-tensor scale).
+#[derive(Debug, Clone)]
+pub struct FusedQuantizeLinear {
+    pub scale: f32,
+    pub zero_point: i32,
+    /// i8 output (else u8).
+    pub signed: bool,
+}
+
+impl PartialEq for FusedQuantizeLinear {
+    fn eq(&self, other: &Self) -> bool {
+        self.scale.to_bits() == other.scale.to_bits()
+            && self.zero_point == other.zero_point
+            && self.signed == other.signed
+    }
+}
+impl Eq for FusedQuantizeLinear {}
+impl std::hash::Hash for FusedQuantizeLinear {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.scale.to_bits(), self.zero_point, self.signed).hash(state)
+    }
+}
+
+impl FusedQuantizeLinear {
+    fn output_type(&self) -> DatumType {
+        if self.signed {
+            DatumType::I8
+        } else {
+            DatumType::U8
+        }
+    }
+}
+
+impl Op for FusedQuantizeLinear {
+    fn name(&self) -> StaticName {
+        "FusedQuantizeLinear".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "scale: {}, zero point: {}, to {:?}",
+            self.scale,
+            self.zero_point,
+            self.output_type()
+        )])
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for FusedQuantizeLinear {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = inputs.into_iter().next().context("input")?;
+        let view = x.try_as_plain_ram()?;
+        let (lo, hi) = if self.signed {
+            (i8::MIN as i32, i8::MAX as i32)
+        } else {
+            (u8::MIN as i32, u8::MAX as i32)
+        };
+        // A quarter of the input's size, so small enough to come from the heap, not fresh pages.
+        let mut y = Tensor::zero_dt(self.output_type(), x.shape())?;
+        quantize(
+            view.as_slice::<f32>()?,
+            y.as_bytes_mut(),
+            self.scale,
+            self.zero_point,
+            lo,
+            hi,
+        );
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl TypedOp for FusedQuantizeLinear {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(
+            inputs[0].datum_type == DatumType::F32,
+            "FusedQuantizeLinear takes f32"
+        );
+        Ok(tvec!(self.output_type().fact(inputs[0].shape.clone())))
+    }
+
+    fn axes_mapping(
+        &self,
+        inputs: &[&TypedFact],
+        _outputs: &[&TypedFact],
+    ) -> TractResult<AxesMapping> {
+        // Element-wise: tract may move reshapes and transposes across it.
+        AxesMapping::natural_for_rank(1, 1, inputs[0].rank())
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let count: TDim = inputs[0].shape.iter().product();
+        Ok(tvec!((Cost::FMA(DatumType::F32), count)))
+    }
+
+    as_op!();
+}
+
+/// `x · scale[c]` over the last axis `c`, integer to f32 (ONNX `DequantizeLinear` with a
+/// per-channel scale on axis -1 and no zero point).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct FusedDequantizeLinear {
+    /// 1-D f32, one scale per element of the last axis.
+    pub scale: Arc<Tensor>,
+}
+
+impl Op for FusedDequantizeLinear {
+    fn name(&self) -> StaticName {
+        "FusedDequantizeLinear".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{} channel scales", self.scale.len())])
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for FusedDequantizeLinear {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = inputs.into_iter().next().context("input")?;
+        let scale_view = self.scale.try_as_plain_ram()?;
+        let scale = scale_view.as_slice::<f32>()?;
+        let channels = *x.shape().last().context("per-axis scale for a scalar")?;
+        ensure!(
+            channels == scale.len(),
+            "DequantizeLinear: {} scales for a last axis of {channels}",
+            scale.len()
+        );
+        if x.datum_type() != DatumType::I32 {
+            // i8 / u8 / anything tract casts (exact in f32 for 8 and 16 bits).
+            let mut y = x.cast_to::<f32>()?.into_owned();
+            if channels > 0 {
+                scale_in_place(y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?, scale);
+            }
+            return Ok(tvec!(y.into_tvalue()));
+        }
+        // The i32 accumulators become f32 in their own buffer: a fresh output of this
+        // size (up to 64 x 1536 x 4 bytes) would be new pages on every query (the kernel
+        // faulting them in cost more than the arithmetic).
+        let mut y = x.into_tensor();
+        if channels > 0 {
+            dequantize_i32_in_place(y.try_as_plain_ram_mut()?.as_slice_mut::<i32>()?, scale);
+        }
+        // SAFETY: i32 and f32 have the same size and alignment, and every element now
+        // holds the bits of an f32 (written just above; there are none if channels = 0).
+        unsafe { y.set_datum_type(DatumType::F32) };
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl TypedOp for FusedDequantizeLinear {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].rank() >= 1, "per-axis scale for a scalar");
+        Ok(tvec!(f32::fact(inputs[0].shape.clone())))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let count: TDim = inputs[0].shape.iter().product();
+        Ok(tvec!((Cost::FMA(DatumType::F32), count)))
+    }
+
+    as_op!();
+}
+
+/// 1.5·2²³: adding it to an f32 of magnitude < 2²² rounds it to an integer (half to
+/// even, the FPU's mode) held in the low mantissa bits.
+const ROUND: f32 = 12_582_912.0;
+
+/// One quantised value per input, written to `y` as the low byte of an i32 in
+/// `[lo, hi]` (two's complement for i8). The division is exact IEEE like the ONNX
+/// definition's, the clamp happens before rounding (the same result, since `lo - zp`
+/// and `hi - zp` are integers) and NaN saturates to the low end.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+pub fn quantize(x: &[f32], y: &mut [u8], scale: f32, zero_point: i32, lo: i32, hi: i32) {
+    let (flo, fhi) = ((lo - zero_point) as f32, (hi - zero_point) as f32);
+    let bias = ROUND.to_bits() as i32;
+    for (y, &v) in y.iter_mut().zip(x) {
+        let r = (v / scale).max(flo).min(fhi) + ROUND;
+        *y = (r.to_bits() as i32 - bias + zero_point) as u8;
+    }
+}
+
+/// Each i32 of `x` (rows of `scale.len()` channels) replaced by the bits of
+/// `x · scale[channel]` as f32.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn dequantize_i32_in_place(x: &mut [i32], scale: &[f32]) {
+    for row in x.chunks_exact_mut(scale.len()) {
+        for (v, &s) in row.iter_mut().zip(scale) {
+            *v = (*v as f32 * s).to_bits() as i32;
+        }
+    }
+}
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn scale_in_place(x: &mut [f32], scale: &[f32]) {
+    for row in x.chunks_exact_mut(scale.len()) {
+        for (v, &s) in row.iter_mut().zip(scale) {
+            *v *= s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_graph::*;
+    use super::*;
+    use tract_onnx::pb::tensor_proto::DataType;
+
+    /// The ONNX definition, computed the slow obvious way.
+    fn reference(x: f32, scale: f32, zero_point: i32, lo: i32, hi: i32) -> i32 {
+        let r = (x / scale).round_ties_even();
+        if r.is_nan() {
+            return lo; // saturates like the kernel (ONNX leaves NaN unspecified)
+        }
+        (r as i64)
+            .saturating_add(zero_point as i64)
+            .clamp(lo as i64, hi as i64) as i32
+    }
+
+    #[test]
+    fn quantize_matches_the_onnx_definition() {
+        let scale = 0.05f32;
+        let mut xs: Vec<f32> = (-12_000..12_000).map(|i| i as f32 * 0.00125).collect();
+        // Exact ties (k + 0.5 steps) round to even; extremes saturate.
+        xs.extend((-10..10).map(|k| (k as f32 + 0.5) * scale));
+        xs.extend([
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            0.0,
+            -0.0,
+        ]);
+        for (zp, lo, hi) in [
+            (128, 0, 255),
+            (0, 0, 255),
+            (3, -128, 127),
+            (-128, -128, 127),
+        ] {
+            let mut q = vec![0u8; xs.len()];
+            quantize(&xs, &mut q, scale, zp, lo, hi);
+            for (x, got) in xs.iter().zip(&q) {
+                let got = if lo < 0 {
+                    *got as i8 as i32
+                } else {
+                    *got as i32
+                };
+                assert_eq!(got, reference(*x, scale, zp, lo, hi), "x {x}, zp {zp}");
+            }
+        }
+    }
+
+    #[test]
+    fn dequantize_scales_each_channel() {
+        let x: Vec<i32> = (0..12).map(|i| i * 1000 - 5000).collect();
+        let scale = [0.5f32, 2.0, -1e-3];
+        let mut y = x.clone();
+        dequantize_i32_in_place(&mut y, &scale);
+        let mut yf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        scale_in_place(&mut yf, &scale);
+        for (i, v) in x.iter().enumerate() {
+            let want = *v as f32 * scale[i % 3];
+            assert_eq!(f32::from_bits(y[i] as u32), want);
+            assert_eq!(yf[i], want);
+        }
+    }
+
+    fn bytes_initializer(
+        name: &str,
+        dims: &[i64],
+        dt: DataType,
+        bytes: Vec<u8>,
+    ) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: dt as i32,
+            raw_data: bytes,
+            ..Default::default()
+        }
+    }
+
+    fn scalar_f32(name: &str, v: f32) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            data_type: DataType::Float as i32,
+            float_data: vec![v],
+            ..Default::default()
+        }
+    }
+
+    /// Every form the two parsers meet gives exactly what tract's own ops give in an
+    /// optimised plan: QuantizeLinear to u8, to i8 and without a zero point (fused) and
+    /// per-axis (tract's); DequantizeLinear per channel of a MatMulInteger's i32 output
+    /// and of u8 values (fused), and per-tensor with a zero point (tract's). The inputs
+    /// sit a quarter step from the rounding boundaries, where the two rounding rules
+    /// (tract: half away from zero, times 1/scale; ONNX: half to even, divided) agree.
+    #[test]
+    fn quant_graph_matches_tract_ops() {
+        let (scale, dims) = (0.02f32, [2usize, 5, 24]);
+        let n = dims.iter().product::<usize>();
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 301) as f32 - 150.0 + 0.25) * scale)
+            .collect();
+        let weights: Vec<u8> = (0..24 * 7)
+            .map(|i| ((i * 13 % 255) - 127) as i8 as u8)
+            .collect();
+        let channel_scales = |count: usize, seed: u64| pb::TensorProto {
+            dims: vec![count as i64],
+            ..f32_initializer("", &[count as i64], seed)
+        };
+        let named = |mut t: pb::TensorProto, name: &str| {
+            t.name = name.into();
+            t.float_data
+                .iter_mut()
+                .for_each(|v| *v = v.abs() * 1e-3 + 1e-4);
+            t
+        };
+        let node_axis =
+            |op: &str, inputs: &[&str], out: &str| node(op, inputs, out, &[("axis", -1)]);
+        let outputs = ["q1", "q2", "y1", "y2", "y3", "y4"];
+        let graph = pb::GraphProto {
+            node: vec![
+                node("QuantizeLinear", &["x", "s", "zp_u8"], "q1", &[]),
+                node("QuantizeLinear", &["x", "s", "zp_i8"], "q2", &[]),
+                node("QuantizeLinear", &["x", "s"], "q3", &[]),
+                node_axis("QuantizeLinear", &["x", "s24", "zp24"], "q4"),
+                node("MatMulInteger", &["q1", "w", "zp_u8"], "acc", &[]),
+                node_axis("DequantizeLinear", &["acc", "s7"], "y1"),
+                node_axis("DequantizeLinear", &["q3", "s24"], "y2"),
+                node("DequantizeLinear", &["q2", "s", "zp_i8"], "y3", &[]),
+                node_axis("DequantizeLinear", &["q4", "s24", "zp24"], "y4"),
+            ],
+            initializer: vec![
+                scalar_f32("s", scale),
+                bytes_initializer("zp_u8", &[], DataType::Uint8, vec![128]),
+                bytes_initializer("zp_i8", &[], DataType::Int8, vec![(-3i8) as u8]),
+                bytes_initializer(
+                    "zp24",
+                    &[24],
+                    DataType::Uint8,
+                    (0..24).map(|i| 100 + i).collect(),
+                ),
+                bytes_initializer("w", &[24, 7], DataType::Int8, weights),
+                named(channel_scales(7, 31), "s7"),
+                named(channel_scales(24, 32), "s24"),
+            ],
+            input: vec![input_info("x", DataType::Float, &[2, 5, 24])],
+            output: outputs
+                .iter()
+                .map(|o| pb::ValueInfoProto {
+                    name: (*o).into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let proto = model(graph);
+        let input = tract_ndarray::Array3::from_shape_vec(dims, x)
+            .unwrap()
+            .into_tensor();
+        let run = |fused: bool| -> Vec<Tensor> {
+            let mut onnx = tract_onnx::onnx();
+            if fused {
+                super::super::register(&mut onnx.op_register);
+            }
+            let plan = onnx
+                .model_for_proto_model(&proto)
+                .unwrap()
+                .into_optimized()
+                .unwrap()
+                .into_runnable()
+                .unwrap();
+            let count = |name: &str| {
+                plan.model()
+                    .nodes()
+                    .iter()
+                    .filter(|n| n.op.name() == name)
+                    .count()
+            };
+            let expected = if fused { (3, 2) } else { (0, 0) };
+            assert_eq!(
+                (count("FusedQuantizeLinear"), count("FusedDequantizeLinear")),
+                expected
+            );
+            let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
+            out.into_iter().map(|v| v.into_tensor()).collect()
+        };
+        let (fused, tract) = (run(true), run(false));
+        assert_eq!(fused.len(), outputs.len());
+        for ((f, t), name) in fused.iter().zip(&tract).zip(outputs) {
+            assert_eq!(f.datum_type(), t.datum_type(), "{name}");
+            assert_eq!(f.shape(), t.shape(), "{name}");
+            assert_eq!(f, t, "{name}: fused and tract's ops differ");
+        }
+        // Not vacuous: the u8 quantisation spans the grid and the matmul is non-zero.
+        let q1 = fused[0].to_plain_array_view::<u8>().unwrap();
+        assert!(q1.iter().any(|&v| v < 10) && q1.iter().any(|&v| v > 245));
+        let y1 = fused[2].to_plain_array_view::<f32>().unwrap();
+        assert!(y1.iter().any(|&v| v.abs() > 1e-3));
+    }
+}

@@ -850,12 +850,12 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
         w("")
         if alone:
             w(f"The tiny model measured alone ({alone['run']}, "
-              f"docs/benchmarks-tiny.md): {alone['headline']} The tiny model's times depend on what else "
-              "the process holds, on both sides: in one four-bundle run onnxruntime's tiny times came out "
-              "~45 % slower than alone; in another (session 5) the device's tiny float came out at 343 µs "
-              "while the same binary gives 265-268 µs with that bundle alone in the process and 310 µs "
-              "with the two tiny bundles, whose int8 variants ran below onnxruntime in the same rounds. "
-              "Read the tiny ratios from the run alone and the table side by side, not from one cell.\n")
+              f"docs/benchmarks-tiny.md): {alone['headline']} The tiny model's times have depended on "
+              "what else the process holds, on both sides: in one four-bundle run onnxruntime's tiny times "
+              "came out ~45 % slower than alone; in another (session 5) the device's tiny float came out at "
+              "343 µs against 265-268 µs with that bundle alone in the process. Run-to-run noise on this "
+              "shared machine is ±10-15 % for the same binary and bundle (alternating processes), so read "
+              "the tiny ratios from the run alone and the table side by side, not from one cell.\n")
         w("Adding bundles (e.g. MiniLM-L6 float and int8 once exported): "
           "`tools/benchmarks/perf.py --bundle TINY_FLOAT --bundle TINY_INT8 --bundle MINILM_FLOAT --bundle MINILM_INT8`; "
           "every variant of every bundle is measured in the same interleaved rounds.\n")

@@ -363,10 +363,10 @@ impl<'w> GraphBuilder<'w> {
     /// `QuantizeLinear -> MatMulInteger -> DequantizeLinear` (per output channel).
     ///
     /// `biased`: the caller adds a bias right after. Otherwise the i32 accumulators are
-    /// scaled with `Cast -> Mul` instead of `DequantizeLinear`: onnxruntime 1.32's
-    /// QDQ propagation moves an int32 `DequantizeLinear` forward across a following
-    /// `Squeeze`/`Reshape` by inserting a `QuantizeLinear`, which saturates the values to
-    /// 8 bits (the pooling scores came out wrong: logits off by 4 on a test model).
+    /// scaled with `Cast -> Mul` instead of `DequantizeLinear`: onnxruntime 1.32's QDQ
+    /// propagation (`QDQPropagationTransformer`) moves an int32 `DequantizeLinear` forward
+    /// across the `Squeeze` of the pooling scores and got them wrong (logits off by 4 on
+    /// a test model; right with that transformer disabled, or with `Cast -> Mul`).
     pub fn matmul(
         &mut self,
         x: &str,
@@ -402,8 +402,7 @@ impl<'w> GraphBuilder<'w> {
         let w = self
             .int8_tensor(&name)?
             .ok_or_else(|| OnnxError::MissingWeight { name: name.clone() })?;
-        let xq = self.quantize_u8(x, prefix, range.scale, range.zero_point);
-        let zx = self.const_u8(&format!("{prefix}.matmul_zero_point"), range.zero_point);
+        let (xq, zx) = self.quantize_u8(x, prefix, range.scale, range.zero_point);
         let acc = self.add_node(
             "MatMulInteger",
             &[&xq, &w, &zx],
@@ -604,18 +603,26 @@ impl<'w> GraphBuilder<'w> {
         Ok(self.add_node("Mul", &[&rows, &scales], out_hint, vec![]))
     }
 
-    /// `x` quantised to u8 with `scale` and `zero_point` (`QuantizeLinear`). The device
-    /// runs it as one vectorised pass (device `fused_ops::quant`; tract 0.23's own kernel
-    /// rounds one element at a time).
-    fn quantize_u8(&mut self, x: &str, prefix: &str, scale: f32, zero_point: u8) -> String {
+    /// `x` quantised to u8 with `scale` and `zero_point` (`QuantizeLinear`), and the
+    /// zero point's initializer (the `MatMulInteger` after it subtracts the same one). The
+    /// device runs it as one vectorised pass (device `fused_ops::quant`; tract 0.23's own
+    /// kernel rounds one element at a time).
+    fn quantize_u8(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        scale: f32,
+        zero_point: u8,
+    ) -> (String, String) {
         let scale = self.const_f32(&format!("{prefix}.input_scale"), scale);
         let zero_point = self.const_u8(&format!("{prefix}.input_zero_point"), zero_point);
-        self.add_node(
+        let xq = self.add_node(
             "QuantizeLinear",
             &[x, &scale, &zero_point],
             &format!("{prefix}.input_q"),
             vec![],
-        )
+        );
+        (xq, zero_point)
     }
 
     /// The linear weight `name`, stored `[out, in]`, as the right-hand MatMul operand

@@ -170,6 +170,10 @@ struct FrameWriter<'a> {
     pos: usize,
     /// 1 + data bytes in the current block.
     code: u8,
+    /// The block before the current one was closed for being full (254 data bytes, no
+    /// implied zero): if the data ends with the current block still empty, that empty
+    /// block is left out, as canonical COBS does.
+    after_full_block: bool,
     crc: Crc32,
 }
 
@@ -183,6 +187,7 @@ impl<'a> FrameWriter<'a> {
             code_idx: 0,
             pos: 1,
             code: 1,
+            after_full_block: false,
             crc: Crc32::new(),
         })
     }
@@ -200,6 +205,7 @@ impl<'a> FrameWriter<'a> {
 
     fn put(&mut self, b: u8) -> Option<()> {
         if b == 0 {
+            self.after_full_block = false;
             self.close_block()
         } else {
             *self.buf.get_mut(self.pos)? = b;
@@ -207,9 +213,24 @@ impl<'a> FrameWriter<'a> {
             self.code += 1;
             if self.code == 0xFF {
                 self.close_block()?;
+                self.after_full_block = true;
             }
             Some(())
         }
+    }
+
+    /// Closes the last block; returns the encoded length (without a delimiter).
+    ///
+    /// Data ending on a full block ends the encoding there: an empty `0x01` block after
+    /// it would decode to nothing, and a bit flip turning it into `0x00` would end the
+    /// frame one byte early with the same payload, a flip the CRC cannot see.
+    fn close(&mut self) -> Option<usize> {
+        if self.code == 1 && self.after_full_block {
+            // Give back the reserved code byte of the empty block.
+            return Some(self.code_idx);
+        }
+        *self.buf.get_mut(self.code_idx)? = self.code;
+        Some(self.pos)
     }
 
     /// Append the CRC, close the last block and the frame; returns the length.
@@ -217,9 +238,9 @@ impl<'a> FrameWriter<'a> {
         for b in self.crc.finish().to_le_bytes() {
             self.put(b)?;
         }
-        *self.buf.get_mut(self.code_idx)? = self.code;
-        *self.buf.get_mut(self.pos)? = DELIMITER;
-        Some(self.pos + 1)
+        let end = self.close()?;
+        *self.buf.get_mut(end)? = DELIMITER;
+        Some(end + 1)
     }
 }
 
@@ -286,13 +307,13 @@ pub fn cobs_encode(data: &[u8], out: &mut [u8]) -> Option<usize> {
     for &b in data {
         w.put(b)?;
     }
-    *w.buf.get_mut(w.code_idx)? = w.code;
-    Some(w.pos)
+    w.close()
 }
 
 /// COBS-decode `buf` in place (it must not contain the `0x00` delimiter);
 /// returns the decoded length. Accepts both forms of a payload ending on a
-/// full 254-byte block (with or without a trailing `0x01` block).
+/// full 254-byte block: without a trailing `0x01` block (canonical, what
+/// [`encode`] writes) and with one (what earlier builds wrote).
 pub fn cobs_decode_in_place(buf: &mut [u8]) -> Result<usize, FrameError> {
     let len = buf.len();
     let mut r = 0;
@@ -596,6 +617,31 @@ mod tests {
             Err(FrameError::BadFrame)
         );
         assert_eq!(cobs_decode_in_place(&mut []), Ok(0));
+    }
+
+    /// The canonical encodings of data ending on a full block (Wikipedia's COBS examples
+    /// 7 and 9): no empty `0x01` block after the full one.
+    #[test]
+    fn cobs_ends_on_a_full_block_canonically() {
+        // 1..=254, then 0xFF or 0x00.
+        let mut data = [0u8; 255];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_add(1);
+        }
+        let mut out = [0u8; 300];
+        let n = cobs_encode(&data[..254], &mut out).unwrap();
+        assert_eq!(n, 255);
+        assert_eq!(out[0], 0xFF);
+        assert_eq!(&out[1..255], &data[..254]);
+        let n = cobs_encode(&data, &mut out).unwrap();
+        assert_eq!(&out[254..n], &[0xFE, 0x02, 0xFF]);
+        cobs_round_trip(&data);
+        // A zero after a full block still needs its own block and the final one.
+        data[254] = 0;
+        let n = cobs_encode(&data, &mut out).unwrap();
+        assert_eq!(&out[255..n], &[0x01, 0x01]);
+        cobs_round_trip(&data);
+        cobs_round_trip(&data[..254]);
     }
 
     #[test]

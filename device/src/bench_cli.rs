@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use device::engine::EngineOptions;
 use device::variant::Choice;
-use device::{Bundle, Classifier, Engine, TextEncoder};
+use device::{Bundle, Classifier, Engine, TextEncoder, VerifiedBundle};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -71,8 +71,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 25, value_name = "N")]
     profile_nodes: usize,
 
-    /// Instead of timing, check that the default engine (fixed-length plans, fused
-    /// LayerNorm and Softmax) gives the labels and probabilities of the symbolic plan with
+    /// Instead of timing, check that every fixed-length plan (with the fused LayerNorm and
+    /// Softmax, whichever plan would win its race) gives the labels and probabilities of the symbolic plan with
     /// tract's own ops (≤ 1e-5; ≤ 2e-2 for int8-compute, whose
     /// run-time activation rounding depends on summation order) on every text of the file
     /// and the long set; exits with an error on a difference.
@@ -242,22 +242,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .collect();
         for variant in names {
             for mode in &a.modes {
-                let options = EngineOptions {
-                    symbolic_only: match mode.as_str() {
-                        "symbolic" | "baseline" => true,
-                        "buckets" | "fixed" => false,
-                        m => bail!("unknown mode {m:?} (buckets, fixed, symbolic, baseline)"),
-                    },
-                    fixed_plans: mode == "fixed",
-                    tract_ops: mode == "baseline",
-                    ..EngineOptions::default()
-                };
-                let encoder = TextEncoder::from_bundle(&verified)?;
-                let encoder = if mode == "baseline" {
-                    encoder.without_fast_path()
-                } else {
-                    encoder
-                };
+                let options = engine_options(mode)?;
+                let encoder = mode_encoder(mode, &verified)?;
                 let choice = Choice::parse(&variant);
                 let started = Instant::now();
                 let engine = Engine::load_variant(&verified, &choice.variant, options)?;
@@ -381,6 +367,29 @@ pub fn run(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The engine a plan mode (`--modes`) stands for.
+fn engine_options(mode: &str) -> Result<EngineOptions> {
+    if !["buckets", "fixed", "symbolic", "baseline"].contains(&mode) {
+        bail!("unknown mode {mode:?} (buckets, fixed, symbolic, baseline)");
+    }
+    Ok(EngineOptions {
+        symbolic_only: mode == "symbolic" || mode == "baseline",
+        fixed_plans: mode == "fixed",
+        tract_ops: mode == "baseline",
+        ..EngineOptions::default()
+    })
+}
+
+/// The bundle's tokenizer as a plan mode uses it (`baseline`: without the fast path).
+fn mode_encoder(mode: &str, verified: &VerifiedBundle) -> Result<TextEncoder> {
+    let encoder = TextEncoder::from_bundle(verified)?;
+    Ok(if mode == "baseline" {
+        encoder.without_fast_path()
+    } else {
+        encoder
+    })
+}
+
 /// Queries/s over every query of every set, on `throughput_threads` threads, each with its
 /// own classifier (own run state): the board's "file of queries" case.
 fn throughput(a: &BenchArgs, configs: &[Config]) -> Result<()> {
@@ -388,22 +397,11 @@ fn throughput(a: &BenchArgs, configs: &[Config]) -> Result<()> {
     for c in configs {
         let all: Vec<&String> = c.sets.iter().flat_map(|(_, qs, _)| qs).collect();
         let verified = Bundle::read(&c.bundle)?.verify()?;
-        let options = EngineOptions {
-            symbolic_only: c.mode == "symbolic" || c.mode == "baseline",
-            fixed_plans: c.mode == "fixed",
-            tract_ops: c.mode == "baseline",
-            ..EngineOptions::default()
-        };
+        let options = engine_options(&c.mode)?;
         let workers: Vec<Classifier> = (0..n)
             .map(|_| -> Result<Classifier> {
-                let encoder = TextEncoder::from_bundle(&verified)?;
-                let encoder = if c.mode == "baseline" {
-                    encoder.without_fast_path()
-                } else {
-                    encoder
-                };
                 Ok(Classifier::new(
-                    encoder,
+                    mode_encoder(&c.mode, &verified)?,
                     Engine::load_variant(&verified, &c.variant, options)?,
                     verified.manifest().labels.clone(),
                 )?)

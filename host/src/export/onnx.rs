@@ -260,10 +260,10 @@ impl<'w> GraphBuilder<'w> {
     /// The int8 initializer of quantised tensor `name` (external or inline) and its
     /// per-row scale initializer `[rows of the stored tensor]`.
     fn int8_initializers(&mut self, name: &str) -> Result<Option<(String, String)>> {
-        let Some(init_name) = self.int8_tensor(name)? else {
+        let Some(q) = self.quant.as_ref().map(|c| c.q) else {
             return Ok(None);
         };
-        let Some(q) = self.quant.as_ref().map(|c| c.q) else {
+        let Some(init_name) = self.int8_tensor(name)? else {
             return Ok(None);
         };
         let scales = q.tables[name].scales.clone();

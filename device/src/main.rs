@@ -19,11 +19,23 @@ mod tune_cli;
 
 /// Offline text classifier for small boards: runs a model bundle written by the host.
 #[derive(Debug, Parser)]
-#[command(name = "device", version)]
+#[command(name = "device", version, after_help = ENVIRONMENT)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The environment variables the engine reads (for comparisons and benchmarks).
+const ENVIRONMENT: &str = "\
+Environment (engine settings, for comparisons; defaults are the fast ones):
+  DEVICE_F32_KERNELS=auto|tract|ymm  f32 matmul kernels on AVX-512 CPUs: `auto` runs the 256-bit
+                                     kernels on cores with one 512-bit FMA port, `tract` keeps
+                                     tract's choice, `ymm` forces the 256-bit ones
+  DEVICE_FIXED_PLANS=1               every length bucket on its fixed-length plan (no race
+                                     against the symbolic plan)
+  DEVICE_SYMBOLIC_ONLY=1             only the symbolic plan (less memory, slower short queries)
+  DEVICE_TRACT_OPS=1                 tract's own LayerNorm, Softmax and (De)QuantizeLinear instead
+                                     of the fused kernels";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -97,6 +109,10 @@ struct Failed {
 fn main() -> ExitCode {
     device::engine::configure_allocator();
     let cli = Cli::parse();
+    if let Err(e) = device::matmul_kernels::set_policy_from_env() {
+        eprintln!("device: error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Classify(args) => classify(args),
         Command::Serve(args) => serve_cli::run(args),

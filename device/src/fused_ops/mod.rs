@@ -8,7 +8,8 @@
 //! short query. Here each is one pass over contiguous rows, written so the compiler
 //! vectorises it (eight independent accumulators, a branch-free polynomial `exp`).
 //! `QuantizeLinear` and per-channel `DequantizeLinear`, the two ends of every int8-compute
-//! matmul, get the same treatment in [`quant`].
+//! matmul, get the same treatment in [`quant`], and tract's exact GELU in [`gelu`] (which,
+//! unlike the others, replaces a node of the decluttered model rather than a parser).
 //!
 //! They replace tract's parsers for these op types, so the ONNX file stays standard
 //! (onnxruntime runs the same file). A Softmax over another axis or of another datum
@@ -17,10 +18,12 @@
 //! another float type is computed in f32 between two casts; [`quant`] lists its forms.
 //! [`crate::engine::EngineOptions::tract_ops`] turns them all off, for comparison.
 
+pub mod gelu;
 pub mod quant;
 #[cfg(test)]
 mod test_graph;
 
+pub use gelu::{fuse_gelu, FusedGelu};
 pub use quant::{FusedDequantizeLinear, FusedQuantizeLinear};
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;

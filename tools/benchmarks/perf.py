@@ -439,6 +439,20 @@ def torch_train(train, tokenizer, work, epochs, threads):
 
 # ---------------------------------------------------------------- main
 
+def train_bench(train, work, tokjson, epochs, rounds):
+    """Training throughput, candle vs PyTorch, 1 thread, interleaved rounds."""
+    res = {"candle": [], "torch": []}
+    have_torch = versions()["torch"] is not None
+    for r in range(rounds):
+        log(f"training round {r + 1}/{rounds}")
+        res["candle"].append(candle_train(train, work, epochs, 1))
+        if have_torch:
+            t = torch_train(train, tokjson, work, epochs, 1)
+            if t:
+                res["torch"].append(t)
+    return res
+
+
 def fmt(x, nd=0):
     if x is None:
         return "–"
@@ -461,11 +475,23 @@ def main():
                     help="measure only `device serve` of target/release/device-laid-out (tools/benchmarks/"
                          "code_layout.py) on the bundles and texts of WORK/perf.json, add it there and rewrite "
                          "the markdown")
+    ap.add_argument("--train-only", action="store_true",
+                    help="re-measure only the training throughput (candle vs PyTorch) on the data of WORK/perf.json, "
+                         "replace it there and rewrite the markdown (after a change to training)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the markdown from WORK/perf.json of the last run (no measuring)")
     a = ap.parse_args()
-    if a.report_only or a.laid_out_only:
+    if a.report_only or a.laid_out_only or a.train_only:
         raw = json.loads((Path(a.work) / "perf.json").read_text())
+        if a.train_only:
+            if not a.no_build:
+                log("building (release)")
+                run(["cargo", "build", "--release", "-p", "device", "-p", "tools"], cwd=ROOT)
+            raw["train"] = train_bench(Path(raw["train_file"]), Path(a.work), Path(raw["bundles"][0]) / "tokenizer.json",
+                                       raw["args"]["train_epochs"], raw["args"]["train_rounds"])
+            raw["train_when"] = (f"measured after the run by `perf.py --train-only`, load average "
+                                 f"{os.getloadavg()[0]:.1f}")
+            (Path(a.work) / "perf.json").write_text(json.dumps(raw, indent=1, default=str))
         if a.laid_out_only:
             if not laid_out_current():
                 sys.exit("perf: no current target/release/device-laid-out: run tools/benchmarks/code_layout.py")
@@ -551,16 +577,9 @@ def main():
 
     # -- training throughput: candle vs PyTorch, interleaved
     train_res = {"candle": [], "torch": []}
-    have_torch = versions()["torch"] is not None
     if not a.no_train_bench:
         tokjson = (ckpt / "tokenizer.json") if ckpt else (bundles[0] / "tokenizer.json")
-        for r in range(a.train_rounds):
-            log(f"training round {r + 1}/{a.train_rounds}")
-            train_res["candle"].append(candle_train(train, work, a.train_epochs, 1))
-            if have_torch:
-                t = torch_train(train, tokjson, work, a.train_epochs, 1)
-                if t:
-                    train_res["torch"].append(t)
+        train_res = train_bench(train, work, tokjson, a.train_epochs, a.train_rounds)
 
     mach["load_after"] = os.getloadavg()
     raw = {"machine": mach, "versions": versions(), "data": dname, "check": check, "res": res, "ft": ft,
@@ -766,7 +785,8 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
         c_eps = last(tr["candle"], "examples_per_s")
         w(f"`tools --threads 1 train --train {Path(train).name} --epochs {a.train_epochs} --ema-decay 0` vs "
           f"`tools/benchmarks/torch_reference.py --threads 1 --epochs {a.train_epochs}` (same architecture and recipe, "
-          f"batch 32, length-bucketed), {a.train_rounds} interleaved rounds, examples/s of the last epoch:\n")
+          f"batch 32, length-bucketed), {a.train_rounds} interleaved rounds, examples/s of the last epoch"
+          + (f" ({raw['train_when']})" if raw.get("train_when") else "") + ":\n")
         w("| trainer | examples/s (1 thread) | val accuracy after the run | epoch seconds |")
         w("|---|---|---|---|")
         w(f"| candle (`tools train`) | {fmt(c_eps)} | {last(tr['candle'], 'val_accuracy'):.4f} | "
@@ -892,9 +912,11 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
   kernel for an exact length from a cost model calibrated on other CPUs, and on this
   machine its pick for 16 tokens made MiniLM float 7.5 ms against 5.8 ms on the symbolic
   plan's run-time kernel pair, while int8-compute runs 10-25 % faster fixed; the race
-  costs the first query of a bucket a second plan build and 12 runs, and briefly holds
-  both plans: MiniLM int8-compute serve peak 94.5 → 107.6 MB; `DEVICE_FIXED_PLANS=1`
-  skips it). Padding gets exactly zero weight in attention and pooling, so labels
+  costs the first query of a bucket a second plan build and the timed runs (session 7:
+  each plan runs until it has been timed for 20 ms, at least 5 and at most 400 runs,
+  because 5 runs of ~200 µs right after the plan builds sometimes kept the tiny preset's
+  slower plan), and briefly holds both plans: MiniLM int8-compute serve peak 94.5 → 107.6
+  MB; `DEVICE_FIXED_PLANS=1` skips it). Padding gets exactly zero weight in attention and pooling, so labels
   are identical and probabilities agree to ~1e-7 (table above; `device bench-latency
   --check` and `tests/tests/perf_smoke.rs`). Each plan is optimised on its **first use**
   (each holds its own packed copy of the weights, ~2.2 MB on the tiny preset; the first
@@ -904,6 +926,27 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
   --workers N` threads sharing one engine run in parallel (before, one lock serialised
   them). `DEVICE_SYMBOLIC_ONLY=1` keeps only the symbolic plan (slower at 64 tokens);
   `DEVICE_LENGTH_BUCKETS=16,64` changes the set (fewer buckets: less memory, more padding).
+- **f32 matmuls on the 256-bit kernels where AVX-512 has one FMA port** (session 7,
+  `device/src/matmul_kernels.rs`). tract picks each f32 matmul's kernel from per-ISA cost
+  models; on AVX-512 CPUs they were calibrated on cores with two 512-bit FMA ports (a Zen 5
+  part for AMD) and pick the zmm kernels. This EPYC runs AVX-512 on 256-bit units, and
+  there tract's 256-bit `fma_mmm_f32_*` kernels are faster on our shapes: per-node profile
+  of the tiny preset at 12 tokens, FFN matmul 32.4 → 27.2 µs, a 128 x 128 projection 8.7 →
+  7.0 µs. The device adds one tier to tract's kernel ladder (tract's own extension point,
+  registered through `inventory`): on a core tract's own probe finds to have one 512-bit
+  FMA port (the probe tract uses to choose its int8 VNNI tile), f32 matmuls get what
+  tract's `fma` tier would pick; int8 kernels and every other CPU are untouched.
+  `DEVICE_F32_KERNELS=tract` turns it off. Side by side (`device bench-latency`,
+  alternating processes, `DEVICE_F32_KERNELS=tract` vs default): tiny float e2e 267 → 252
+  µs short, 1,001 → 895 µs long; MiniLM float short ~7.1 → ~6.6 ms, long unchanged (it
+  streams its weights from memory either way); int8-compute unchanged.
+- **Exact GELU as one pass** (session 7, `device/src/fused_ops/gelu.rs`). tract matches
+  the exporter's `0.5·x·(1 + erf(x/√2))` into its `GeluExact`: a scaling pass into a
+  scratch buffer allocated per call, its erf kernel and a combining pass (6.0-6.2 µs per
+  layer on 12 x 512, ~24 µs at 64 tokens). The device replaces each f32 `GeluExact` of
+  the decluttered graph with one pass using the rational erf Eigen and XLA use for f32
+  (|error| ≤ 4e-7), with fused multiply-adds where the CPU has them: 3.6-3.9 µs short,
+  14-18 µs long per layer.
 - **Tokenizer fast path** (`device/src/tokenize.rs`, `FastWordPiece`): for the plain BERT
   pipeline (BertNormalizer + BertPreTokenizer + WordPiece + `[CLS] … [SEP]`) and texts of
   printable ASCII, normalise / split / WordPiece directly over the bytes with one reused
@@ -968,7 +1011,8 @@ Per-node wall-clock profile (`device bench-latency --profile --bundle B --texts 
 `--profile-nodes N` lists more nodes): after the fused ops, tract's matmuls are
 ~200 of the ~260 µs of a short tiny-preset query (the 128 → 512 → 128 FFN pair ~30 µs each
 per layer, ~65-70 GFLOP/s), then activation packing (`OptMatMulPack`, ~20 µs), erf-GELU
-(tract's, 6.4 µs per layer: a vectorised A&S erf of ours took 10.8 µs and was dropped), the
+(session 5: tract's, 6.4 µs per layer, where a vectorised A&S erf of ours took 10.8 µs and
+was dropped; session 7: the rational erf above, 3.6-3.9 µs), the
 masked pooling sum (3.6 µs) and small element-wise nodes. Exact-length plans (6, 8, 10 …
 16 tokens; re-checked after the fused ops with `DEVICE_LENGTH_BUCKETS=8,12,16,24,32,48,64`)
 are no faster than padding to 16: the matmul cost is fixed per call, not per token. On

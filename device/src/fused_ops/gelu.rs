@@ -77,8 +77,53 @@ pub fn gelu_in_place(x: &mut [f32]) {
 #[inline(always)]
 fn gelu_loop<const FMA: bool>(x: &mut [f32]) {
     for v in x.iter_mut() {
-        *v = 0.5 * *v * (1.0 + erf_with::<FMA>(*v * std::f32::consts::FRAC_1_SQRT_2));
+        *v = gelu_one::<FMA>(*v);
     }
+}
+
+#[inline(always)]
+fn gelu_one<const FMA: bool>(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_with::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `out[i] = gelu(x[i])`: the same function, out of place (the host's training forward,
+/// so that training and the board compute one GELU).
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+pub fn gelu_into(x: &[f32], out: &mut [f32]) {
+    if multiversion::target::target_cfg_f!(target_feature = "fma") || cfg!(target_arch = "aarch64")
+    {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = gelu_one::<true>(v);
+        }
+    } else {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = gelu_one::<false>(v);
+        }
+    }
+}
+
+/// `out[i] = grad[i] · gelu'(x[i])`, with `gelu'(x) = ½(1 + erf(x/√2)) + x·φ(x)` and
+/// `φ` the standard normal density: the training backward in one pass.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+pub fn gelu_grad_into(x: &[f32], grad: &[f32], out: &mut [f32]) {
+    if multiversion::target::target_cfg_f!(target_feature = "fma") || cfg!(target_arch = "aarch64")
+    {
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(grad) {
+            *o = g * gelu_derivative::<true>(v);
+        }
+    } else {
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(grad) {
+            *o = g * gelu_derivative::<false>(v);
+        }
+    }
+}
+
+#[inline(always)]
+fn gelu_derivative<const FMA: bool>(x: f32) -> f32 {
+    // 1/√(2π)
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    let cdf = 0.5 * (1.0 + erf_with::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2));
+    cdf + x * INV_SQRT_2PI * super::exp_nonpositive(-0.5 * x * x)
 }
 
 /// `erf(x)` as a rational function `x·p(x²)/q(x²)` on x clamped to [-4, 4] (beyond it
@@ -170,6 +215,28 @@ mod tests {
             assert!(
                 (*got as f64 - want).abs() <= 2e-6 * (1.0 + want.abs()),
                 "{got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_out_of_place_gelu_and_its_gradient_match_the_definition() {
+        let x: Vec<f32> = (-1200..=1200).map(|i| i as f32 * 0.01).collect();
+        let g: Vec<f32> = values(x.len(), 4, 2.0);
+        let mut y = vec![0f32; x.len()];
+        gelu_into(&x, &mut y);
+        let mut in_place = x.clone();
+        gelu_in_place(&mut in_place);
+        assert_eq!(y, in_place);
+        let mut dx = vec![0f32; x.len()];
+        gelu_grad_into(&x, &g, &mut dx);
+        for ((&x, &g), &dx) in x.iter().zip(&g).zip(&dx) {
+            let x = x as f64;
+            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let want = g as f64 * (0.5 * (1.0 + erf_reference(x / 2f64.sqrt())) + x * pdf);
+            assert!(
+                (dx as f64 - want).abs() <= 2e-6 * (1.0 + want.abs()),
+                "{dx} vs {want} at {x}"
             );
         }
     }

@@ -250,7 +250,7 @@ impl FeedForward {
     }
 
     pub fn forward(&self, x: &Tensor, dropout: &Dropout) -> Result<Tensor> {
-        let h = self.intermediate.forward(x)?.gelu_erf()?;
+        let h = super::gelu::gelu(&self.intermediate.forward(x)?)?;
         let y = dropout.apply(&self.output.forward(&h)?)?;
         self.norm.forward(&(x + y)?)
     }

@@ -1,7 +1,7 @@
 //! The building blocks of the attention classifier, each a plain struct with `forward`.
 //!
 //! Two candle pitfalls shape this file (see `docs/model.md`): `candle_nn::LayerNorm` and
-//! `softmax_last_dim` have no backward pass, so LayerNorm is written from basic ops and
+//! `softmax_last_dim` have no backward pass, so LayerNorm is our own op ([`super::fused_ops`]) and
 //! softmax is `candle_nn::ops::softmax`. Linear layers fold batch and sequence into one
 //! matmul dimension, which avoids candle's slow broadcast-gradient reductions.
 
@@ -116,7 +116,7 @@ impl Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => super::fused_ops::add_bias(&y, b)?,
             None => y,
         };
         let mut out_dims = dims;
@@ -125,7 +125,8 @@ impl Linear {
     }
 }
 
-/// LayerNorm over the last dimension, from basic ops so it has a gradient.
+/// LayerNorm over the last dimension, with a gradient (`candle_nn::LayerNorm` has none):
+/// a fused op on CPU f32 ([`super::fused_ops`]), basic ops elsewhere.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     pub weight: Tensor,
@@ -143,13 +144,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        super::fused_ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -178,8 +173,10 @@ impl Embeddings {
             .word
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, s, hidden))?;
-        let positions = self.position.narrow(0, 0, s)?;
-        let x = words.broadcast_add(&positions)?;
+        // The position rows are a bias over the batch: [B, S·d] + [S·d].
+        let positions = self.position.narrow(0, 0, s)?.flatten_all()?;
+        let x = super::fused_ops::add_bias(&words.reshape((b, s * hidden))?, &positions)?
+            .reshape((b, s, hidden))?;
         dropout.apply(&self.norm.forward(&x)?)
     }
 }

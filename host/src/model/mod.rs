@@ -4,6 +4,7 @@
 //! [`crate::export::onnx`] emits the same graph.
 
 mod dropout;
+pub mod fused_ops;
 pub mod gelu;
 mod init;
 pub mod layers;

@@ -114,7 +114,10 @@ mod imp {
     }
 
     /// One 512-bit FMA port: tract's own probe (memoised; `TRACT_AVX512_FMA_UNITS`
-    /// overrides it).
+    /// overrides it). The probe times VNNI instructions, so it answers "one" on AVX-512
+    /// cores without VNNI (Skylake-SP, some of which have two ports): there the 256-bit
+    /// kernels run too, and `DEVICE_F32_KERNELS=tract` is the way back. The module exists
+    /// when tract's build could assemble VNNI (binutils ≥ 2.30).
     fn single_fma_port() -> bool {
         tract_linalg::x86_64::fma_width::avx512_fma_units() < 2
     }

@@ -163,7 +163,7 @@ fn erf_with<const FMA: bool>(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fused_ops::test_graph::{input_info, model, node, values};
+    use crate::fused_ops::test_graph::{input_info, model, node, op_names_and_output, values};
     use tract_onnx::pb;
 
     /// erf by its Taylor series (|x| < 3) and its asymptotic complement, in f64.
@@ -298,23 +298,13 @@ mod tests {
                 );
             }
             let plan = typed.into_optimized().unwrap().into_runnable().unwrap();
-            let names: Vec<String> = plan
-                .model()
-                .nodes()
-                .iter()
-                .map(|n| n.op.name().to_string())
-                .collect();
+            let (names, y) = op_names_and_output(&plan, &x);
             assert_eq!(
                 names.iter().filter(|n| n.contains("FusedGelu")).count(),
                 usize::from(fused),
                 "{names:?}"
             );
-            let y = plan.run(tvec!(x.clone().into_tvalue())).unwrap();
-            y[0].to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect()
+            y
         };
         let (fused, tract) = (run(true), run(false));
         for (a, b) in fused.iter().zip(&tract) {

@@ -682,23 +682,13 @@ mod tests {
             }
             let model = onnx.model_for_proto_model(&proto).unwrap();
             let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-            let names: Vec<String> = plan
-                .model()
-                .nodes()
-                .iter()
-                .map(|n| n.op.name().to_string())
-                .collect();
+            let (names, y) = op_names_and_output(&plan, &x);
             assert_eq!(
                 names.iter().filter(|n| n.starts_with("Fused")).count(),
                 if fused { 3 } else { 0 },
                 "{names:?}"
             );
-            let y = plan.run(tvec!(x.clone().into_tvalue())).unwrap();
-            y[0].to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect()
+            y
         };
         let (fused, tract) = (run(true), run(false));
         assert_eq!(fused.len(), 240);

@@ -1,6 +1,25 @@
 //! Small ONNX graphs and deterministic values for the fused ops' tests.
 
 use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+/// The op names of a plan's nodes, and its first output (f32) for input `x`.
+pub fn op_names_and_output(plan: &Arc<TypedSimplePlan>, x: &Tensor) -> (Vec<String>, Vec<f32>) {
+    let names = plan
+        .model()
+        .nodes()
+        .iter()
+        .map(|n| n.op.name().to_string())
+        .collect();
+    let y = plan.run(tvec!(x.clone().into_tvalue())).unwrap();
+    let values = y[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    (names, values)
+}
 
 /// Deterministic values in [-spread, spread).
 pub fn values(n: usize, seed: u64, spread: f32) -> Vec<f32> {

@@ -40,13 +40,18 @@ pub fn add_bias(y: &Tensor, bias: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn fusable(ts: &[&Tensor]) -> bool {
+/// Whether the custom ops take these tensors (CPU, f32); otherwise callers use basic ops.
+pub(super) fn fusable(ts: &[&Tensor]) -> bool {
     ts.iter()
         .all(|t| t.dtype() == DType::F32 && t.device().is_cpu())
 }
 
 /// The contiguous f32 slice of a CPU storage.
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(super) fn f32_slice<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: f32 only")
     };
@@ -54,6 +59,18 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: input is not contiguous"),
     }
+}
+
+/// An error naming `op` unless the input and its gradient have one shape.
+pub(super) fn same_shape(op: &str, x: &Layout, grad: &Layout) -> Result<()> {
+    if x.shape() != grad.shape() {
+        candle_core::bail!(
+            "{op}: gradient {:?} for an input of {:?}",
+            grad.shape(),
+            x.shape()
+        )
+    }
+    Ok(())
 }
 
 /// The row length `n` of `x` and a check that each parameter has `n` values.
@@ -253,14 +270,7 @@ impl CustomOp3 for LayerNormGrad {
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let n = row_len(self.name(), xl, &[wl])?;
-        if gl.shape() != xl.shape() {
-            candle_core::bail!(
-                "{}: grad {:?} for x {:?}",
-                self.name(),
-                gl.shape(),
-                xl.shape()
-            )
-        }
+        same_shape(self.name(), xl, gl)?;
         let x = f32_slice(xs, xl, self.name())?;
         let w = f32_slice(ws, wl, self.name())?;
         let g = f32_slice(gs, gl, self.name())?;

@@ -8,26 +8,17 @@
 //! export) forward, and the derivative `½(1 + erf(x/√2)) + x·φ(x)` in one pass backward.
 //! Other dtypes and devices fall back to candle's op.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use device::fused_ops::gelu::{gelu_grad_into, gelu_into};
+
+use super::fused_ops::{f32_slice, fusable, same_shape};
 
 /// `0.5·x·(1 + erf(x/√2))`, with a gradient.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    if x.dtype() == DType::F32 && x.device().is_cpu() {
+    if fusable(&[x]) {
         x.contiguous()?.apply_op1(Gelu)
     } else {
         x.gelu_erf()
-    }
-}
-
-/// The contiguous f32 slice of a CPU storage.
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op}: f32 only")
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: input is not contiguous"),
     }
 }
 
@@ -66,14 +57,7 @@ impl CustomOp2 for GeluGrad {
         grad: &CpuStorage,
         grad_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if x_layout.shape() != grad_layout.shape() {
-            candle_core::bail!(
-                "{}: x {:?} and grad {:?} differ in shape",
-                self.name(),
-                x_layout.shape(),
-                grad_layout.shape()
-            )
-        }
+        same_shape(self.name(), x_layout, grad_layout)?;
         let x_data = f32_slice(x, x_layout, self.name())?;
         let g = f32_slice(grad, grad_layout, self.name())?;
         let mut dx = vec![0f32; x_data.len()];

@@ -397,7 +397,8 @@ fn zero_upper() {
 /// registers (a single running f32 sum cannot be reordered, so it stays scalar).
 const LANES: usize = 8;
 
-fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+#[inline(always)]
+pub fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
@@ -409,14 +410,21 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
 }
 
-/// `(x - mean) / sqrt(var + ε) * scale + bias`, in place; two passes (mean, then the
-/// variance of the centred values), as ONNX and tract define it.
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-pub fn layer_norm_row(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, epsilon: f32) {
+/// Mean and `1 / sqrt(var + ε)` of one row; two passes (mean, then the variance of the
+/// centred values), as ONNX and tract define LayerNorm. Also the host's LayerNorm gradient.
+#[inline(always)]
+pub fn row_moments(x: &[f32], epsilon: f32) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = lane_sum(x, |v| v) / n;
     let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
-    let inv = 1.0 / (var + epsilon).sqrt();
+    (mean, 1.0 / (var + epsilon).sqrt())
+}
+
+/// `(x - mean) / sqrt(var + ε) * scale + bias`, in place ([`row_moments`]). Also the
+/// host's LayerNorm in training, so training and the board normalise alike.
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+pub fn layer_norm_row(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, epsilon: f32) {
+    let (mean, inv) = row_moments(x, epsilon);
     match bias {
         Some(b) => {
             for ((v, s), b) in x.iter_mut().zip(scale).zip(b) {

@@ -13,6 +13,7 @@
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
 };
+use device::fused_ops::{lane_sum, layer_norm_row, row_moments};
 
 /// `(x − mean) / sqrt(var + eps) · weight + bias` over the last dimension.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
@@ -87,29 +88,6 @@ fn row_len(op: &str, x: &Layout, params: &[&Layout]) -> Result<usize> {
     Ok(n)
 }
 
-/// Mean and 1/sqrt(var + eps) of one row (two passes, as the basic-op version).
-#[inline(always)]
-fn moments(row: &[f32], eps: f32) -> (f32, f32) {
-    let n = row.len() as f32;
-    let mean = lane_sum(row, |v| v) / n;
-    let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
-    (mean, 1.0 / (var + eps).sqrt())
-}
-
-/// `Σ f(x)` over eight partial sums, so the compiler can vectorise it.
-#[inline(always)]
-fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(v);
-        }
-    }
-    acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
-}
-
 /// `Σ a·b` over eight partial sums.
 #[inline(always)]
 fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
@@ -127,18 +105,6 @@ fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
-}
-
-/// LayerNorm of every row of `x` into `y`.
-#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
-    let n = w.len();
-    for (yr, xr) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-        let (mean, rstd) = moments(xr, eps);
-        for (((y, &x), &w), &b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-            *y = (x - mean) * rstd * w + b;
-        }
-    }
 }
 
 /// LayerNorm's gradients: `dx` (rows of `n`), and `dw`, `db` summed over rows.
@@ -161,7 +127,7 @@ fn layer_norm_grad_rows(
         .zip(x.chunks_exact(n))
         .zip(g.chunks_exact(n))
     {
-        let (mean, rstd) = moments(xr, eps);
+        let (mean, rstd) = row_moments(xr, eps);
         for ((((h, dh), &x), &g), &w) in
             xhat.iter_mut().zip(dxhat.iter_mut()).zip(xr).zip(gr).zip(w)
         {
@@ -222,8 +188,11 @@ impl CustomOp3 for LayerNorm {
         let x = f32_slice(xs, xl, self.name())?;
         let w = f32_slice(ws, wl, self.name())?;
         let b = f32_slice(bs, bl, self.name())?;
-        let mut y = vec![0f32; x.len()];
-        layer_norm_rows(x, w, b, self.eps, &mut y);
+        // The device's row kernel: training normalises as the board does.
+        let mut y = x.to_vec();
+        for row in y.chunks_exact_mut(w.len()) {
+            layer_norm_row(row, w, Some(b), self.eps);
+        }
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 

@@ -28,11 +28,21 @@ struct Cli {
 /// The environment variables the engine reads (for comparisons and benchmarks).
 const ENVIRONMENT: &str = "\
 Environment (engine settings, for comparisons; defaults are the fast ones):
-  DEVICE_F32_KERNELS=auto|tract|ymm  f32 matmul kernels on AVX-512 CPUs: `auto` runs the 256-bit
-                                     kernels on cores with one 512-bit FMA port, `tract` keeps
-                                     tract's choice, `ymm` forces the 256-bit ones
+  DEVICE_F32_KERNELS=auto|tract|shape
+                                     f32 matmul kernels on AVX-512 CPUs: `auto` picks them by
+                                     shape on cores with one 512-bit FMA port (tall zmm tiles
+                                     for weight matrices, 256-bit ones for small products),
+                                     `tract` keeps tract's choice, `shape` picks by shape on
+                                     every AVX-512 core
+  DEVICE_I8_KERNELS=auto|tract|zmm   int8 matmul tile on AVX-512 VNNI CPUs: `auto` runs the zmm
+                                     16x16 tile on AMD cores where both sides fill it, `tract`
+                                     keeps tract's choice (16x16 on dual-port cores only),
+                                     `zmm` forces the 16x16 on every VNNI core
   DEVICE_FIXED_PLANS=1               every length bucket on its fixed-length plan (no race
                                      against the symbolic plan)
+  DEVICE_LENGTH_BUCKETS=8,16,32,64   the lengths with a fixed-length plan for single texts (each
+                                     serves the lengths above the one before, from the length
+                                     its race with the symbolic plan gives)
   DEVICE_SYMBOLIC_ONLY=1             only the symbolic plan (less memory, slower short queries)
   DEVICE_TRACT_OPS=1                 tract's own LayerNorm, Softmax and (De)QuantizeLinear instead
                                      of the fused kernels";
@@ -109,7 +119,7 @@ struct Failed {
 fn main() -> ExitCode {
     device::engine::configure_allocator();
     let cli = Cli::parse();
-    if let Err(e) = device::matmul_kernels::set_policy_from_env() {
+    if let Err(e) = device::matmul_kernels::set_policies_from_env() {
         eprintln!("device: error: {e}");
         return ExitCode::FAILURE;
     }

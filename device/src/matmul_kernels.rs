@@ -1,106 +1,144 @@
-//! Which f32 matmul kernels tract runs on x86-64 cores with AVX-512 (issue #7).
+//! Which matmul kernels tract runs on x86-64 cores with AVX-512 (issue #7).
 //!
-//! tract picks an f32 matmul kernel per matmul when it optimises a plan, from a ladder of
-//! per-ISA "tiers" ([`tract_linalg::mmm_tiers`]). On AVX-512 cores its AMD and Intel cost
-//! models were calibrated on cores with two 512-bit FMA ports (a Zen 5 desktop part for
-//! AMD) and pick the zmm kernels (`avx512_mmm_f32_16x8`, ...). On a core with *one*
-//! 512-bit FMA port (Zen 4 executes AVX-512 on 256-bit units; Intel client cores fuse
-//! ports 0 and 1) a zmm FMA does no more work per cycle than two ymm FMAs, and on this
-//! project's matmuls (a few to 64 rows, 128-1536 wide) the 256-bit `fma_mmm_f32_*`
-//! kernels were faster: per-node profiles of the tiny preset at 12 tokens gave 32.4 →
-//! 27.2 µs for the FFN matmul, 8.7 → 7.0 µs for a 128x128 projection (docs/benchmarks.md).
-//! tract applies the same reasoning to its int8 VNNI tile (the zmm 16x16 only on
-//! dual-port cores); this module extends it to f32.
+//! tract picks a kernel per matmul when it optimises a plan, from a ladder of per-ISA
+//! "tiers" ([`tract_linalg::mmm_tiers`]). Two of its choices are wrong for this project's
+//! matmuls (a few to 64 rows, 128-1536 wide) on some AVX-512 cores, in opposite directions:
 //!
-//! It does so through tract's own extension point: one more [`MmmTier`], registered with
-//! `inventory` above tract's x86-64 tiers. For f32 accumulators on a single-port core it
-//! answers with what tract's `fma` tier (its 256-bit cost model) would pick; otherwise it
-//! has no opinion and tract's ladder decides as before. int8 kernels are never touched.
-//! The choice is made when a plan is optimised, so [`set_policy`] must be called before
-//! models are loaded; [`F32_KERNELS_ENV`] overrides it for comparisons.
+//! - **f32.** tract's AMD and Intel cost models were calibrated on cores with two 512-bit
+//!   FMA ports (a Zen 5 desktop part for AMD); for a short query's matmuls (8-32 token
+//!   columns) they pick `avx512_mmm_f32_16x8`, and for the attention's small per-head
+//!   products zmm tiles that are mostly padding. On a core with *one* 512-bit FMA port
+//!   (Zen 4 executes AVX-512 on 256-bit units; Intel client cores fuse ports 0 and 1),
+//!   whole-model timings (every f32 matmul of a plan forced to one kernel, MiniLM-L6 and
+//!   the tiny preset at 8-64 tokens) ranked the kernels differently: for the weight
+//!   matrices (128 or more rows) the tall zmm tiles (32x6, 32x5, 64x3) win, the one that
+//!   pads the token count least the most (MiniLM at 16 tokens: 7.9 ms with tract's 256-bit
+//!   pick, 6.4 with 16x8, 5.4 with 32x6); for the per-head products (16-64 rows) tract's
+//!   256-bit `fma` kernels do (tiny preset, 3 µs instead of 6-7). The [`F32`] knob: on
+//!   single-port cores, weight matrices get the tall tile that pads `n` least, small
+//!   products what tract's `fma` tier (its 256-bit cost model) would pick.
+//! - **int8.** tract runs its zmm 16x16 VNNI tile only on cores its probe finds dual-ported
+//!   (measured on an Intel client core, where the 16x16 lost 4-11 % to the ymm 8x8). On AMD
+//!   Zen 4, single-ported by that probe, the 16x16 is the faster one: MiniLM-L6
+//!   int8-compute at 64 tokens ~9.0 → ~8.0 ms (fewer loads per multiply-add, which the
+//!   double-pumped core needs more than the narrower tile). The [`I8`] knob: on AMD cores
+//!   with AVX-512 VNNI, int8 matmuls whose two sides each fill a 16-wide tile get the 16x16,
+//!   as tract itself does on dual-port cores.
+//!
+//! Both go through tract's own extension point: one more [`MmmTier`], registered with
+//! `inventory` above tract's x86-64 tiers. Where a knob does not apply the tier has no
+//! opinion and tract's ladder decides as before. tract consults tiers for matmuls of known
+//! shape (the fixed-length plans); the symbolic plan keeps tract's tie-break. The choice is
+//! made when a plan is optimised, so knobs must be set before models are loaded; their
+//! environment variables ([`KernelKnob::env`]) override them for comparisons.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// Which f32 matmul kernels plans built from now on use.
+/// What a knob does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum F32Kernels {
-    /// 256-bit kernels on cores with one 512-bit FMA port, tract's choice elsewhere.
+pub enum Policy {
+    /// The device's kernels on the cores they were measured faster on, tract's elsewhere.
     Auto,
     /// tract's own choice everywhere.
     Tract,
-    /// The 256-bit kernels on every AVX-512 core.
-    Ymm,
+    /// The device's kernels on every core that has them.
+    Always,
 }
 
-/// Environment variable overriding the policy: `auto`, `tract` or `ymm`.
-pub const F32_KERNELS_ENV: &str = "DEVICE_F32_KERNELS";
+/// One kernel choice the device makes instead of tract, and how to override it.
+pub struct KernelKnob {
+    /// Environment variable overriding the policy: `auto`, `tract` or [`Self::always`].
+    pub env: &'static str,
+    /// The word that selects [`Policy::Always`].
+    pub always: &'static str,
+    policy: AtomicU8,
+}
 
-static POLICY: AtomicU8 = AtomicU8::new(0);
+/// f32 matmuls: tiles chosen by shape on cores with one 512-bit FMA port.
+pub static F32: KernelKnob = KernelKnob::new("DEVICE_F32_KERNELS", "shape");
 
-impl F32Kernels {
-    /// Parses `auto`, `tract` or `ymm`.
-    pub fn parse(s: &str) -> Option<F32Kernels> {
+/// int8 (i32-accumulating) matmuls: the zmm 16x16 VNNI tile on AMD cores.
+pub static I8: KernelKnob = KernelKnob::new("DEVICE_I8_KERNELS", "zmm");
+
+impl KernelKnob {
+    const fn new(env: &'static str, always: &'static str) -> KernelKnob {
+        KernelKnob {
+            env,
+            always,
+            policy: AtomicU8::new(0),
+        }
+    }
+
+    /// Parses `auto`, `tract` or this knob's [`Self::always`] word.
+    pub fn parse(&self, s: &str) -> Option<Policy> {
         match s.trim() {
-            "auto" => Some(F32Kernels::Auto),
-            "tract" => Some(F32Kernels::Tract),
-            "ymm" => Some(F32Kernels::Ymm),
+            "auto" => Some(Policy::Auto),
+            "tract" => Some(Policy::Tract),
+            word if word == self.always => Some(Policy::Always),
             _ => None,
         }
     }
 
-    fn code(self) -> u8 {
-        match self {
-            F32Kernels::Auto => 0,
-            F32Kernels::Tract => 1,
-            F32Kernels::Ymm => 2,
+    /// Sets the policy for plans optimised from now on (process-wide).
+    pub fn set(&self, policy: Policy) {
+        let code = match policy {
+            Policy::Auto => 0,
+            Policy::Tract => 1,
+            Policy::Always => 2,
+        };
+        self.policy.store(code, Ordering::Relaxed);
+    }
+
+    /// The policy in force.
+    pub fn get(&self) -> Policy {
+        match self.policy.load(Ordering::Relaxed) {
+            1 => Policy::Tract,
+            2 => Policy::Always,
+            _ => Policy::Auto,
         }
     }
 
-    fn from_code(code: u8) -> F32Kernels {
-        match code {
-            1 => F32Kernels::Tract,
-            2 => F32Kernels::Ymm,
-            _ => F32Kernels::Auto,
+    /// Sets the policy from [`Self::env`] when it is set; an unknown value is an error
+    /// naming the variable, so a typo in a benchmark script does not silently time the
+    /// default.
+    fn set_from_env(&self) -> Result<(), String> {
+        match std::env::var(self.env) {
+            Ok(value) => match self.parse(&value) {
+                Some(policy) => {
+                    self.set(policy);
+                    Ok(())
+                }
+                None => Err(format!(
+                    "{}={value:?}: expected `auto`, `tract` or `{}`",
+                    self.env, self.always
+                )),
+            },
+            Err(_) => Ok(()),
         }
     }
 }
 
-/// Sets the policy for plans optimised from now on (process-wide).
-pub fn set_policy(policy: F32Kernels) {
-    POLICY.store(policy.code(), Ordering::Relaxed);
+/// Sets every knob from its environment variable, where set.
+pub fn set_policies_from_env() -> Result<(), String> {
+    F32.set_from_env()?;
+    I8.set_from_env()
 }
 
-/// The policy in force.
-pub fn policy() -> F32Kernels {
-    F32Kernels::from_code(POLICY.load(Ordering::Relaxed))
+/// Whether plans optimised now get the device's f32 kernel choice instead of tract's
+/// (always false off x86-64 or without AVX-512).
+pub fn single_port_f32_in_force() -> bool {
+    imp::single_port_f32_in_force()
 }
 
-/// Sets the policy from [`F32_KERNELS_ENV`] when it is set; an unknown value is an error
-/// naming the variable, so a typo in a benchmark script does not silently time the default.
-pub fn set_policy_from_env() -> Result<(), String> {
-    match std::env::var(F32_KERNELS_ENV) {
-        Ok(value) => match F32Kernels::parse(&value) {
-            Some(policy) => {
-                set_policy(policy);
-                Ok(())
-            }
-            None => Err(format!(
-                "{F32_KERNELS_ENV}={value:?}: expected `auto`, `tract` or `ymm`"
-            )),
-        },
-        Err(_) => Ok(()),
-    }
-}
-
-/// Whether plans optimised now get the 256-bit f32 kernels instead of tract's choice
-/// (always false off x86-64 or without AVX-512, where tract's ladder has no zmm kernels).
-pub fn ymm_f32_in_force() -> bool {
-    imp::ymm_f32_in_force()
+/// Whether plans optimised now get the zmm 16x16 int8 tile where both sides fill it
+/// (always false off x86-64 or without AVX-512 VNNI).
+pub fn zmm_i8_in_force() -> bool {
+    imp::zmm_i8_in_force()
 }
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use super::{policy, F32Kernels};
+    use super::{Policy, F32, I8};
     use tract_linalg::isa::{Arch, Isa, IsaSet};
     use tract_linalg::mmm::{Query, Suitable};
     use tract_linalg::mmm_tiers::MmmTier;
@@ -109,27 +147,75 @@ mod imp {
     /// The name of tract's 256-bit f32 tier, whose cost model answers for us.
     const FMA_TIER: &str = "fma";
 
+    /// From this many weight rows (`m`) a matmul gets a tall zmm tile; below it (the
+    /// attention's per-head products, 16-64 rows) tract's 256-bit cost model answers.
+    const TALL_M: usize = 128;
+
+    /// tract's zmm f32 tiles with 32 or 64 rows, as (name, columns).
+    const TALL_TILES: [(&str, usize); 3] = [
+        ("avx512_mmm_f32_32x6", 6),
+        ("avx512_mmm_f32_32x5", 5),
+        ("avx512_mmm_f32_64x3", 3),
+    ];
+
+    /// The tall tile whose column count pads `n` (the tokens) the least; between equals
+    /// the wider one (fewer passes over the weights).
+    fn tall_tile_for(n: usize) -> &'static str {
+        let padded = |cols: usize| n.div_ceil(cols) * cols;
+        let best = TALL_TILES
+            .iter()
+            .min_by_key(|&&(_, cols)| (padded(cols), usize::MAX - cols));
+        best.map_or(TALL_TILES[0].0, |&(name, _)| name)
+    }
+
+    /// tract's zmm int8 tile (its `avx512vnni` tier names it on dual-port cores).
+    const ZMM_I8_TILE: &str = "avx512vnni_mmm_i32_16x16";
+
     fn has_avx512(isa: &IsaSet) -> bool {
         isa.has(Isa::X86_64Avx2) && isa.has(Isa::X86_64Fma) && isa.has(Isa::X86_64Avx512f)
     }
 
     /// One 512-bit FMA port: tract's own probe (memoised; `TRACT_AVX512_FMA_UNITS`
     /// overrides it). The probe times VNNI instructions, so it answers "one" on AVX-512
-    /// cores without VNNI (Skylake-SP, some of which have two ports): there the 256-bit
-    /// kernels run too, and `DEVICE_F32_KERNELS=tract` is the way back. The module exists
+    /// cores without VNNI (Skylake-SP, some of which have two ports): there the f32 knob
+    /// applies too, and `DEVICE_F32_KERNELS=tract` is the way back. The module exists
     /// when tract's build could assemble VNNI (binutils ≥ 2.30).
     fn single_fma_port() -> bool {
         tract_linalg::x86_64::fma_width::avx512_fma_units() < 2
     }
 
-    pub(super) fn ymm_f32_in_force() -> bool {
+    /// An AMD core, from CPUID's vendor string (tract keeps its own reading private).
+    fn amd() -> bool {
+        // `__cpuid` is safe on recent compilers and `unsafe` on older ones.
+        #[allow(unused_unsafe)]
+        let id = unsafe { std::arch::x86_64::__cpuid(0) };
+        let mut vendor = [0u8; 12];
+        vendor[0..4].copy_from_slice(&id.ebx.to_le_bytes());
+        vendor[4..8].copy_from_slice(&id.edx.to_le_bytes());
+        vendor[8..12].copy_from_slice(&id.ecx.to_le_bytes());
+        &vendor == b"AuthenticAMD"
+    }
+
+    pub(super) fn single_port_f32_in_force() -> bool {
         if !has_avx512(&tract_linalg::isa::native()) {
             return false;
         }
-        match policy() {
-            F32Kernels::Tract => false,
-            F32Kernels::Ymm => true,
-            F32Kernels::Auto => single_fma_port(),
+        match F32.get() {
+            Policy::Tract => false,
+            Policy::Always => true,
+            Policy::Auto => single_fma_port(),
+        }
+    }
+
+    pub(super) fn zmm_i8_in_force() -> bool {
+        let isa = tract_linalg::isa::native();
+        if !has_avx512(&isa) || !isa.has(Isa::X86_64Avx512Vnni) {
+            return false;
+        }
+        match I8.get() {
+            Policy::Tract => false,
+            Policy::Always => true,
+            Policy::Auto => amd(),
         }
     }
 
@@ -144,19 +230,32 @@ mod imp {
         query: &Query,
         suitable: &[Suitable],
     ) -> Option<&'static str> {
-        if accumulator != DatumType::F32 || !ymm_f32_in_force() {
-            return None;
+        match accumulator {
+            DatumType::F32 if single_port_f32_in_force() => {
+                let tall = query.m.is_some_and(|m| m >= TALL_M);
+                match query.n {
+                    Some(n) if tall && n > 1 => Some(tall_tile_for(n)),
+                    _ => (fma_tier()?.preferred)(isa, accumulator, query, suitable),
+                }
+            }
+            // tract's own rule for the tile on dual-port cores: each of m and n fills it
+            // (unknown counts as filled); a matrix-vector product keeps its own kernels.
+            DatumType::I32 if query.n != Some(1) && zmm_i8_in_force() => {
+                let fills = |dim: Option<usize>| dim.is_none_or(|d| d >= 16);
+                (fills(query.m) && fills(query.n)).then_some(ZMM_I8_TILE)
+            }
+            _ => None,
         }
-        (fma_tier()?.preferred)(isa, accumulator, query, suitable)
     }
 
     tract_onnx::tract_core::internal::inventory::submit! {
         MmmTier {
             arch: Some(Arch::X86_64),
-            // Above every x86-64 tier of tract 0.23 (avx512f is 5, the AMX ones 7 and 8):
-            // it only speaks for f32, and only when the policy says so.
+            // Above every x86-64 tier of tract 0.23 (avx512f is 5, avx512vnni 6, the AMX
+            // ones 7 and 8): it only speaks where a knob says so. On AMX cores the int8
+            // knob's `auto` never applies (they are Intel).
             precedence: 9,
-            name: "device-f32-ymm",
+            name: "device-kernels",
             applies: has_avx512,
             preferred,
         }
@@ -165,7 +264,11 @@ mod imp {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod imp {
-    pub(super) fn ymm_f32_in_force() -> bool {
+    pub(super) fn single_port_f32_in_force() -> bool {
+        false
+    }
+
+    pub(super) fn zmm_i8_in_force() -> bool {
         false
     }
 }
@@ -176,12 +279,16 @@ mod tests {
 
     #[test]
     fn policies_parse_and_unknown_names_are_refused() {
-        assert_eq!(F32Kernels::parse("auto"), Some(F32Kernels::Auto));
-        assert_eq!(F32Kernels::parse(" tract\n"), Some(F32Kernels::Tract));
-        assert_eq!(F32Kernels::parse("ymm"), Some(F32Kernels::Ymm));
-        assert_eq!(F32Kernels::parse("zmm"), None);
-        for p in [F32Kernels::Auto, F32Kernels::Tract, F32Kernels::Ymm] {
-            assert_eq!(F32Kernels::from_code(p.code()), p);
+        assert_eq!(F32.parse("auto"), Some(Policy::Auto));
+        assert_eq!(F32.parse(" tract\n"), Some(Policy::Tract));
+        assert_eq!(F32.parse("shape"), Some(Policy::Always));
+        assert_eq!(F32.parse("zmm"), None);
+        assert_eq!(I8.parse("zmm"), Some(Policy::Always));
+        assert_eq!(I8.parse("shape"), None);
+        let knob = KernelKnob::new("DEVICE_TEST_KERNELS", "wide");
+        for p in [Policy::Auto, Policy::Tract, Policy::Always] {
+            knob.set(p);
+            assert_eq!(knob.get(), p);
         }
     }
 }

@@ -71,9 +71,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 25, value_name = "N")]
     profile_nodes: usize,
 
-    /// Instead of timing, check that every fixed-length plan (with the fused LayerNorm and
-    /// Softmax, whichever plan would win its race) gives the labels and probabilities of the symbolic plan with
-    /// tract's own ops (≤ 1e-5; ≤ 2e-2 for int8-compute, whose
+    /// Instead of timing, check that every fixed-length plan (with the fused kernels,
+    /// whichever plan would win its race) and the symbolic plan with the fused kernels give
+    /// the labels and probabilities of the symbolic plan with tract's own ops (≤ 1e-5; ≤ 2e-2 for int8-compute, whose
     /// run-time activation rounding depends on summation order) on every text of the file
     /// and the long set; exits with an error on a difference.
     #[arg(long)]
@@ -104,6 +104,9 @@ struct Row {
     /// Median per round of the end-to-end p50 (spread shows the machine's noise).
     e2e_p50_rounds: Vec<f64>,
     load_ms: f64,
+    /// Each length bucket `[len, shortest length its fixed plan serves]` after the races
+    /// (`len + 1`: the symbolic plan serves the whole bucket; null: not raced).
+    routes: Vec<(usize, Option<usize>)>,
 }
 
 struct Config {
@@ -357,6 +360,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 model_p50_us: pct(&sorted(&c.model[si]), 0.5),
                 e2e_p50_rounds: c.rounds[si].clone(),
                 load_ms: c.load_ms,
+                routes: c.classifier.engine().routes(),
             };
             println!("{}", serde_json::to_string(&row)?);
         }
@@ -435,7 +439,7 @@ fn throughput(a: &BenchArgs, configs: &[Config]) -> Result<()> {
 }
 
 /// Labels identical and probabilities within 1e-5 (2e-2 for int8-compute): fixed-length
-/// plans vs the symbolic plan.
+/// plans and the fused symbolic plan vs the symbolic plan with tract's ops.
 fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
     let mut failed = false;
     for dir in &a.bundle {
@@ -447,22 +451,25 @@ fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
             if !a.variants.is_empty() && !a.variants.contains(&v.name) {
                 continue;
             }
-            let load = |symbolic_only| {
+            let load = |symbolic_only, tract_ops| {
                 Engine::load_variant(
                     &verified,
                     &v.name,
                     EngineOptions {
                         symbolic_only,
-                        // The reference runs tract's own LayerNorm and Softmax, so the
-                        // check covers the fused kernels too.
-                        tract_ops: symbolic_only,
+                        // The reference runs tract's own LayerNorm, Softmax and additions,
+                        // so the check covers the fused kernels too.
+                        tract_ops,
                         // Every fixed-length plan, whichever would win its race.
                         fixed_plans: true,
                         ..EngineOptions::default()
                     },
                 )
             };
-            let (fast, plain) = (load(false)?, load(true)?);
+            // The fixed-length plans and the symbolic plan with the fused kernels (its
+            // additions are the device's), against the symbolic plan with tract's ops.
+            let fast = [load(false, false)?, load(true, false)?];
+            let plain = load(true, true)?;
             let (mut labels_differ, mut max_p, mut max_alpha) = (0usize, 0f32, 0f32);
             let mut tokens_differ = 0usize;
             for t in &all {
@@ -470,23 +477,26 @@ fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
                 tokens_differ += usize::from(e != enc.encode_slow(t)?);
                 let ids = e.ids;
                 let mask = vec![1i64; ids.len()];
-                let (lf, af) = fast.run(&ids, &mask, 1, ids.len())?;
                 let (lp, ap) = plain.run(&ids, &mask, 1, ids.len())?;
-                let (pf, pp) = (device::softmax(&lf), device::softmax(&lp));
+                let pp = device::softmax(&lp);
                 let argmax = |p: &[f32]| {
                     (0..p.len())
                         .max_by(|&i, &j| p[i].total_cmp(&p[j]))
                         .unwrap_or(0)
                 };
-                labels_differ += usize::from(argmax(&pf) != argmax(&pp));
                 let diff = |x: &[f32], y: &[f32]| {
                     x.iter()
                         .zip(y)
                         .map(|(a, b)| (a - b).abs())
                         .fold(0f32, f32::max)
                 };
-                max_p = max_p.max(diff(&pf, &pp));
-                max_alpha = max_alpha.max(diff(&af, &ap));
+                for engine in &fast {
+                    let (lf, af) = engine.run(&ids, &mask, 1, ids.len())?;
+                    let pf = device::softmax(&lf);
+                    labels_differ += usize::from(argmax(&pf) != argmax(&pp));
+                    max_p = max_p.max(diff(&pf, &pp));
+                    max_alpha = max_alpha.max(diff(&af, &ap));
+                }
             }
             // int8-compute quantises activations at run time: a different summation order
             // in another plan can move a value across a rounding boundary (one int8 step),

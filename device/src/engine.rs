@@ -17,10 +17,11 @@
 //!
 //! Single texts (batch 1) run on fixed-length plans instead: the same graph with `batch`
 //! = 1 and `seq` = one of [`LENGTH_BUCKETS`], optimised with concrete shapes (tract fuses
-//! more without symbols, but its matmul kernel pick for an exact length can be slower
-//! than the symbolic plan's, so each bucket's plan first races the symbolic plan on this
-//! CPU and the faster serves the bucket: see [`Engine::route`]). A text of
-//! `n` tokens is right-padded to the smallest bucket ≥ `n` with mask 0; the padding is
+//! more without symbols, but pays for its padding and its matmul kernel pick for an exact
+//! length can be slower than the symbolic plan's, so each bucket's plan first races the
+//! symbolic plan on this CPU, which decides from which length on it serves the bucket: see
+//! [`Engine::route`]). A text of `n` tokens is right-padded to its bucket's length with
+//! mask 0; the padding is
 //! masked out of attention and pooling (its weights are exactly 0 after the softmax), so
 //! labels and probabilities match the symbolic plan (checked to 1e-5 in the tests) and
 //! `attention` is cut back to `n`. Batches and lengths above the largest bucket use the
@@ -199,6 +200,8 @@ pub struct Engine {
     bucket_plans: Vec<Bucket>,
     /// Time each bucket's fixed-length plan against the symbolic plan before using it.
     race: bool,
+    /// The device's fused kernels are in use (not [`EngineOptions::tract_ops`] or f16).
+    fused: bool,
     /// Idle run states (one set per plan each): a query takes one, runs, puts it back, so
     /// threads sharing the engine (`device serve --workers N`) run in parallel, each on
     /// its own state, and a state is only created when all are busy.
@@ -396,10 +399,11 @@ impl Engine {
                 .map(|len| Bucket {
                     len,
                     plan: OnceLock::new(),
-                    fixed: OnceLock::new(),
+                    fixed_from: OnceLock::new(),
                 })
                 .collect(),
             race,
+            fused,
             pool: Mutex::new(Vec::new()),
             num_labels,
             vocab_size,
@@ -414,7 +418,7 @@ impl Engine {
             for ix in 0..engine.bucket_plans.len() {
                 engine
                     .route(ix)
-                    .and_then(|fixed| match fixed {
+                    .and_then(|from| match from <= engine.bucket_plans[ix].len {
                         true => engine.bucket_state(&mut states, ix).map(|_| ()),
                         false => Ok(()),
                     })
@@ -642,72 +646,98 @@ impl Engine {
             return Ok(None);
         }
         match self.bucket_for(seq) {
-            Some(ix) => Ok(self.route(ix)?.then_some(ix)),
+            Some(ix) => Ok((seq >= self.route(ix)?).then_some(ix)),
             None => Ok(None),
         }
     }
 
-    /// Whether bucket `ix` runs on its fixed-length plan, decided on its first use.
+    /// From which length on bucket `ix` runs on its fixed-length plan (shorter texts of
+    /// the bucket run on the symbolic plan), decided on its first use.
     ///
-    /// Concrete shapes let tract fuse more, but it also picks the matmul kernel for the
-    /// exact length from a cost model calibrated on other CPUs, and on some the pick is
-    /// slower than the pair of kernels the symbolic plan switches between at run time
-    /// (MiniLM float on this AMD machine: 7.5 ms at 16 tokens vs 5.8 ms symbolic, while
-    /// int8-compute is 10-25 % faster fixed). So the first query of a bucket times both
-    /// plans at the bucket's length (alternating runs after a warm-up, for at least [`RACE_TIME`] each; fastest run)
-    /// and the bucket keeps the winner; the loser's memory is freed. Both give the same
-    /// labels and probabilities (to 1e-5), so only speed depends on the outcome.
-    fn route(&self, ix: usize) -> TractResult<bool> {
+    /// Concrete shapes let tract fuse more, but the fixed plan pads every text to the
+    /// bucket's length, and tract picks its matmul kernels for that length from cost models
+    /// calibrated on other CPUs, where the symbolic plan switches between a pair at run
+    /// time. Which is faster depends on the CPU, the model and the text's length (MiniLM
+    /// float on this AMD machine: the 16-token plan takes 5.4 ms, the symbolic plan 6.0 ms
+    /// at 16 tokens and less than 5.4 below 15; int8-compute is 10-25 % faster fixed at
+    /// every length). So the first query of a bucket times the fixed plan at the bucket's
+    /// length and the symbolic plan at both ends of the bucket's range (alternating runs
+    /// after a warm-up, for at least [`RACE_TIME`] each; fastest run), and the fixed plan
+    /// serves the lengths where it beats the symbolic plan's time interpolated between the
+    /// two ends ([`crossover`]). A plan that serves no length of any bucket is dropped.
+    /// Both give the same labels and probabilities (to 1e-5), so only speed depends on
+    /// the outcome.
+    fn route(&self, ix: usize) -> TractResult<usize> {
         let bucket = &self.bucket_plans[ix];
-        if let Some(&fixed) = bucket.fixed.get() {
-            return Ok(fixed);
+        if let Some(&from) = bucket.fixed_from.get() {
+            return Ok(from);
         }
+        let lo = self.bucket_start(ix);
         if !self.race {
             self.planned(&bucket.plan, Some(bucket.len))?;
-            let _ = bucket.fixed.set(true);
-            return Ok(true);
+            let _ = bucket.fixed_from.set(lo);
+            return Ok(lo);
         }
         let mut source = self.source.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(&fixed) = bucket.fixed.get() {
-            return Ok(fixed);
+        if let Some(&from) = bucket.fixed_from.get() {
+            return Ok(from);
         }
         let model = source
             .as_ref()
             .ok_or_else(|| TractError::msg("the source graph is gone"))?;
         let fixed_plan = match bucket.plan.get() {
             Some(p) => p.clone(),
-            None => optimise(model, self.symbols.as_ref(), Some(bucket.len))?,
+            None => optimise(model, self.symbols.as_ref(), Some(bucket.len), self.fused)?,
         };
         let symbolic = match self.plan.get() {
             Some(p) => p.clone(),
-            None => optimise(model, None, None)?,
+            None => optimise(model, None, None, self.fused)?,
         };
-        let fixed = race(&fixed_plan, &symbolic, bucket.len)?;
-        // The loser is dropped before the allocator is trimmed below.
-        if fixed {
+        let from = race(&fixed_plan, &symbolic, lo, bucket.len)?;
+        // A plan serving nothing is dropped before the allocator is trimmed below; the
+        // symbolic plan stays when it serves part of this bucket.
+        if from <= bucket.len {
             let _ = bucket.plan.set(fixed_plan);
-            drop(symbolic);
         } else {
             drop(fixed_plan);
-            if self.plan.get().is_none() {
-                let _ = self.plan.set(symbolic);
-            }
         }
-        let _ = bucket.fixed.set(fixed);
+        if from > lo && self.plan.get().is_none() {
+            let _ = self.plan.set(symbolic);
+        } else {
+            drop(symbolic);
+        }
+        let _ = bucket.fixed_from.set(from);
         if self.every_plan_made() {
             *source = None;
         }
         release_free_memory();
-        Ok(fixed)
+        Ok(from)
+    }
+
+    /// Each length bucket with, once its race has run, the shortest length its fixed plan
+    /// serves (`len + 1`: none), for reports.
+    pub fn routes(&self) -> Vec<(usize, Option<usize>)> {
+        let route = |b: &Bucket| (b.len, b.fixed_from.get().copied());
+        self.bucket_plans.iter().map(route).collect()
+    }
+
+    /// The shortest length bucket `ix` holds: one more than the bucket below (at least 2,
+    /// `[CLS]` and `[SEP]`).
+    fn bucket_start(&self, ix: usize) -> usize {
+        match ix {
+            0 => 2.min(self.bucket_plans[0].len),
+            _ => self.bucket_plans[ix - 1].len + 1,
+        }
     }
 
     /// Every plan a query could need exists (so the source graph can go).
     fn every_plan_made(&self) -> bool {
         self.plan.get().is_some()
-            && self
-                .bucket_plans
-                .iter()
-                .all(|b| b.fixed.get().is_some_and(|&f| !f || b.plan.get().is_some()))
+            && self.bucket_plans.iter().all(|b| {
+                b.fixed_from
+                    .get()
+                    .is_some_and(|&from| from > b.len || b.plan.get().is_some())
+            })
     }
 
     /// The symbolic plan's state in `states`, made (with the plan) on first use.
@@ -751,7 +781,7 @@ impl Engine {
         let model = source
             .as_ref()
             .ok_or_else(|| TractError::msg("the source graph is gone"))?;
-        let plan = optimise(model, self.symbols.as_ref(), len)?;
+        let plan = optimise(model, self.symbols.as_ref(), len, self.fused)?;
         let _ = cell.set(plan);
         if self.every_plan_made() {
             *source = None;
@@ -772,19 +802,22 @@ impl Engine {
 struct Bucket {
     len: usize,
     plan: OnceLock<Arc<TypedSimplePlan>>,
-    /// Set on first use: true when the fixed-length plan serves this bucket, false when
-    /// the symbolic plan won the race ([`Engine::route`]).
-    fixed: OnceLock<bool>,
+    /// Set on first use: the shortest length of the bucket the fixed-length plan serves
+    /// (shorter ones run on the symbolic plan; `len + 1` when none do), from the race of
+    /// [`Engine::route`].
+    fixed_from: OnceLock<usize>,
 }
 
-/// The runnable plan of `model`: symbolic (`len` None) or batch 1 with `seq` = `len`.
+/// The runnable plan of `model`: symbolic (`len` None) or batch 1 with `seq` = `len`;
+/// `fused` also gives the additions tract left generic to [`crate::fused_ops::fuse_adds`].
 fn optimise(
     model: &TypedModel,
     symbols: Option<&(Symbol, Symbol)>,
     len: Option<usize>,
+    fused: bool,
 ) -> TractResult<Arc<TypedSimplePlan>> {
-    match (len, symbols) {
-        (None, _) => model.clone().into_optimized()?.into_runnable(),
+    let mut optimised = match (len, symbols) {
+        (None, _) => model.clone().into_optimized()?,
         (Some(len), Some((batch, seq))) => {
             let subs = std::collections::HashMap::from([
                 (batch.clone(), TDim::Val(1)),
@@ -793,11 +826,14 @@ fn optimise(
             model
                 .set_symbols(&subs)
                 .and_then(|m| m.into_optimized())
-                .and_then(|m| m.into_runnable())
-                .map_err(|e| e.context(format!("fixed-length plan for seq {len}")))
+                .map_err(|e| e.context(format!("fixed-length plan for seq {len}")))?
         }
-        (Some(_), None) => Err(TractError::msg("no symbols to fix")),
+        (Some(_), None) => return Err(TractError::msg("no symbols to fix")),
+    };
+    if fused {
+        crate::fused_ops::fuse_adds(&mut optimised)?;
     }
+    optimised.into_runnable()
 }
 
 /// Runs a plan's state, clearing the upper vector state after every node.
@@ -809,37 +845,56 @@ fn run_state(state: &mut TypedSimpleState, inputs: TVec<TValue>) -> TractResult<
     })
 }
 
-/// True when `fixed` runs a batch-1 input of `len` tokens at least as fast as
-/// `symbolic`: fastest of alternating runs after a warm-up, at least [`RACE_RUNS`] each
-/// and until each has run for [`RACE_TIME`] (at most [`RACE_MAX_RUNS`]).
+/// The shortest length of `lo..=len` that `fixed` (planned for `len` tokens) should
+/// serve: `fixed` timed at `len` (the same for every length, which it pads to `len`),
+/// `symbolic` at `lo` and at `len` (batch 1, fastest of alternating runs after a warm-up, at
+/// least [`RACE_RUNS`] each and until each has run for [`RACE_TIME`], at most
+/// [`RACE_MAX_RUNS`]); see [`crossover`].
 fn race(
     fixed: &Arc<TypedSimplePlan>,
     symbolic: &Arc<TypedSimplePlan>,
+    lo: usize,
     len: usize,
-) -> TractResult<bool> {
+) -> TractResult<usize> {
     // Token id 0 everywhere, every position real: the plans do the same arithmetic
     // whatever the ids are.
-    let ids = Tensor::zero::<i64>(&[1, len])?.into_tvalue();
-    let mask = tract_ndarray::Array2::<i64>::ones((1, len))
-        .into_tensor()
-        .into_tvalue();
-    let mut states = [fixed.spawn()?, symbolic.spawn()?];
-    let mut best = [std::time::Duration::MAX; 2];
-    let mut spent = [std::time::Duration::ZERO; 2];
+    let inputs = |n: usize| -> TractResult<TVec<TValue>> {
+        let ids = Tensor::zero::<i64>(&[1, n])?.into_tvalue();
+        let mask = tract_ndarray::Array2::<i64>::ones((1, n)).into_tensor();
+        Ok(tvec![ids, mask.into_tvalue()])
+    };
+    let runs = [inputs(len)?, inputs(len)?, inputs(lo)?];
+    let mut states = [fixed.spawn()?, symbolic.spawn()?, symbolic.spawn()?];
+    let mut best = [std::time::Duration::MAX; 3];
+    let mut spent = [std::time::Duration::ZERO; 3];
     let mut round = 0;
     while round <= RACE_RUNS || (round <= RACE_MAX_RUNS && spent.iter().any(|&t| t < RACE_TIME)) {
-        for ((state, best), spent) in states.iter_mut().zip(&mut best).zip(&mut spent) {
+        for (i, state) in states.iter_mut().enumerate() {
             let started = std::time::Instant::now();
-            run_state(state, tvec![ids.clone(), mask.clone()])?;
+            run_state(state, runs[i].clone())?;
             let took = started.elapsed();
             if round > 0 {
-                *best = (*best).min(took);
-                *spent += took;
+                best[i] = best[i].min(took);
+                spent[i] += took;
             }
         }
         round += 1;
     }
-    Ok(best[0] <= best[1])
+    let [fixed, symbolic_len, symbolic_lo] = best.map(|t| t.as_secs_f64());
+    Ok(crossover(lo, len, fixed, symbolic_lo, symbolic_len))
+}
+
+/// The shortest length of `lo..=len` at which a plan taking `fixed` at every length beats
+/// one taking `at_lo` at `lo` and `at_len` at `len`, linear in between (`len + 1`: none).
+fn crossover(lo: usize, len: usize, fixed: f64, at_lo: f64, at_len: f64) -> usize {
+    if fixed <= at_lo {
+        return lo;
+    }
+    if fixed > at_len || at_len <= at_lo {
+        return len + 1;
+    }
+    let at = lo as f64 + (fixed - at_lo) / (at_len - at_lo) * (len - lo) as f64;
+    (at.ceil() as usize).clamp(lo, len)
 }
 
 /// One run state per plan of an engine (used by one query at a time), each made when
@@ -951,4 +1006,27 @@ fn table_rows(
             })?;
             usize::try_from(*table.dims.first()?).ok()
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crossover;
+
+    #[test]
+    fn the_fixed_plan_serves_the_lengths_where_it_beats_the_symbolic_plan() {
+        // Faster than the symbolic plan even at the bucket's shortest length: all of it.
+        assert_eq!(crossover(9, 16, 3.0, 3.5, 6.0), 9);
+        // Slower than the symbolic plan at the bucket's own length: none of it.
+        assert_eq!(crossover(9, 16, 6.5, 3.5, 6.0), 17);
+        // In between: from where the symbolic plan's line reaches its time (5.4 ms is
+        // reached at 9 + 1.9/2.5 * 7 = 14.32 tokens).
+        assert_eq!(crossover(9, 16, 5.4, 3.5, 6.0), 15);
+        // Equal at the bucket's length: the fixed plan keeps that length.
+        assert_eq!(crossover(9, 16, 6.0, 3.5, 6.0), 16);
+        // A symbolic plan timed no slower at the long end (noise): it keeps the bucket.
+        assert_eq!(crossover(9, 16, 5.0, 4.0, 4.0), 17);
+        // A one-length bucket.
+        assert_eq!(crossover(8, 8, 2.0, 3.0, 3.0), 8);
+        assert_eq!(crossover(8, 8, 4.0, 3.0, 3.0), 9);
+    }
 }

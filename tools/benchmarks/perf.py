@@ -673,17 +673,29 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
         f"{Path(k[0]).name} {k[1]} {k[2]}: {v}" for k, v in per_round.items()) + ".\n")
 
     w("## Which plan serves a single text: the race\n")
-    w("Each length bucket's fixed-length plan races the symbolic plan on its first use and the faster "
-      "serves the bucket (`device/src/engine.rs`, `Engine::route`). Device e2e p50 (µs) in the same rounds: "
-      "`fixed` = every bucket on its fixed-length plan (the engine before the race), `symbolic` = the "
-      "symbolic plan alone, `default` = the engine with the race.\n")
-    w("| bundle | variant | set | fixed | symbolic | default (race) |")
-    w("|---|---|---|---|---|---|")
+    w("On its first use each length bucket's fixed-length plan (timed at the bucket's length) races the "
+      "symbolic plan (timed at both ends of the bucket's range), and the fixed plan serves the lengths "
+      "where it beats the symbolic plan's time interpolated between the two (`device/src/engine.rs`, "
+      "`Engine::route`). Device e2e p50 (µs) in the same rounds: `fixed` = every bucket on its "
+      "fixed-length plan, `symbolic` = the symbolic plan alone, `default` = the engine with the race; "
+      "`routes` = each bucket's length → the shortest length its fixed plan served in the last round "
+      "(above the bucket's length: none; – : no text of that length).\n")
+    w("| bundle | variant | set | fixed | symbolic | default (race) | routes |")
+    w("|---|---|---|---|---|---|---|")
+
+    def routes(b, v, s):
+        rows = [x for x in res["device"] if x["bundle"] == str(b) and x["variant"] == v
+                and x["set"] == s and x["mode"] == "buckets" and x.get("routes")]
+        if not rows:
+            return "–"
+        return ", ".join(f"{n} → {'–' if f is None else f}" for n, f in rows[-1]["routes"])
+
     for b in bundles:
         for name, _, _ in variants(b):
             for s in ("short", "long"):
                 w(f"| {bundle_label(b)} | {name} | {s} | {fmt(dev(b, name, s, mode='fixed'))} | "
-                  f"{fmt(dev(b, name, s, mode='symbolic'))} | {fmt(dev(b, name, s))} |")
+                  f"{fmt(dev(b, name, s, mode='symbolic'))} | {fmt(dev(b, name, s))} | "
+                  f"{routes(b, name, s)} |")
     w("")
 
     w("## Fixed-length plans vs the symbolic plan\n")
@@ -921,13 +933,15 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
   seq concrete, optimised by tract with known shapes. A text is right-padded to the next
   bucket with mask 0 (session 6: each bucket's fixed plan first **races the symbolic plan**
   on its first use, see "Which plan serves a single text" above: tract picks the matmul
-  kernel for an exact length from a cost model calibrated on other CPUs, and on this
-  machine its pick for 16 tokens made MiniLM float 7.5 ms against 5.8 ms on the symbolic
-  plan's run-time kernel pair, while int8-compute runs 10-25 % faster fixed; the race
-  costs the first query of a bucket a second plan build and the timed runs (session 7:
-  each plan runs until it has been timed for 20 ms, at least 5 and at most 400 runs,
-  because 5 runs of ~200 µs right after the plan builds sometimes kept the tiny preset's
-  slower plan), and briefly holds both plans: MiniLM int8-compute serve peak 94.5 → 107.6
+  kernel for an exact length from a cost model calibrated on other CPUs, and the fixed plan
+  pays for its padding; the race costs the first query of a bucket a second plan build and
+  the timed runs (session 7: each runs until timed for 20 ms, at least 5 and at most 400
+  runs, because 5 runs of ~200 µs right after the plan builds sometimes kept the tiny
+  preset's slower plan). Session 8: the race times the symbolic plan at both ends of the
+  bucket's range and the fixed plan serves only the lengths where it beats the symbolic
+  plan's interpolated time (before, it served the whole bucket or none of it, judged at the
+  bucket's length alone); both plans stay when both serve part of a bucket, and briefly
+  during the race: MiniLM int8-compute serve peak 94.5 → 107.6
   MB; `DEVICE_FIXED_PLANS=1` skips it). Padding gets exactly zero weight in attention and pooling, so labels
   are identical and probabilities agree to ~1e-7 (table above; `device bench-latency
   --check` and `tests/tests/perf_smoke.rs`). Each plan is optimised on its **first use**
@@ -938,20 +952,53 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
   --workers N` threads sharing one engine run in parallel (before, one lock serialised
   them). `DEVICE_SYMBOLIC_ONLY=1` keeps only the symbolic plan (slower at 64 tokens);
   `DEVICE_LENGTH_BUCKETS=16,64` changes the set (fewer buckets: less memory, more padding).
-- **f32 matmuls on the 256-bit kernels where AVX-512 has one FMA port** (session 7,
-  `device/src/matmul_kernels.rs`). tract picks each f32 matmul's kernel from per-ISA cost
-  models; on AVX-512 CPUs they were calibrated on cores with two 512-bit FMA ports (a Zen 5
-  part for AMD) and pick the zmm kernels. This EPYC runs AVX-512 on 256-bit units, and
-  there tract's 256-bit `fma_mmm_f32_*` kernels are faster on our shapes: per-node profile
-  of the tiny preset at 12 tokens, FFN matmul 32.4 → 27.2 µs, a 128 x 128 projection 8.7 →
-  7.0 µs. The device adds one tier to tract's kernel ladder (tract's own extension point,
-  registered through `inventory`): on a core tract's own probe finds to have one 512-bit
-  FMA port (the probe tract uses to choose its int8 VNNI tile), f32 matmuls get what
-  tract's `fma` tier would pick; int8 kernels and every other CPU are untouched.
-  `DEVICE_F32_KERNELS=tract` turns it off. Side by side (`device bench-latency`,
-  alternating processes, `DEVICE_F32_KERNELS=tract` vs default): tiny float e2e 267 → 252
-  µs short, 1,001 → 895 µs long; MiniLM float short ~7.1 → ~6.6 ms, long unchanged (it
-  streams its weights from memory either way); int8-compute unchanged.
+- **Matmul kernels chosen for this CPU, not tract's calibration CPUs** (sessions 7 and 8,
+  `device/src/matmul_kernels.rs`): one more tier in tract's kernel ladder (tract's own
+  extension point, registered through `inventory`), consulted for matmuls of known shape
+  (the fixed-length plans). *f32* (`DEVICE_F32_KERNELS`): tract's AVX-512 cost models were
+  calibrated on cores with two 512-bit FMA ports; this EPYC runs AVX-512 on 256-bit units.
+  Session 7 gave every f32 matmul of such a core what tract's 256-bit `fma` tier picks
+  (tiny float 267 → 252 µs short). Session 8 timed whole plans with every f32 matmul forced
+  to one kernel (MiniLM-L6 and the tiny preset at 8, 16, 32, 64 tokens) and found the
+  weight matrices (≥ 128 rows) fastest on tract's tall zmm tiles, the one that pads the
+  token count least the most (16 tokens: 32x6; 8 and 32: 64x3; 64: 32x5), and the
+  attention's per-head products (16-64 rows) fastest on the 256-bit kernels: MiniLM float
+  plan at 8 / 16 / 32 / 64 tokens 5.3 / 7.9 / 12.6 / 18.0 ms with session 7's choice, 4.1 /
+  6.4 / 11.2 / 17.2 with tract's, **3.5 / 5.4 / 9.0 / 17.4** now; tiny float 168 / 247 / 629
+  / 1,090 µs (session 7), 138 / 256 / 504 / 912 (tract), **134 / 230 / 413 / 855** now
+  (whole plans built from the bundle as the engine builds them, every f32 matmul forced
+  through an extra tier; a scratch program over the device library, one process per
+  figure, best of 5 x 10 runs at 1 thread; not kept in the repository). In isolation (one
+  matmul, weights hot) the kernels were within a few per cent of each other; in the
+  model they were not, which is why the rule comes from whole-plan timings. *int8*
+  (`DEVICE_I8_KERNELS`): tract runs its zmm 16x16 VNNI tile only on cores its probe finds
+  dual-ported (it measured the 16x16 4-11 % slower on a single-port Intel client core);
+  on this AMD core it is faster, so on AMD VNNI cores the device answers the 16x16 where
+  m and n each fill 16, as tract does on dual-port cores. Same binary, alternating
+  processes (`device bench-latency --variants int8-compute`, `DEVICE_I8_KERNELS=tract` vs
+  default): MiniLM short 2.15-2.38 → 1.85-2.17 ms, 64 tokens 8.8-9.4 → 7.7-7.9 ms; tiny
+  172-173 → 157-159 µs, 621-623 → 563-567 µs.
+- **Additions in the symbolic plan** (session 8, `device/src/fused_ops/add.rs`). With
+  symbolic shapes tract can neither fold an `Add` into the matmul before it nor prove
+  `batch · seq · 384` elements worth its vectorised kernel, so the residual additions and
+  the attention mask ran through its generic broadcasting evaluator, ~3.5 ns per element:
+  20 nodes, 433 µs of the MiniLM symbolic plan's 6.05 ms at 16 tokens, the whole gap to the
+  fixed plan (5.58 ms), which it otherwise matched matmul for matmul. The device replaces
+  the f32 `Add` nodes tract left generic, after optimisation, with one pass over rows: 29
+  µs for the 20 (per-node profile, `device bench-latency --profile` with
+  `DEVICE_SYMBOLIC_ONLY=1`). `device bench-latency --check` now also compares the fused
+  symbolic plan with tract's.
+- **onnxruntime computes the weights-int8 file in int8** (session 8). Its graph optimiser
+  turns each `DequantizeLinear → MatMul` of the weights-int8 variant into its
+  `MatMulNBits` (bits 8, block 32) with `accuracy_level` 4: activations quantised to int8
+  at run time (its optimised graph, saved with `optimized_model_filepath`, has 39
+  `MatMulNBits`; its logits differ from the f32 computation's in the third decimal). That
+  is why onnxruntime runs weights-int8 faster than float (3.3 vs 4.8 ms short). The device
+  computes that variant in f32, as its manifest says (`int8 weights dequantised at load;
+  f32 compute`; its export check found the device's logits 4.3e-6 from the host's on the
+  SNIPS MiniLM bundle).
+  Asked to compute it in f32 (`session.qdq_matmulnbits_accuracy_level` = 0), onnxruntime
+  takes ~19 ms per short query. The device's int8 computation is the int8-compute variant.
 - **Exact GELU as one pass** (session 7, `device/src/fused_ops/gelu.rs`). tract matches
   the exporter's `0.5·x·(1 + erf(x/√2))` into its `GeluExact`: a scaling pass into a
   scratch buffer allocated per call, its erf kernel and a combining pass (6.0-6.2 µs per

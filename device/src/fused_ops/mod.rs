@@ -9,7 +9,9 @@
 //! vectorises it (eight independent accumulators, a branch-free polynomial `exp`).
 //! `QuantizeLinear` and per-channel `DequantizeLinear`, the two ends of every int8-compute
 //! matmul, get the same treatment in [`quant`], and tract's exact GELU in [`gelu`] (which,
-//! unlike the others, replaces a node of the decluttered model rather than a parser).
+//! unlike the others, replaces a node of the decluttered model rather than a parser), and
+//! the additions tract leaves generic in a symbolic plan in [`add`] (nodes of the
+//! optimised plan).
 //!
 //! They replace tract's parsers for these op types, so the ONNX file stays standard
 //! (onnxruntime runs the same file). A Softmax over another axis or of another datum
@@ -18,11 +20,13 @@
 //! another float type is computed in f32 between two casts; [`quant`] lists its forms.
 //! [`crate::engine::EngineOptions::tract_ops`] turns them all off, for comparison.
 
+pub mod add;
 pub mod gelu;
 pub mod quant;
 #[cfg(test)]
 mod test_graph;
 
+pub use add::{fuse_adds, FusedAdd};
 pub use gelu::{fuse_gelu, FusedGelu};
 pub use quant::{FusedDequantizeLinear, FusedQuantizeLinear};
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};

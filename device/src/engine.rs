@@ -19,8 +19,8 @@
 //! = 1 and `seq` = one of [`LENGTH_BUCKETS`], optimised with concrete shapes (tract fuses
 //! more without symbols, but pays for its padding and its matmul kernel pick for an exact
 //! length can be slower than the symbolic plan's, so each bucket's plan first races the
-//! symbolic plan on this CPU, and the plan faster on most of the bucket's lengths serves
-//! it: see [`Engine::route`]). A text of `n` tokens is right-padded to its bucket's length with
+//! symbolic plan on this CPU, which decides from which length on it serves the bucket: see
+//! [`Engine::route`]). A text of `n` tokens is right-padded to its bucket's length with
 //! mask 0; the padding is
 //! masked out of attention and pooling (its weights are exactly 0 after the softmax), so
 //! labels and probabilities match the symbolic plan (checked to 1e-5 in the tests) and
@@ -662,11 +662,11 @@ impl Engine {
     /// at 16 tokens and less than 5.4 below 15; int8-compute is 10-25 % faster fixed at
     /// every length). So the first query of a bucket times the fixed plan at the bucket's
     /// length and the symbolic plan at both ends of the bucket's range (alternating runs
-    /// after a warm-up, for at least [`RACE_TIME`] each; fastest run), and the bucket goes
-    /// to the plan that is faster over most of its lengths, the symbolic plan's time taken
-    /// as linear between the two ends ([`crossover`], [`one_plan`]). A plan that serves no
-    /// bucket is dropped. Both give the same labels and probabilities (to 1e-5), so only
-    /// speed depends on the outcome.
+    /// after a warm-up, for at least [`RACE_TIME`] each; fastest run), and the fixed plan
+    /// serves the lengths where it beats the symbolic plan's time interpolated between the
+    /// two ends ([`crossover`]). A plan that serves no length of any bucket is dropped.
+    /// Both give the same labels and probabilities (to 1e-5), so only speed depends on
+    /// the outcome.
     fn route(&self, ix: usize) -> TractResult<usize> {
         let bucket = &self.bucket_plans[ix];
         if let Some(&from) = bucket.fixed_from.get() {
@@ -693,13 +693,9 @@ impl Engine {
             Some(p) => p.clone(),
             None => optimise(model, None, None, self.fused)?,
         };
-        let from = one_plan(
-            lo,
-            bucket.len,
-            race(&fixed_plan, &symbolic, lo, bucket.len)?,
-        );
-        // The plan not serving the bucket is dropped before the allocator is trimmed below
-        // (the symbolic plan stays when it serves the bucket).
+        let from = race(&fixed_plan, &symbolic, lo, bucket.len)?;
+        // A plan serving nothing is dropped before the allocator is trimmed below; the
+        // symbolic plan stays when it serves part of this bucket.
         if from <= bucket.len {
             let _ = bucket.plan.set(fixed_plan);
         } else {
@@ -891,19 +887,6 @@ fn race(
     Ok(crossover(lo, len, fixed, symbolic_lo, symbolic_len))
 }
 
-/// Which plan serves the bucket `lo..=len` whose fixed plan is faster from `crossover` on:
-/// the fixed plan from `lo` when it is faster on at least half of the lengths, else none
-/// (`len + 1`). One plan per bucket, because each holds its own copy of the weights:
-/// serving both halves of a bucket kept a second plan for it, which doubled MiniLM
-/// float's serve memory (144 → 271 MB anonymous) for a few per cent on some lengths.
-fn one_plan(lo: usize, len: usize, crossover: usize) -> usize {
-    let fixed_lengths = (len + 1).saturating_sub(crossover);
-    match 2 * fixed_lengths >= len + 1 - lo {
-        true => lo,
-        false => len + 1,
-    }
-}
-
 /// The shortest length of `lo..=len` at which a plan taking `fixed` at every length beats
 /// one taking `at_lo` at `lo` and `at_len` at `len`, linear in between (`len + 1`: none).
 fn crossover(lo: usize, len: usize, fixed: f64, at_lo: f64, at_len: f64) -> usize {
@@ -1030,7 +1013,7 @@ fn table_rows(
 
 #[cfg(test)]
 mod tests {
-    use super::{crossover, one_plan};
+    use super::crossover;
 
     #[test]
     fn the_fixed_plan_serves_the_lengths_where_it_beats_the_symbolic_plan() {
@@ -1048,18 +1031,5 @@ mod tests {
         // A one-length bucket.
         assert_eq!(crossover(8, 8, 2.0, 3.0, 3.0), 8);
         assert_eq!(crossover(8, 8, 4.0, 3.0, 3.0), 9);
-    }
-
-    #[test]
-    fn a_bucket_goes_to_the_plan_faster_on_most_of_its_lengths() {
-        // 9..=16: the fixed plan faster on 15 and 16 only, on 12-16, on all.
-        assert_eq!(one_plan(9, 16, 15), 17);
-        assert_eq!(one_plan(9, 16, 13), 9);
-        assert_eq!(one_plan(9, 16, 9), 9);
-        // Faster on none.
-        assert_eq!(one_plan(9, 16, 17), 17);
-        // 2..=8 (seven lengths): four of them are a majority, three are not.
-        assert_eq!(one_plan(2, 8, 5), 2);
-        assert_eq!(one_plan(2, 8, 6), 9);
     }
 }

@@ -674,13 +674,12 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
 
     w("## Which plan serves a single text: the race\n")
     w("On its first use each length bucket's fixed-length plan (timed at the bucket's length) races the "
-      "symbolic plan (timed at both ends of the bucket's range), and the bucket goes to the plan that is "
-      "faster on most of its lengths, the symbolic plan's time taken as linear in between "
-      "(`device/src/engine.rs`, `Engine::route`). Device e2e p50 (µs) in the same rounds: `fixed` = every "
-      "bucket on its fixed-length plan, `symbolic` = the symbolic plan alone, `default` = the engine with "
-      "the race; `routes` = each bucket's length → the shortest length its fixed plan served in the last "
-      "round (the bucket's first length: all of it; above its length: none, the symbolic plan serves it; "
-      "– : no text of that length).\n")
+      "symbolic plan (timed at both ends of the bucket's range), and the fixed plan serves the lengths "
+      "where it beats the symbolic plan's time interpolated between the two (`device/src/engine.rs`, "
+      "`Engine::route`). Device e2e p50 (µs) in the same rounds: `fixed` = every bucket on its "
+      "fixed-length plan, `symbolic` = the symbolic plan alone, `default` = the engine with the race; "
+      "`routes` = each bucket's length → the shortest length its fixed plan served in the last round "
+      "(above the bucket's length: none; – : no text of that length).\n")
     w("| bundle | variant | set | fixed | symbolic | default (race) | routes |")
     w("|---|---|---|---|---|---|---|")
 
@@ -938,14 +937,11 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
   pays for its padding; the race costs the first query of a bucket a second plan build and
   the timed runs (session 7: each runs until timed for 20 ms, at least 5 and at most 400
   runs, because 5 runs of ~200 µs right after the plan builds sometimes kept the tiny
-  preset's slower plan). Session 8: the race also times the symbolic plan at the bucket's
-  shortest length (on the same run state, as queries of varying length meet it) and gives
-  the bucket to the plan faster on most of its lengths (before, it was judged at the
-  bucket's length alone, where the fixed plan pads nothing). Serving each part of a bucket
-  with the plan faster there was measured too (MiniLM float short 5,220 µs, 0.96x
-  onnxruntime) but kept a second plan for the bucket: `device serve` anonymous memory for
-  MiniLM float 144 → 271 MB, weights-int8 111 → 238 MB; a board should not pay that for a
-  few per cent. Both plans are held briefly during the race: MiniLM int8-compute serve peak 94.5 → 107.6
+  preset's slower plan). Session 8: the race times the symbolic plan at both ends of the
+  bucket's range and the fixed plan serves only the lengths where it beats the symbolic
+  plan's interpolated time (before, it served the whole bucket or none of it, judged at the
+  bucket's length alone); both plans stay when both serve part of a bucket, and briefly
+  during the race: MiniLM int8-compute serve peak 94.5 → 107.6
   MB; `DEVICE_FIXED_PLANS=1` skips it). Padding gets exactly zero weight in attention and pooling, so labels
   are identical and probabilities agree to ~1e-7 (table above; `device bench-latency
   --check` and `tests/tests/perf_smoke.rs`). Each plan is optimised on its **first use**

@@ -940,8 +940,15 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
   preset's slower plan). Session 8: the race times the symbolic plan at both ends of the
   bucket's range and the fixed plan serves only the lengths where it beats the symbolic
   plan's interpolated time (before, it served the whole bucket or none of it, judged at the
-  bucket's length alone); both plans stay when both serve part of a bucket, and briefly
-  during the race: MiniLM int8-compute serve peak 94.5 → 107.6
+  bucket's length alone). Both plans stay when both serve part of a bucket, which costs
+  memory where plans are big: `device serve` anonymous memory after 200 short SNIPS texts,
+  session 7 → now, MiniLM float 144 → 271 MB, weights-int8 111 → 238 MB, int8-compute 71
+  → 83 MB (its peak 104.6 → 104.8 MB); a board short of memory sets
+  `DEVICE_FIXED_PLANS=1` or `DEVICE_SYMBOLIC_ONLY=1`. Giving each bucket to one plan, the
+  one faster on most of its lengths, was tried and dropped: texts truncated at the model's
+  length all land on the top bucket's last length, and that rule sent them to the
+  symbolic plan (MiniLM int8-compute at 64 tokens 8.47 → 9.89 ms). Both plans are also
+  held briefly during the race: MiniLM int8-compute serve peak 94.5 → 107.6
   MB; `DEVICE_FIXED_PLANS=1` skips it). Padding gets exactly zero weight in attention and pooling, so labels
   are identical and probabilities agree to ~1e-7 (table above; `device bench-latency
   --check` and `tests/tests/perf_smoke.rs`). Each plan is optimised on its **first use**

@@ -658,9 +658,9 @@ impl Engine {
     /// bucket's length, and tract picks its matmul kernels for that length from cost models
     /// calibrated on other CPUs, where the symbolic plan switches between a pair at run
     /// time. Which is faster depends on the CPU, the model and the text's length (MiniLM
-    /// float on this AMD machine: the 16-token plan takes 5.4 ms, the symbolic plan 6.0 ms
-    /// at 16 tokens and less than 5.4 below 15; int8-compute is 10-25 % faster fixed at
-    /// every length). So the first query of a bucket times the fixed plan at the bucket's
+    /// float on this AMD machine, before the symbolic plan's additions were fused: the
+    /// 16-token plan took 5.4 ms, the symbolic plan 6.0 ms at 16 tokens and less than 5.4
+    /// below 15; int8-compute is 10-25 % faster fixed at every length). So the first query of a bucket times the fixed plan at the bucket's
     /// length and the symbolic plan at both ends of the bucket's range (alternating runs
     /// after a warm-up, for at least [`RACE_TIME`] each; fastest run), and the fixed plan
     /// serves the lengths where it beats the symbolic plan's time interpolated between the

@@ -1,8 +1,8 @@
 //! Which matmul kernels tract runs on x86-64 cores with AVX-512 (issue #7).
 //!
 //! tract picks a kernel per matmul when it optimises a plan, from a ladder of per-ISA
-//! "tiers" ([`tract_linalg::mmm_tiers`]). Two of its choices are wrong for this project's
-//! matmuls (a few to 64 rows, 128-1536 wide) on some AVX-512 cores, in opposite directions:
+//! "tiers" ([`tract_linalg::mmm_tiers`]). Two of its choices are slow for this project's
+//! matmuls (8 to 64 token columns, 128-1536 wide) on some AVX-512 cores:
 //!
 //! - **f32.** tract's AMD and Intel cost models were calibrated on cores with two 512-bit
 //!   FMA ports (a Zen 5 desktop part for AMD); for a short query's matmuls (8-32 token

@@ -863,7 +863,8 @@ fn race(
         let mask = tract_ndarray::Array2::<i64>::ones((1, n)).into_tensor();
         Ok(tvec![ids, mask.into_tvalue()])
     };
-    let runs = [inputs(len)?, inputs(len)?, inputs(lo)?];
+    let (at_len, at_lo) = (inputs(len)?, inputs(lo)?);
+    let runs = [&at_len, &at_len, &at_lo];
     // One state for both lengths of the symbolic plan: in use it meets a new length at
     // almost every query, and resolving its shapes again is part of its cost.
     let mut states = [fixed.spawn()?, symbolic.spawn()?];

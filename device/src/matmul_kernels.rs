@@ -124,18 +124,6 @@ pub fn set_policies_from_env() -> Result<(), String> {
     I8.set_from_env()
 }
 
-/// Whether plans optimised now get the device's f32 kernel choice instead of tract's
-/// (always false off x86-64 or without AVX-512).
-pub fn single_port_f32_in_force() -> bool {
-    imp::single_port_f32_in_force()
-}
-
-/// Whether plans optimised now get the zmm 16x16 int8 tile where both sides fill it
-/// (always false off x86-64 or without AVX-512 VNNI).
-pub fn zmm_i8_in_force() -> bool {
-    imp::zmm_i8_in_force()
-}
-
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use super::{Policy, F32, I8};
@@ -196,7 +184,8 @@ mod imp {
         &vendor == b"AuthenticAMD"
     }
 
-    pub(super) fn single_port_f32_in_force() -> bool {
+    /// Whether plans optimised now get the device's f32 kernel choice instead of tract's.
+    fn single_port_f32_in_force() -> bool {
         if !has_avx512(&tract_linalg::isa::native()) {
             return false;
         }
@@ -207,7 +196,8 @@ mod imp {
         }
     }
 
-    pub(super) fn zmm_i8_in_force() -> bool {
+    /// Whether plans optimised now get the zmm 16x16 int8 tile where both sides fill it.
+    fn zmm_i8_in_force() -> bool {
         let isa = tract_linalg::isa::native();
         if !has_avx512(&isa) || !isa.has(Isa::X86_64Avx512Vnni) {
             return false;
@@ -259,17 +249,6 @@ mod imp {
             applies: has_avx512,
             preferred,
         }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod imp {
-    pub(super) fn single_port_f32_in_force() -> bool {
-        false
-    }
-
-    pub(super) fn zmm_i8_in_force() -> bool {
-        false
     }
 }
 

@@ -107,8 +107,8 @@ fn add_broadcast(a: &mut [f32], a_shape: &[usize], b: &[f32], b_shape: &[usize])
     if row == 0 {
         return;
     }
-    // b's stride per axis of a, 0 where b repeats.
-    let mut b_strides = vec![0usize; rank];
+    // b's stride per axis of a, 0 where b repeats (on the stack: this runs per query).
+    let mut b_strides: TVec<usize> = tvec![0; rank];
     let mut stride = 1;
     for axis in (0..rank).rev() {
         if b_shape[axis] != 1 {
@@ -116,7 +116,7 @@ fn add_broadcast(a: &mut [f32], a_shape: &[usize], b: &[f32], b_shape: &[usize])
         }
         stride *= b_shape[axis];
     }
-    let mut index = vec![0usize; rank - 1];
+    let mut index: TVec<usize> = tvec![0; rank - 1];
     for a_row in a.chunks_exact_mut(row) {
         let at: usize = index.iter().zip(&b_strides).map(|(i, s)| i * s).sum();
         add_row(a_row, &b[at..at + row]);

@@ -107,6 +107,9 @@ struct Row {
     /// Each length bucket `[len, shortest length its fixed plan serves]` after the races
     /// (`len + 1`: the symbolic plan serves the whole bucket; null: not raced).
     routes: Vec<(usize, Option<usize>)>,
+    /// What one plan added to the process (bytes; null where not measured), which the
+    /// memory budget of the fixed-length plans is weighed in.
+    plan_bytes: Option<usize>,
 }
 
 struct Config {
@@ -361,6 +364,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 e2e_p50_rounds: c.rounds[si].clone(),
                 load_ms: c.load_ms,
                 routes: c.classifier.engine().routes(),
+                plan_bytes: c.classifier.engine().plan_bytes(),
             };
             println!("{}", serde_json::to_string(&row)?);
         }

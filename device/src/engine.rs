@@ -89,6 +89,18 @@ const RACE_TIME: std::time::Duration = std::time::Duration::from_millis(20);
 /// Most timed runs of each plan in a race (bounds a race of a model that is very fast).
 const RACE_MAX_RUNS: usize = 400;
 
+/// Megabytes (decimal) the fixed-length plans may hold together beside the symbolic plan
+/// (default [`PLAN_MEMORY_MB`]); see [`Engine::route`].
+pub const PLAN_MEMORY_ENV: &str = "DEVICE_PLAN_MEMORY_MB";
+
+/// Default of [`PLAN_MEMORY_ENV`]. Every plan holds its own packed copy of the encoder's
+/// weights (measured: MiniLM-L6 float and weights-int8 ~43 MB, int8-compute ~11 MB, the
+/// tiny preset ~2.4 MB), and what a fixed-length plan buys differs as much: within noise
+/// of the symbolic plan for MiniLM float, 0-3 % for weights-int8, 10-25 % for int8-compute
+/// (docs/benchmarks.md). 40 MB keeps three int8-compute plans (or every tiny one) and no
+/// float MiniLM plan, which saves `device serve` ~90 MB on MiniLM float.
+pub const PLAN_MEMORY_MB: usize = 40;
+
 /// Comma-separated sequence lengths replacing [`LENGTH_BUCKETS`] (tuning on a board).
 pub const LENGTH_BUCKETS_ENV: &str = "DEVICE_LENGTH_BUCKETS";
 
@@ -123,6 +135,27 @@ pub fn configure_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
     }
+}
+
+/// The budget of [`PLAN_MEMORY_ENV`] in bytes.
+fn plan_budget() -> Result<usize> {
+    let Ok(value) = std::env::var(PLAN_MEMORY_ENV) else {
+        return Ok(PLAN_MEMORY_MB * 1_000_000);
+    };
+    let mb: usize = value.trim().parse().map_err(|_| {
+        DeviceError::Input(format!(
+            "{PLAN_MEMORY_ENV}={value:?}: expected a whole number of megabytes"
+        ))
+    })?;
+    Ok(mb.saturating_mul(1_000_000))
+}
+
+/// This process's resident memory (`VmRSS` of `/proc/self/status`), where Linux tells it.
+fn resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Gives the freed pages of the allocator back to the kernel (after a load or a plan
@@ -200,6 +233,11 @@ pub struct Engine {
     bucket_plans: Vec<Bucket>,
     /// Time each bucket's fixed-length plan against the symbolic plan before using it.
     race: bool,
+    /// Bytes the raced fixed-length plans may hold together ([`PLAN_MEMORY_ENV`]).
+    plan_budget: usize,
+    /// What one plan of this model costs: the process's growth while its symbolic plan was
+    /// built (unknown where the resident size cannot be read).
+    plan_bytes: OnceLock<usize>,
     /// The device's fused kernels are in use (not [`EngineOptions::tract_ops`] or f16).
     fused: bool,
     /// Idle run states (one set per plan each): a query takes one, runs, puts it back, so
@@ -403,6 +441,8 @@ impl Engine {
                 })
                 .collect(),
             race,
+            plan_budget: plan_budget()?,
+            plan_bytes: OnceLock::new(),
             fused,
             pool: Mutex::new(Vec::new()),
             num_labels,
@@ -660,13 +700,18 @@ impl Engine {
     /// time. Which is faster depends on the CPU, the model and the text's length (MiniLM
     /// float on this AMD machine, before the symbolic plan's additions were fused: the
     /// 16-token plan took 5.4 ms, the symbolic plan 6.0 ms at 16 tokens and less than 5.4
-    /// below 15; int8-compute is 10-25 % faster fixed at every length). So the first query of a bucket times the fixed plan at the bucket's
-    /// length and the symbolic plan at both ends of the bucket's range (alternating runs
-    /// after a warm-up, for at least [`RACE_TIME`] each; fastest run), and the fixed plan
-    /// serves the lengths where it beats the symbolic plan's time interpolated between the
-    /// two ends ([`crossover`]). A plan that serves no length of any bucket is dropped.
+    /// below 15; int8-compute is 10-25 % faster fixed at every length). So the first query
+    /// of a bucket times the fixed plan at the bucket's length and the symbolic plan at both
+    /// ends of the bucket's range (alternating runs after a warm-up, for at least
+    /// [`RACE_TIME`] each; fastest run), and the fixed plan serves the lengths where it
+    /// beats the symbolic plan's time interpolated between the two ends ([`crossover`]). A plan that serves no length of any bucket is dropped.
     /// Both give the same labels and probabilities (to 1e-5), so only speed depends on
     /// the outcome.
+    ///
+    /// Each plan holds its own packed weights, so a fixed-length plan is only built and
+    /// raced while it fits the memory budget ([`PLAN_MEMORY_ENV`]) beside the fixed plans
+    /// already kept, each priced at what building the symbolic plan added to the process;
+    /// past the budget the bucket stays on the symbolic plan.
     fn route(&self, ix: usize) -> TractResult<usize> {
         let bucket = &self.bucket_plans[ix];
         if let Some(&from) = bucket.fixed_from.get() {
@@ -685,13 +730,24 @@ impl Engine {
         let model = source
             .as_ref()
             .ok_or_else(|| TractError::msg("the source graph is gone"))?;
+        // The symbolic plan first: it serves every length, and its size prices a second
+        // plan against the memory budget.
+        let symbolic = match self.plan.get() {
+            Some(p) => p.clone(),
+            None => self.optimise_symbolic(model)?,
+        };
+        if !self.room_for_fixed_plan() {
+            let _ = self.plan.set(symbolic);
+            let from = bucket.len + 1;
+            let _ = bucket.fixed_from.set(from);
+            if self.every_plan_made() {
+                *source = None;
+            }
+            return Ok(from);
+        }
         let fixed_plan = match bucket.plan.get() {
             Some(p) => p.clone(),
             None => optimise(model, self.symbols.as_ref(), Some(bucket.len), self.fused)?,
-        };
-        let symbolic = match self.plan.get() {
-            Some(p) => p.clone(),
-            None => optimise(model, None, None, self.fused)?,
         };
         let from = race(&fixed_plan, &symbolic, lo, bucket.len)?;
         // A plan serving nothing is dropped before the allocator is trimmed below; the
@@ -712,6 +768,38 @@ impl Engine {
         }
         release_free_memory();
         Ok(from)
+    }
+
+    /// The symbolic plan of `model`, recording what building it added to the process
+    /// (freed pages returned first) as the price of a plan.
+    fn optimise_symbolic(&self, model: &TypedModel) -> TractResult<Arc<TypedSimplePlan>> {
+        let before = resident_bytes();
+        let plan = optimise(model, None, None, self.fused)?;
+        release_free_memory();
+        if let (Some(before), Some(after)) = (before, resident_bytes()) {
+            let _ = self.plan_bytes.set(after.saturating_sub(before));
+        }
+        Ok(plan)
+    }
+
+    /// True when one more fixed-length plan fits the budget beside those kept (the symbolic
+    /// plan is counted as the first plan, whether or not a bucket ends up using it). A
+    /// budget of 0 has room for none; a plan of unknown size always fits a budget above 0.
+    fn room_for_fixed_plan(&self) -> bool {
+        if self.plan_budget == 0 {
+            return false;
+        }
+        let Some(&plan) = self.plan_bytes.get() else {
+            return true;
+        };
+        let kept = self.bucket_plans.iter().filter(|b| b.plan.get().is_some());
+        (kept.count() + 1).saturating_mul(plan) <= self.plan_budget
+    }
+
+    /// What one plan of this model adds to the process, once measured (see
+    /// [`PLAN_MEMORY_ENV`]).
+    pub fn plan_bytes(&self) -> Option<usize> {
+        self.plan_bytes.get().copied()
     }
 
     /// Each length bucket with, once its race has run, the shortest length its fixed plan
@@ -781,7 +869,10 @@ impl Engine {
         let model = source
             .as_ref()
             .ok_or_else(|| TractError::msg("the source graph is gone"))?;
-        let plan = optimise(model, self.symbols.as_ref(), len, self.fused)?;
+        let plan = match len {
+            None => self.optimise_symbolic(model)?,
+            Some(_) => optimise(model, self.symbols.as_ref(), len, self.fused)?,
+        };
         let _ = cell.set(plan);
         if self.every_plan_made() {
             *source = None;

@@ -43,6 +43,10 @@ Environment (engine settings, for comparisons; defaults are the fast ones):
   DEVICE_LENGTH_BUCKETS=8,16,32,64   the lengths with a fixed-length plan for single texts (each
                                      serves the lengths above the one before, from the length
                                      its race with the symbolic plan gives)
+  DEVICE_PLAN_MEMORY_MB=40           megabytes the fixed-length plans may hold beside the
+                                     symbolic plan (each plan keeps its own copy of the
+                                     weights; a bucket whose plan would not fit stays on the
+                                     symbolic plan; 0: the symbolic plan only)
   DEVICE_SYMBOLIC_ONLY=1             only the symbolic plan (less memory, slower short queries)
   DEVICE_TRACT_OPS=1                 tract's own LayerNorm, Softmax and (De)QuantizeLinear instead
                                      of the fused kernels";

@@ -68,6 +68,40 @@ fn fast_engine_matches_plain_engine_and_suite_runs() {
         assert!(r["model_p50_us"].as_f64().unwrap() > 0.0, "{r}");
     }
 
+    // The memory budget of the fixed-length plans: 0 leaves every bucket on the symbolic
+    // plan (no plan beside it is built or raced); a bad value is refused by name.
+    let budget = |value: &str| {
+        std::process::Command::new(bin("device"))
+            .args(["bench-latency", "--bundle", b, "--texts"])
+            .arg(&texts)
+            .args(["--queries", "3", "--rounds", "1", "--modes", "buckets"])
+            .env("DEVICE_PLAN_MEMORY_MB", value)
+            .output()
+            .expect("device")
+    };
+    let out = budget("0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = lines(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(rows.len(), 2, "short and long: {rows:?}");
+    for r in &rows {
+        let routes = r["routes"].as_array().unwrap();
+        assert!(routes.iter().any(|route| !route[1].is_null()), "{r}");
+        for route in routes {
+            if let Some(from) = route[1].as_u64() {
+                assert_eq!(from, route[0].as_u64().unwrap() + 1, "fixed plan used: {r}");
+            }
+        }
+        assert!(r["plan_bytes"].as_u64().unwrap() > 0, "{r}");
+    }
+    let out = budget("lots");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DEVICE_PLAN_MEMORY_MB"), "{stderr}");
+
     let deps = std::process::Command::new("python3")
         .args(["-c", "import onnx, onnxruntime, tokenizers, numpy"])
         .output();

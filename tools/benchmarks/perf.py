@@ -941,10 +941,17 @@ ENGINE_NOTES = """## What the device engine does for speed (issue #7)
   bucket's range and the fixed plan serves only the lengths where it beats the symbolic
   plan's interpolated time (before, it served the whole bucket or none of it, judged at the
   bucket's length alone). Both plans stay when both serve part of a bucket, which costs
-  memory where plans are big: `device serve` anonymous memory after 200 short SNIPS texts,
-  session 7 → now, MiniLM float 144 → 271 MB, weights-int8 111 → 238 MB, int8-compute 71
-  → 83 MB (its peak 104.6 → 104.8 MB); a board short of memory sets
-  `DEVICE_FIXED_PLANS=1` or `DEVICE_SYMBOLIC_ONLY=1`. Giving each bucket to one plan, the
+  memory where plans are big (session 8, `device serve` anonymous memory after 200 short
+  SNIPS texts: MiniLM float 144 → 271 MB, weights-int8 111 → 238 MB, int8-compute 71 → 83
+  MB). Session 9: fixed-length plans are only built and raced while they fit a budget,
+  `DEVICE_PLAN_MEMORY_MB` (default 40 MB beside the symbolic plan; each plan priced at what
+  building the symbolic plan added to the process: MiniLM float and weights-int8 43 MB,
+  int8-compute 11 MB, tiny 2.4 MB), so MiniLM float and weights-int8 serve from the
+  symbolic plan alone, which the table above times within noise of the race for float
+  (weights-int8 up to 3 % slower at 64 tokens): on the CLINC150 MiniLM bundles
+  (`tools/benchmarks/plan_memory.py BUNDLE VARIANT 0,default,100000`: 200 SNIPS texts,
+  median of 3, budget 0 / 40 / unlimited) float 148 / 148 / 239 MB anonymous, weights-int8 114 / 114 / 204 MB (peak
+  137 / 137 / 228 MB). Giving each bucket to one plan, the
   one faster on most of its lengths, was tried and dropped: texts truncated at the model's
   length all land on the top bucket's last length, and that rule sent them to the
   symbolic plan (MiniLM int8-compute at 64 tokens 8.47 → 9.89 ms). Both plans are also

@@ -50,6 +50,9 @@ TRAIN_ARGS = {
 DATASET_ARGS = {
     ("snips", "minilm"): ["--epochs", "4", "--lr", "1.5e-4", "--layer-lr-decay", "0.9"],
     ("snips", "tiny"): ["--epochs", "8"],
+    # Session 9: three times the augmented copies and the teacher weighed 0.8 took the
+    # distilled tiny model from 0.924 to 0.942 in-scope (accuracy_notes.md).
+    ("clinc150", "tiny-distilled"): ["--augment", "6", "--alpha", "0.8", "--epochs", "16"],
 }
 
 

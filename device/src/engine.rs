@@ -704,9 +704,9 @@ impl Engine {
     /// of a bucket times the fixed plan at the bucket's length and the symbolic plan at both
     /// ends of the bucket's range (alternating runs after a warm-up, for at least
     /// [`RACE_TIME`] each; fastest run), and the fixed plan serves the lengths where it
-    /// beats the symbolic plan's time interpolated between the two ends ([`crossover`]). A plan that serves no length of any bucket is dropped.
-    /// Both give the same labels and probabilities (to 1e-5), so only speed depends on
-    /// the outcome.
+    /// beats the symbolic plan's time interpolated between the two ends ([`crossover`]). A
+    /// plan that serves no length of any bucket is dropped. Both give the same labels and
+    /// probabilities (to 1e-5), so only speed depends on the outcome.
     ///
     /// Each plan holds its own packed weights, so a fixed-length plan is only built and
     /// raced while it fits the memory budget ([`PLAN_MEMORY_ENV`]) beside the fixed plans

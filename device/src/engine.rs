@@ -645,7 +645,7 @@ impl Engine {
                     crate::fused_ops::clear_upper_vector_state();
                     let e = times
                         .entry(node.id)
-                        .or_insert_with(|| (format!("{} ({})", node.name, node.op.name()), 0.0));
+                        .or_insert_with(|| (profile_label(node), 0.0));
                     e.1 += started.elapsed().as_secs_f64() * 1e6;
                     r
                 })
@@ -925,6 +925,22 @@ fn optimise(
         crate::fused_ops::fuse_adds(&mut optimised)?;
     }
     optimised.into_runnable()
+}
+
+/// A profiled node's name and op, plus the matmul kernel tract chose for it (the `Mult:`
+/// line of the op's info), so a slow matmul in a profile shows which kernel ran it.
+fn profile_label(node: &tract_onnx::prelude::TypedNode) -> String {
+    let mut label = format!("{} ({})", node.name, node.op.name());
+    if let Some(mult) = node
+        .op
+        .info()
+        .ok()
+        .and_then(|info| info.into_iter().find(|l| l.starts_with("Mult:")))
+    {
+        label.push_str(" — ");
+        label.push_str(&mult);
+    }
+    label
 }
 
 /// Runs a plan's state, clearing the upper vector state after every node.

@@ -102,6 +102,32 @@ fn fast_engine_matches_plain_engine_and_suite_runs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("DEVICE_PLAN_MEMORY_MB"), "{stderr}");
 
+    // The per-node profile names the matmul kernel tract picked for each matmul (how the
+    // AVX2 int8 kernel's stall was found: third_party/tract-linalg/PATCHES.md).
+    let out = run_ok(
+        "device",
+        &[
+            "bench-latency",
+            "--bundle",
+            b,
+            "--texts",
+            texts.to_str().unwrap(),
+            "--queries",
+            "2",
+            "--rounds",
+            "1",
+            "--profile",
+            "--profile-nodes",
+            "1000",
+        ],
+        None,
+    );
+    let matmuls: Vec<&str> = out.lines().filter(|l| l.contains("(OptMatMul)")).collect();
+    assert!(!matmuls.is_empty(), "{out}");
+    for l in &matmuls {
+        assert!(l.contains("— Mult: m:") && l.contains(" with ["), "{l}");
+    }
+
     let deps = std::process::Command::new("python3")
         .args(["-c", "import onnx, onnxruntime, tokenizers, numpy"])
         .output();

@@ -44,23 +44,25 @@ fn fast_engine_matches_plain_engine_and_suite_runs() {
     }
 
     let texts = demo.join("test.csv");
-    let out = run_ok(
-        "device",
-        &[
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
             "bench-latency",
             "--bundle",
             b,
             "--texts",
             texts.to_str().unwrap(),
-            "--queries",
-            "5",
-            "--rounds",
-            "1",
-            "--modes",
-            "buckets,baseline",
-        ],
-        None,
-    );
+        ];
+        args.extend_from_slice(extra);
+        run_ok("device", &args, None)
+    };
+    let out = bench(&[
+        "--queries",
+        "5",
+        "--rounds",
+        "1",
+        "--modes",
+        "buckets,baseline",
+    ]);
     let rows = lines(&out);
     assert_eq!(rows.len(), 4, "2 modes x short/long: {out}");
     for r in &rows {
@@ -104,24 +106,15 @@ fn fast_engine_matches_plain_engine_and_suite_runs() {
 
     // The per-node profile names the matmul kernel tract picked for each matmul (how the
     // AVX2 int8 kernel's stall was found: third_party/tract-linalg/PATCHES.md).
-    let out = run_ok(
-        "device",
-        &[
-            "bench-latency",
-            "--bundle",
-            b,
-            "--texts",
-            texts.to_str().unwrap(),
-            "--queries",
-            "2",
-            "--rounds",
-            "1",
-            "--profile",
-            "--profile-nodes",
-            "1000",
-        ],
-        None,
-    );
+    let out = bench(&[
+        "--queries",
+        "2",
+        "--rounds",
+        "1",
+        "--profile",
+        "--profile-nodes",
+        "1000",
+    ]);
     let matmuls: Vec<&str> = out.lines().filter(|l| l.contains("(OptMatMul)")).collect();
     assert!(!matmuls.is_empty(), "{out}");
     for l in &matmuls {

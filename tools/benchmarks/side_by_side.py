@@ -12,9 +12,7 @@ markdown table of end-to-end p50 per round and the ratio of their medians.
 Needs: target/release/device, python3 with numpy, onnxruntime, tokenizers.
 """
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -40,19 +38,15 @@ def main():
         queries = Path(tmp) / "queries.json"
         for r in range(a.rounds):
             perf.log(f"round {r + 1}/{a.rounds}")
-            out = subprocess.run(
-                [str(perf.DEVICE), "bench-latency", "--bundle", str(bundle), "--texts", a.texts,
-                 "--queries", str(a.queries), "--rounds", "1", "--modes", "buckets",
-                 "--dump-queries", str(queries)],
-                capture_output=True, text=True, check=True).stdout
-            for line in out.splitlines():
-                if line.startswith("{"):
-                    d = json.loads(line)
-                    if d.get("kind") == "latency":
-                        dev.setdefault((d["variant"], d["set"]), []).append(d["e2e_p50_us"])
+            rows = perf.jsonl(perf.run([perf.DEVICE, "bench-latency", "--bundle", bundle, "--texts", a.texts,
+                                        "--queries", a.queries, "--rounds", 1, "--modes", "buckets",
+                                        "--dump-queries", queries]).stdout)
+            for d in rows:
+                if d.get("kind") == "latency":
+                    dev.setdefault((d["variant"], d["set"]), []).append(d["e2e_p50_us"])
             for x in perf.ort_round([bundle], queries, [1]):
                 ort.setdefault((x["variant"], x["set"]), []).append(x["e2e_p50_us"])
-    print(f"| variant | set | device e2e p50 per round (µs) | onnxruntime e2e p50 per round (µs) | device / onnxruntime (medians) |")
+    print("| variant | set | device e2e p50 per round (µs) | onnxruntime e2e p50 per round (µs) | device / onnxruntime (medians) |")
     print("|---|---|---|---|---|")
     for key in sorted(dev):
         d, o = dev[key], ort.get(key, [])

@@ -15,6 +15,11 @@
 //! data sets (Tang et al. 2019, "Distilling task-specific knowledge from BERT into simple
 //! neural networks"). A perturbed copy keeps its original hard label, as word dropout in
 //! ordinary training does.
+//!
+//! The student may also start from a pretrained encoder (`init`, as `tools train --init`):
+//! a student of the teacher's own size then learns from the teacher's outputs on the
+//! perturbed copies ("born-again" self-distillation, Furlanello et al. 2018), which
+//! regularises a fine-tuned encoder that has memorised its 100 examples per class.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -108,7 +113,9 @@ pub fn kd_loss(
 /// Which tokenizer the student uses.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StudentTokenizer {
-    /// Train a WordPiece vocabulary of the preset's size on the training texts.
+    /// The student's own: a WordPiece vocabulary of the preset's size trained on the
+    /// training texts, or the pretrained encoder's tokenizer when the student starts from
+    /// one ([`DistillJob::init`]).
     Student,
     /// The teacher's `tokenizer.json` (its vocabulary sizes the student's embedding table).
     Teacher,
@@ -168,6 +175,9 @@ pub struct DistillJob {
     /// Start the student's word embeddings from the teacher's (projected to the student's
     /// width; [`crate::embedding_transfer`]) for every token both vocabularies have.
     pub teacher_embeddings: bool,
+    /// Start the student from this pretrained BERT-family encoder (a Hugging Face folder,
+    /// as `tools train --init`): its sizes and tokenizer replace the preset's.
+    pub init: Option<PathBuf>,
 }
 
 /// The `distillation` section of a distilled checkpoint's `training.json`.
@@ -504,6 +514,25 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
             job.teacher.display()
         )));
     }
+    let pretrained = match &job.init {
+        Some(dir) => {
+            if job.tokenizer != StudentTokenizer::Student {
+                return Err(HostError::Invalid(format!(
+                    "tokenizer `{}` and a pretrained student ({}) together: the pretrained encoder brings its own tokenizer",
+                    job.tokenizer,
+                    dir.display()
+                )));
+            }
+            if job.teacher_embeddings {
+                return Err(HostError::Invalid(format!(
+                    "--teacher-embeddings and a pretrained student ({}) together: the student's word vectors come from the pretrained encoder",
+                    dir.display()
+                )));
+            }
+            Some(crate::pretrained::PretrainedEncoder::open(dir)?)
+        }
+        None => None,
+    };
     let device = Device::Cpu;
 
     // Data and labels, as `tools train` does (same split, so quantize/export find it).
@@ -524,13 +553,15 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
     }
 
     // The student's tokenizer.
-    let tokenizer_json = match &job.tokenizer {
-        StudentTokenizer::Student => {
+    // (A pretrained student's own is the encoder's: any other choice was refused above.)
+    let tokenizer_json = match (&job.tokenizer, &pretrained) {
+        (_, Some(enc)) => enc.tokenizer_json.clone(),
+        (StudentTokenizer::Student, None) => {
             let texts: Vec<&str> = train_set.examples.iter().map(|e| e.text.as_str()).collect();
             crate::tokenizer::train_wordpiece(&texts, job.preset.vocab_size)?
         }
-        StudentTokenizer::Teacher => teacher_ckpt.tokenizer_json.clone(),
-        StudentTokenizer::TeacherPruned => {
+        (StudentTokenizer::Teacher, None) => teacher_ckpt.tokenizer_json.clone(),
+        (StudentTokenizer::TeacherPruned, None) => {
             let texts: Vec<&str> = train_set.examples.iter().map(|e| e.text.as_str()).collect();
             let (json, kept) = prune_wordpiece(&teacher_ckpt.tokenizer_json, &texts)?;
             if progress {
@@ -541,7 +572,7 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
             }
             json
         }
-        StudentTokenizer::File(p) => std::fs::read(p).map_err(|e| HostError::io(p, e))?,
+        (StudentTokenizer::File(p), None) => std::fs::read(p).map_err(|e| HostError::io(p, e))?,
     };
     let encoder = device::tokenize::TextEncoder::from_bytes(&tokenizer_json, job.preset.max_len)?;
     let teacher_encoder = teacher_ckpt.encoder()?;
@@ -643,12 +674,15 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
     let val_enc = crate::pipeline::encode(&encoder, &val_set, &labels)?;
 
     let p = &job.preset;
-    let config = p.model_config(encoder.vocab_size(), labels.clone());
+    let config =
+        crate::pipeline::model_config(pretrained.as_ref(), p, encoder.vocab_size(), &labels)?;
     std::fs::create_dir_all(&job.out).map_err(|e| HostError::io(&job.out, e))?;
     write_atomic(&job.out.join(TOKENIZER_FILE), &tokenizer_json)?;
     write_json(&job.out.join(CONFIG_FILE), &config)?;
 
     let (model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
+    let init = crate::pipeline::load_pretrained(pretrained.as_ref(), &varmap, &config, progress)?;
+    drop(pretrained);
     let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
     let transferred = if let Some(table) = &teacher_table {
         let r = teacher_embeddings(table, &teacher_encoder, &encoder, &varmap, job.options.seed)?;
@@ -715,7 +749,7 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
             parameters,
             preset: job.preset.clone(),
             options,
-            init: None,
+            init,
             outcome,
         },
         distillation: DistillInfo {

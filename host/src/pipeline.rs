@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::batching::EncodedExample;
 use crate::checkpoint::{save_weights, write_atomic, CONFIG_FILE, TOKENIZER_FILE, TRAINING_FILE};
+use crate::config::ModelConfig;
 use crate::data::{Columns, Dataset};
 use crate::error::{HostError, Result};
 use crate::model::AttentionClassifier;
@@ -160,6 +161,55 @@ pub fn load_splits(
     Ok((labels, train_set, val_set))
 }
 
+/// The model's shape: the pretrained encoder's sizes (with the preset's head, length and
+/// dropout) when there is one, else the preset's.
+pub fn model_config(
+    pretrained: Option<&crate::pretrained::PretrainedEncoder>,
+    p: &Preset,
+    vocab_size: usize,
+    labels: &[String],
+) -> Result<ModelConfig> {
+    match pretrained {
+        Some(enc) => enc.model_config(
+            labels.to_vec(),
+            p.max_len,
+            p.pool_dim,
+            p.dropout,
+            vocab_size,
+        ),
+        None => Ok(p.model_config(vocab_size, labels.to_vec())),
+    }
+}
+
+/// Copies a pretrained encoder's weights into a fresh `varmap` (built for `config`) and
+/// says so; `None` without one.
+pub fn load_pretrained(
+    pretrained: Option<&crate::pretrained::PretrainedEncoder>,
+    varmap: &candle_nn::VarMap,
+    config: &ModelConfig,
+    progress: bool,
+) -> Result<Option<crate::pretrained::LoadReport>> {
+    let Some(enc) = pretrained else {
+        return Ok(None);
+    };
+    let report = enc.load_into(varmap, config)?;
+    if progress {
+        eprintln!(
+            "initialised {} encoder tensors from {} ({} fresh: {}; unused: {})",
+            report.loaded.len(),
+            report.source,
+            report.fresh.len(),
+            report.fresh.join(" "),
+            if report.unused.is_empty() {
+                "none".to_string()
+            } else {
+                report.unused.join(" ")
+            }
+        );
+    }
+    Ok(Some(report))
+}
+
 /// Runs a whole training job and leaves a checkpoint in `job.out`.
 pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     job.preset.validate()?;
@@ -190,16 +240,7 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         };
     let encoder = device::tokenize::TextEncoder::from_bytes(&tokenizer_json, job.preset.max_len)?;
     let p = &job.preset;
-    let config = match &pretrained {
-        Some(enc) => enc.model_config(
-            labels.clone(),
-            p.max_len,
-            p.pool_dim,
-            p.dropout,
-            encoder.vocab_size(),
-        )?,
-        None => p.model_config(encoder.vocab_size(), labels.clone()),
-    };
+    let config = model_config(pretrained.as_ref(), p, encoder.vocab_size(), &labels)?;
     let train_enc = encode(&encoder, &train_set, &labels)?;
     let val_enc = encode(&encoder, &val_set, &labels)?;
 
@@ -209,27 +250,7 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
 
     let device = Device::Cpu;
     let (model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
-    let init = match &pretrained {
-        Some(enc) => {
-            let report = enc.load_into(&varmap, &config)?;
-            if job.options.progress {
-                eprintln!(
-                    "initialised {} encoder tensors from {} ({} fresh: {}; unused: {})",
-                    report.loaded.len(),
-                    report.source,
-                    report.fresh.len(),
-                    report.fresh.join(" "),
-                    if report.unused.is_empty() {
-                        "none".to_string()
-                    } else {
-                        report.unused.join(" ")
-                    }
-                );
-            }
-            Some(report)
-        }
-        None => None,
-    };
+    let init = load_pretrained(pretrained.as_ref(), &varmap, &config, job.options.progress)?;
     drop(pretrained);
     let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
     if job.options.progress {

@@ -7,16 +7,17 @@ use host::distill::{run as run_job, DistillJob, KdParams, StudentTokenizer};
 use host::preset::Preset;
 use host::train::TrainOptions;
 
-use super::{check_val_fraction, ColumnArgs, RecipeArgs};
+use super::{check_val_fraction, ColumnArgs, PretrainedArgs, RecipeArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Teacher checkpoint directory (any checkpoint of ours: trained, fine-tuned or quantised).
     #[arg(long, value_name = "DIR")]
     teacher: PathBuf,
-    /// Student size preset: `tiny`, `small`, or a path to a preset .json (see models/presets/).
-    #[arg(long, default_value = "tiny", value_name = "NAME|FILE")]
-    student_preset: String,
+    /// Student size preset: `tiny`, `small`, `minilm`, or a path to a preset .json (see
+    /// models/presets/). Default: `tiny`, or `minilm` (fine-tuning defaults) with --init.
+    #[arg(long, value_name = "NAME|FILE")]
+    student_preset: Option<String>,
     /// Training data: .csv/.tsv with a header row, or .jsonl with {"text":..,"label":..}.
     /// Every label must be one the teacher knows.
     #[arg(long, value_name = "FILE")]
@@ -37,7 +38,7 @@ pub struct Args {
     #[arg(long, default_value_t = KdParams::default().alpha, value_name = "A")]
     alpha: f64,
     /// Student tokenizer: `student` trains a WordPiece vocabulary of --vocab-size on the
-    /// training texts; `teacher` reuses the teacher's tokenizer.json (its vocabulary then
+    /// training texts (with --init: the pretrained encoder's tokenizer); `teacher` reuses the teacher's tokenizer.json (its vocabulary then
     /// sizes the student's embedding table: 30522 x d for MiniLM); `teacher-pruned` keeps
     /// only the teacher's tokens the training texts use (same tokens on them, a small
     /// table); or a tokenizer.json path.
@@ -65,6 +66,10 @@ pub struct Args {
     /// float teacher checkpoint.
     #[arg(long)]
     teacher_embeddings: bool,
+    /// The student's pretrained start (--init DIR: a student of the encoder's size,
+    /// fine-tuned on the teacher's outputs; e.g. a MiniLM taught by a MiniLM).
+    #[command(flatten)]
+    pretrained: PretrainedArgs,
     #[command(flatten)]
     recipe: RecipeArgs,
     /// No progress bar or per-epoch lines.
@@ -81,13 +86,21 @@ impl Args {
     /// Threads when `--threads` is not given: as `tools train` for the student (1 for
     /// hidden sizes ≤ 128), otherwise all cores.
     pub fn default_threads(&self) -> Option<usize> {
-        self.recipe.default_threads(&self.student_preset)
+        if self.pretrained.init.is_some() {
+            return None;
+        }
+        self.recipe.default_threads(&self.preset_name())
+    }
+
+    fn preset_name(&self) -> String {
+        self.pretrained.preset_name(self.student_preset.as_deref())
     }
 }
 
 pub fn run(a: Args) -> Result<()> {
     check_val_fraction(a.val_fraction)?;
-    let p = a.recipe.apply(Preset::get(&a.student_preset)?);
+    a.pretrained.check(&a.recipe)?;
+    let p = a.recipe.apply(Preset::get(&a.preset_name())?);
     let kd = KdParams {
         temperature: a.temperature,
         alpha: a.alpha,
@@ -95,7 +108,7 @@ pub fn run(a: Args) -> Result<()> {
     kd.validate()?;
     let options = TrainOptions {
         distill: Some(kd),
-        ..a.recipe.options(&p, !a.quiet)
+        ..a.pretrained.options(a.recipe.options(&p, !a.quiet))
     };
     let job = DistillJob {
         teacher: a.teacher,
@@ -111,6 +124,7 @@ pub fn run(a: Args) -> Result<()> {
         augment_prob: a.augment_prob,
         teacher_batch_size: a.teacher_batch_size,
         teacher_embeddings: a.teacher_embeddings,
+        init: a.pretrained.init,
     };
     let summary = run_job(&job).context("distillation failed")?;
     let o = &summary.train.outcome;

@@ -164,6 +164,60 @@ impl RecipeArgs {
     }
 }
 
+/// Flags for starting from a pretrained encoder, shared by `tools train` (the model) and
+/// `tools distill` (the student).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PretrainedArgs {
+    /// Start from a pretrained BERT-family encoder: a Hugging Face folder with
+    /// config.json, model.safetensors and tokenizer.json or vocab.txt (e.g. all-MiniLM-L6-v2
+    /// from tools/scripts/fetch_minilm.sh). Its sizes and tokenizer replace the preset's;
+    /// the pooling head and classifier start fresh.
+    #[arg(long, value_name = "DIR")]
+    pub init: Option<std::path::PathBuf>,
+    /// Layer-wise learning-rate decay when fine-tuning: encoder layer l of L trains at
+    /// lr·F^(L−l), the embeddings at lr·F^(L+1), the head at lr (1 = off).
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    pub layer_lr_decay: f64,
+    /// Keep the word-embedding table fixed while fine-tuning (faster steps; the rows of
+    /// words absent from the training data stay as pretrained).
+    #[arg(long)]
+    pub freeze_embeddings: bool,
+}
+
+impl PretrainedArgs {
+    /// The preset: the one named, else `minilm` (fine-tuning defaults) with --init, else
+    /// `tiny`.
+    pub fn preset_name(&self, named: Option<&str>) -> String {
+        match (named, &self.init) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(_)) => "minilm".into(),
+            (None, None) => "tiny".into(),
+        }
+    }
+
+    /// Refuses flags that cannot apply to a pretrained encoder, and a decay out of range.
+    pub fn check(&self, recipe: &RecipeArgs) -> anyhow::Result<()> {
+        if self.init.is_some() && recipe.changes_shape() {
+            anyhow::bail!(
+                "--hidden/--layers/--heads/--ffn cannot change a pretrained encoder (--init)"
+            );
+        }
+        if !(self.layer_lr_decay > 0.0 && self.layer_lr_decay <= 1.0) {
+            anyhow::bail!("--layer-lr-decay {} must be in (0, 1]", self.layer_lr_decay);
+        }
+        Ok(())
+    }
+
+    /// `options` with the fine-tuning flags set.
+    pub fn options(&self, options: TrainOptions) -> TrainOptions {
+        TrainOptions {
+            layer_lr_decay: self.layer_lr_decay,
+            freeze_embeddings: self.freeze_embeddings,
+            ..options
+        }
+    }
+}
+
 /// `--val-fraction` must leave something on both sides.
 pub fn check_val_fraction(f: f64) -> anyhow::Result<()> {
     if !(0.0..1.0).contains(&f) || f == 0.0 {

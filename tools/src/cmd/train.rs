@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use host::pipeline::{run as run_job, TrainJob};
 use host::preset::Preset;
-use host::train::TrainOptions;
 
-use super::{check_val_fraction, ColumnArgs, RecipeArgs};
+use super::{check_val_fraction, ColumnArgs, PretrainedArgs, RecipeArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -27,20 +26,8 @@ pub struct Args {
     /// models/presets/). Default: `tiny`, or `minilm` (fine-tuning defaults) with --init.
     #[arg(long, value_name = "NAME|FILE")]
     preset: Option<String>,
-    /// Start from a pretrained BERT-family encoder: a Hugging Face folder with
-    /// config.json, model.safetensors and tokenizer.json or vocab.txt (e.g. all-MiniLM-L6-v2
-    /// from tools/scripts/fetch_minilm.sh). Its sizes and tokenizer replace the preset's;
-    /// the pooling head and classifier start fresh.
-    #[arg(long, value_name = "DIR")]
-    init: Option<PathBuf>,
-    /// Layer-wise learning-rate decay when fine-tuning: encoder layer l of L trains at
-    /// lr·F^(L−l), the embeddings at lr·F^(L+1), the head at lr (1 = off).
-    #[arg(long, default_value_t = 1.0, value_name = "F")]
-    layer_lr_decay: f64,
-    /// Keep the word-embedding table fixed while fine-tuning (faster steps; the rows of
-    /// words absent from the training data stay as pretrained).
-    #[arg(long)]
-    freeze_embeddings: bool,
+    #[command(flatten)]
+    pretrained: PretrainedArgs,
     /// Use this tokenizer.json instead of training a WordPiece vocabulary.
     #[arg(long, value_name = "FILE")]
     tokenizer: Option<PathBuf>,
@@ -60,37 +47,22 @@ impl Args {
     /// Threads when `--threads` is not given: 1 for small hidden sizes (their matmuls are
     /// too small to split across cores profitably), otherwise all cores.
     pub fn default_threads(&self) -> Option<usize> {
-        if self.init.is_some() {
+        if self.pretrained.init.is_some() {
             return None;
         }
         self.recipe.default_threads(&self.preset_name())
     }
 
     fn preset_name(&self) -> String {
-        match (&self.preset, &self.init) {
-            (Some(p), _) => p.clone(),
-            (None, Some(_)) => "minilm".into(),
-            (None, None) => "tiny".into(),
-        }
+        self.pretrained.preset_name(self.preset.as_deref())
     }
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if a.init.is_some() && a.recipe.changes_shape() {
-        anyhow::bail!(
-            "--hidden/--layers/--heads/--ffn cannot change a pretrained encoder (--init)"
-        );
-    }
-    if !(a.layer_lr_decay > 0.0 && a.layer_lr_decay <= 1.0) {
-        anyhow::bail!("--layer-lr-decay {} must be in (0, 1]", a.layer_lr_decay);
-    }
+    a.pretrained.check(&a.recipe)?;
     check_val_fraction(a.val_fraction)?;
     let p = a.recipe.apply(Preset::get(&a.preset_name())?);
-    let options = TrainOptions {
-        layer_lr_decay: a.layer_lr_decay,
-        freeze_embeddings: a.freeze_embeddings,
-        ..a.recipe.options(&p, !a.quiet)
-    };
+    let options = a.pretrained.options(a.recipe.options(&p, !a.quiet));
     let job = TrainJob {
         train: a.train,
         val: a.val,
@@ -99,7 +71,7 @@ pub fn run(a: Args) -> Result<()> {
         out: a.out.clone(),
         preset: p,
         tokenizer: a.tokenizer,
-        init: a.init,
+        init: a.pretrained.init,
         options,
     };
     let summary = run_job(&job).context("training failed")?;

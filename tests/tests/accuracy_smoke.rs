@@ -34,7 +34,7 @@ fn accuracy_benchmark_smoke_run() {
     let minilm = repo_root()
         .join(".cache/minilm-l6/model.safetensors")
         .is_file();
-    let models = if minilm { 4 } else { 2 };
+    let models = if minilm { 3 } else { 2 };
     assert_eq!(rows.len(), 2 * models, "{rows:?}");
     for r in &rows {
         let acc = r["accuracy"].as_f64().unwrap();

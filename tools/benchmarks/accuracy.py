@@ -9,7 +9,7 @@ Models:
   minilm          all-MiniLM-L6-v2 fine-tuned (tools train --init .cache/minilm-l6)
   tiny-distilled  the tiny preset distilled from the minilm model (tools distill)
   minilm-distilled  all-MiniLM-L6-v2 fine-tuned on the minilm model's outputs ("born-again"
-                  self-distillation: tools distill --init .cache/minilm-l6)
+                  self-distillation: tools distill --init .cache/minilm-l6); on request only
 
 Usage:
   tools/benchmarks/accuracy.py [--datasets snips clinc150]
@@ -253,7 +253,9 @@ def write_doc(rows, args, path):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["snips", "clinc150"])
-    p.add_argument("--models", nargs="+", default=["tiny", "minilm", "tiny-distilled", "minilm-distilled"])
+    # minilm-distilled is on request: it matched, not beat, its teacher on the test splits
+    # (docs/distillation.md) and costs another MiniLM run.
+    p.add_argument("--models", nargs="+", default=["tiny", "minilm", "tiny-distilled"])
     p.add_argument("--smoke", action="store_true", help="small stratified subsets, 1-2 epochs")
     p.add_argument("--reuse", action="store_true", help="keep existing checkpoints and bundles")
     p.add_argument("--shared", default=str(ROOT.parent / "shared/data"))
@@ -281,7 +283,10 @@ def main():
     for ds in args.datasets:
         files = dataset_files(shared, ds, args.smoke, out)
         for model in models:
-            teacher_model = "minilm" if "minilm" in models else "tiny"
+            # The distilled models learn from this run's minilm model (or one a --reuse run
+            # finds), else from the tiny one.
+            has_minilm = "minilm" in models or (out / f"{ds}-minilm" / "ckpt" / "training.json").is_file()
+            teacher_model = "minilm" if has_minilm else "tiny"
             teacher = out / f"{ds}-{teacher_model}" / "ckpt"
             row = build(args, ds, model, files, out, teacher)
             log(json.dumps({k: v for k, v in row.items() if k != "steps"}))

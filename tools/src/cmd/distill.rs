@@ -38,10 +38,10 @@ pub struct Args {
     #[arg(long, default_value_t = KdParams::default().alpha, value_name = "A")]
     alpha: f64,
     /// Student tokenizer: `student` trains a WordPiece vocabulary of --vocab-size on the
-    /// training texts (with --init: the pretrained encoder's tokenizer); `teacher` reuses the teacher's tokenizer.json (its vocabulary then
-    /// sizes the student's embedding table: 30522 x d for MiniLM); `teacher-pruned` keeps
-    /// only the teacher's tokens the training texts use (same tokens on them, a small
-    /// table); or a tokenizer.json path.
+    /// training texts (with --init: the pretrained encoder's tokenizer); `teacher` reuses
+    /// the teacher's tokenizer.json (its vocabulary then sizes the student's embedding
+    /// table: 30522 x d for MiniLM); `teacher-pruned` keeps only the teacher's tokens the
+    /// training texts use (same tokens on them, a small table); or a tokenizer.json path.
     #[arg(
         long,
         default_value = "student",
@@ -86,10 +86,8 @@ impl Args {
     /// Threads when `--threads` is not given: as `tools train` for the student (1 for
     /// hidden sizes ≤ 128), otherwise all cores.
     pub fn default_threads(&self) -> Option<usize> {
-        if self.pretrained.init.is_some() {
-            return None;
-        }
-        self.recipe.default_threads(&self.preset_name())
+        self.pretrained
+            .default_threads(&self.recipe, self.student_preset.as_deref())
     }
 
     fn preset_name(&self) -> String {

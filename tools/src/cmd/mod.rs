@@ -195,6 +195,15 @@ impl PretrainedArgs {
         }
     }
 
+    /// Threads when `--threads` is not given: all cores for a pretrained encoder (`None`),
+    /// else as [`RecipeArgs::default_threads`] says for the preset.
+    pub fn default_threads(&self, recipe: &RecipeArgs, named: Option<&str>) -> Option<usize> {
+        if self.init.is_some() {
+            return None;
+        }
+        recipe.default_threads(&self.preset_name(named))
+    }
+
     /// Refuses flags that cannot apply to a pretrained encoder, and a decay out of range.
     pub fn check(&self, recipe: &RecipeArgs) -> anyhow::Result<()> {
         if self.init.is_some() && recipe.changes_shape() {

@@ -47,10 +47,8 @@ impl Args {
     /// Threads when `--threads` is not given: 1 for small hidden sizes (their matmuls are
     /// too small to split across cores profitably), otherwise all cores.
     pub fn default_threads(&self) -> Option<usize> {
-        if self.pretrained.init.is_some() {
-            return None;
-        }
-        self.recipe.default_threads(&self.preset_name())
+        self.pretrained
+            .default_threads(&self.recipe, self.preset.as_deref())
     }
 
     fn preset_name(&self) -> String {

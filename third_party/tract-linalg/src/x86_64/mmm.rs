@@ -6,7 +6,6 @@ use crate::isa::IsaSet;
 use crate::mmm::{Query, Suitable};
 use crate::mmm_tiers::MmmTier;
 use crate::pack::PackedFormat;
-#[cfg(any(tract_avx512vnni, tract_avxvnni, tract_amx_int8))]
 use crate::pack::PackedI8K4;
 
 #[cfg(tract_amx_int8)]
@@ -142,8 +141,11 @@ MMMExternKernel! { x86_64; avx_mmm_i32_8x4<i32>(8,4)@(256,4) isa(X86_64Avx)
     store(i8)
 }
 
+// i8i8 takes both operands K=4-inner (PackedI8K4, as the VNNI kernels) so that a block of
+// 4 k is one ymm of A and a dword broadcast per B column; the loop is vpmaddubsw with the
+// sign trick, and an exact vpmaddwd path when both sides hold -128 (see the template).
 MMMExternKernel! { x86_64; avx2_mmm_i32_8x8<i32>(8,8)@(256,4) isa(X86_64Avx2)
-    packing[1] = i8i8 => |k| k.with_packing(PackedFormat::new(DatumType::I8, 8, 256), PackedFormat::new(DatumType::I8, 8, 4));
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(8), PackedI8K4::new(8));
 
     store(i8)
 }
@@ -632,6 +634,54 @@ mod tests {
     use super::*;
     use crate::frame::mmm::{AsInputValue, FusedSpec};
     use tract_data::internal::*;
+
+    /// i8 values cycling through the extremes and around zero; `-128` only if `minus_128`.
+    fn i8_extremes(len: usize, seed: usize, minus_128: bool) -> Vec<f32> {
+        const CYCLE: [i32; 11] = [-128, 127, -127, 0, 1, -1, 100, -100, 64, -128, 127];
+        (0..len)
+            .map(|i| {
+                let v = CYCLE[(i * 7 + seed) % CYCLE.len()];
+                (if v == -128 && !minus_128 { -127 } else { v }) as f32
+            })
+            .collect()
+    }
+
+    /// avx2_mmm_i32_8x8's i8 path picks one of three loops per call from where -128 occurs
+    /// (the sign trick cannot negate it): each must give the exact i32 sums, at any k (the
+    /// K=4 packing pads k with zeros) and on partial panels, with products at the extremes.
+    #[test]
+    fn avx2_i32_8x8_i8_loops_are_exact_at_the_extremes() -> TractResult<()> {
+        use crate::frame::mmm::tests::packed_packed::PackedPackedProblem;
+        if !is_x86_feature_detected!("avx2") {
+            return Ok(());
+        }
+        let ker = &*avx2_mmm_i32_8x8;
+        // `check` allows a relative error; integer sums must match to the unit.
+        let exact = |m, n, a: Vec<f32>, b: Vec<f32>| -> TractResult<()> {
+            let pb = PackedPackedProblem::frame(ker, 1, m, n, a, b);
+            pb.run()?.close_enough(&pb.reference()?, Approximation::Exact)
+        };
+        for (a_has, b_has) in [(false, false), (true, false), (false, true), (true, true)] {
+            for k in [1, 2, 3, 4, 5, 8, 37, 130] {
+                for (m, n) in [(8, 8), (11, 13), (3, 17)] {
+                    let a = i8_extremes(m * k, 0, a_has);
+                    let b = i8_extremes(n * k, 3, b_has);
+                    exact(m, n, a, b).with_context(|| {
+                        format!("-128 in A: {a_has}, in B: {b_has}, m={m} k={k} n={n}")
+                    })?;
+                }
+            }
+            // The largest pair sums vpmaddubsw sees: 2 * 128 * 127 of either sign.
+            for (va, vb) in [(-128f32, 127f32), (-128., -127.), (127., -128.), (-127., -128.)] {
+                let (va, vb) = (
+                    if a_has { va } else { va.max(-127.) },
+                    if b_has { vb } else { vb.max(-127.) },
+                );
+                exact(8, 8, vec![va; 8 * 16], vec![vb; 8 * 16])?;
+            }
+        }
+        Ok(())
+    }
 
     #[test]
     fn avx512_128x1_add_unicast_with_strided_c() -> TractResult<()> {

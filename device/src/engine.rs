@@ -368,11 +368,14 @@ impl Engine {
                 }
             };
             let model_dir = model_dir.map(|d| d.to_string_lossy().into_owned());
-            let proto = onnx
+            let mut proto = onnx
                 .proto_model_for_read(&mut &bytes[..])
                 .map_err(|e| err(format!("not a readable ONNX protobuf: {e:#}")))?;
-            let graph = proto.graph.as_ref().ok_or_else(|| err("no graph".into()))?;
+            let graph = proto.graph.as_mut().ok_or_else(|| err("no graph".into()))?;
             check_interface(graph).map_err(err)?;
+            if fused {
+                crate::fused_ops::fuse_attention(graph);
+            }
             let vocab_size = table_rows(graph, |producer| producer.is_none());
             let max_positions = table_rows(graph, |producer| {
                 producer.is_some_and(|n| n.op_type == "Range")

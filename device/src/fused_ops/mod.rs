@@ -11,7 +11,9 @@
 //! matmul, get the same treatment in [`quant`], and tract's exact GELU in [`gelu`] (which,
 //! unlike the others, replaces a node of the decluttered model rather than a parser), and
 //! the additions tract leaves generic in a symbolic plan in [`add`] (nodes of the
-//! optimised plan).
+//! optimised plan). Multi-head attention's core (scores, mask, softmax, weighted sum of V,
+//! and the head splits and merges around them) is one node in [`attention`], put in place
+//! of the pattern in the protobuf before tract parses it.
 //!
 //! They replace tract's parsers for these op types, so the ONNX file stays standard
 //! (onnxruntime runs the same file). A Softmax over another axis or of another datum
@@ -21,12 +23,14 @@
 //! [`crate::engine::EngineOptions::tract_ops`] turns them all off, for comparison.
 
 pub mod add;
+pub mod attention;
 pub mod gelu;
 pub mod quant;
 #[cfg(test)]
 mod test_graph;
 
 pub use add::{fuse_adds, FusedAdd};
+pub use attention::{fuse_attention, FusedAttention};
 pub use gelu::{fuse_gelu, FusedGelu};
 pub use quant::{FusedDequantizeLinear, FusedQuantizeLinear};
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
@@ -35,8 +39,10 @@ use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_onnx::tract_hir::internal::*;
 
 /// Registers the fused parsers for `LayerNormalization`, `Softmax` (opset ≥ 13),
-/// `QuantizeLinear` and `DequantizeLinear`.
+/// `QuantizeLinear` and `DequantizeLinear`, and for the attention nodes
+/// [`fuse_attention`] puts in a protobuf.
 pub fn register(ops: &mut OnnxOpRegister) {
+    ops.insert(attention::OP_TYPE, attention::parse_fused_attention);
     ops.insert("LayerNormalization", parse_layer_norm);
     ops.insert("Softmax", parse_softmax);
     ops.insert("QuantizeLinear", quant::parse_quantize_linear);

@@ -27,15 +27,19 @@ pub struct ActQuant {
 }
 
 impl ActQuant {
-    /// The u8 grid covering `[lo, hi]` (widened to include 0, so 0 is exact).
+    /// The u8 grid covering `[lo, hi]` (widened to include 0, so 0 is exact) with codes
+    /// 1-255: `lo` lands on 1, and code 0 is left to values below the calibrated range.
+    /// The int8 kernels see a u8 input as `code - 128`, and with no -128 among the activations
+    /// the AVX2 kernel takes its cheapest exact loop
+    /// (`third_party/tract-linalg/PATCHES.md`); one code of 256 is all it costs.
     pub fn from_range(lo: f32, hi: f32) -> ActQuant {
         let (lo, hi) = (lo.min(0.0), hi.max(0.0));
         let scale = if hi - lo > 1e-12 {
-            (hi - lo) / 255.0
+            (hi - lo) / 254.0
         } else {
             1.0
         };
-        let zero_point = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+        let zero_point = (1.0 - lo / scale).round().clamp(1.0, 255.0) as u8;
         ActQuant { scale, zero_point }
     }
 

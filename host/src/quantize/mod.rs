@@ -725,18 +725,31 @@ mod tests {
     #[test]
     fn activation_grid_includes_zero_and_matches_quantize_linear() {
         let a = ActQuant::from_range(-0.5, 2.0);
-        assert!((a.scale - 2.5 / 255.0).abs() < 1e-9);
-        assert_eq!(a.zero_point, 51);
+        assert!((a.scale - 2.5 / 254.0).abs() < 1e-9);
+        assert_eq!(a.zero_point, 52);
         let dev = Device::Cpu;
-        let x = Tensor::new(&[0.0f32, 1.0, -3.0, 9.0], &dev).unwrap();
+        let x = Tensor::new(&[0.0f32, 1.0, -3.0, 9.0, -0.5, 2.0], &dev).unwrap();
         let y = a.apply(&x).unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(y[0], 0.0);
         assert!((y[1] - 1.0).abs() <= a.scale / 2.0 + 1e-6);
-        // Out of range values clamp to the grid ends.
-        assert!((y[2] - (-(51.0) * a.scale)).abs() < 1e-6);
-        assert!((y[3] - (204.0 * a.scale)).abs() < 1e-6);
-        // A positive-only range puts the zero point at 0.
-        assert_eq!(ActQuant::from_range(0.3, 4.0).zero_point, 0);
+        // Out of range values clamp to the grid ends: code 0 below, 255 above.
+        assert!((y[2] - (-(52.0) * a.scale)).abs() < 1e-6);
+        assert!((y[3] - (203.0 * a.scale)).abs() < 1e-6);
+        // The calibrated range itself is codes 1 to 255: its ends are on the grid.
+        assert!((y[4] - (-(51.0) * a.scale)).abs() < 1e-6 && (y[4] + 0.5).abs() <= a.scale / 2.0);
+        assert!((y[5] - (203.0 * a.scale)).abs() < 1e-6 && (y[5] - 2.0).abs() <= a.scale / 2.0);
+        // A positive-only range puts the zero point at 1: no input in range gets code 0.
+        assert_eq!(ActQuant::from_range(0.3, 4.0).zero_point, 1);
+        for (lo, hi) in [
+            (-0.17f32, 11.3f32),
+            (-7.9, 6.2),
+            (-3.0, 0.01),
+            (-1e-3, 250.0),
+        ] {
+            let q = ActQuant::from_range(lo, hi);
+            let code = |x: f32| ((x / q.scale).round() + f32::from(q.zero_point)).clamp(0.0, 255.0);
+            assert_eq!((code(lo), code(hi)), (1.0, 255.0), "[{lo}, {hi}]: {q:?}");
+        }
     }
 
     #[test]

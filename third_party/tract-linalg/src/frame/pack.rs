@@ -1263,6 +1263,32 @@ impl PackedI8K4 {
         unsafe {
             let src = t.as_ptr_unchecked::<i8>();
             let dst = blob.as_mut_ptr() as *mut i8;
+            if ks == 1 {
+                // k contiguous in the source (weights [m, k], activations [n, k]): each
+                // block of 4 k is one unaligned 4-byte copy, instead of four strided bytes.
+                let whole = k / 4;
+                for p in 0..panels {
+                    let pw = self.r.min(mn - p * self.r);
+                    let panel = dst.add(p * pl);
+                    for lm in 0..pw {
+                        let srow = src.offset((p * self.r + lm) as isize * ms);
+                        let dcol = panel.add(lm * 4);
+                        for kb in 0..whole {
+                            let v = (srow.add(kb * 4) as *const u32).read_unaligned();
+                            (dcol.add(kb * self.r * 4) as *mut u32).write_unaligned(v);
+                        }
+                        for kk in whole * 4..k {
+                            *dcol.add(whole * self.r * 4 + kk % 4) = *srow.add(kk);
+                        }
+                    }
+                }
+                return Ok(Box::new(EagerPackedInput {
+                    fact: PackedExoticFact { format: Box::new(self.clone()), mn: mn.to_dim(), k },
+                    packed: blob.into(),
+                    panel_bytes: pl,
+                    mn,
+                }));
+            }
             for p in 0..panels {
                 let pw = self.r.min(mn - p * self.r);
                 let panel = dst.add(p * pl);

@@ -162,6 +162,9 @@ impl<'g> GraphIndex<'g> {
             return None;
         }
         let (r_ix, r) = self.sole_producer(t.input.first()?, "Reshape")?;
+        if !zero_copies_dim(r) {
+            return None;
+        }
         let (x, shape) = (r.input.first()?, r.input.get(1)?);
         match self.i64s(shape)?[..] {
             [0, 0, h, d] if h > 0 && d > 0 && r.input.len() == 2 => {
@@ -209,7 +212,10 @@ impl<'g> GraphIndex<'g> {
             return None;
         }
         let (merge_ix, merge) = self.sole_consumer(&t.output[0], "Reshape")?;
-        if merge.input.len() != 2 || self.i64s(&merge.input[1])? != [0, 0, h * d] {
+        if merge.input.len() != 2
+            || !zero_copies_dim(merge)
+            || self.i64s(&merge.input[1])? != [0, 0, h * d]
+        {
             return None;
         }
         if (hk, dk) != (h, d) || (hv, dv) != (h, d) {
@@ -246,6 +252,16 @@ impl<'g> GraphIndex<'g> {
             removed,
         })
     }
+}
+
+/// Whether a `Reshape`'s 0 means "keep this dimension" (`allowzero` absent or 0), as the
+/// pattern needs; with `allowzero = 1` it is a literal 0.
+fn zero_copies_dim(reshape: &NodeProto) -> bool {
+    reshape
+        .attribute
+        .iter()
+        .find(|a| a.name == "allowzero")
+        .is_none_or(|a| a.i == 0)
 }
 
 fn ints_attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a [i64]> {
@@ -690,6 +706,16 @@ mod tests {
         let mut graph = attention_graph(1, 8, 2, 8, &[0, 2, 3, 1]);
         graph.output.push(pb::ValueInfoProto {
             name: "probs".into(),
+            ..Default::default()
+        });
+        let mut proto = model(graph);
+        assert_eq!(fuse_attention(proto.graph.as_mut().unwrap()), 0);
+        // A head split whose 0s are literal (`allowzero = 1`) is another reshape.
+        let mut graph = attention_graph(1, 8, 2, 8, &[0, 2, 3, 1]);
+        graph.node[0].attribute.push(pb::AttributeProto {
+            name: "allowzero".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: 1,
             ..Default::default()
         });
         let mut proto = model(graph);

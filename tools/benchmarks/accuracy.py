@@ -99,6 +99,10 @@ def write_rows(path, rows):
             w.writerow({"text": r["text"], "label": r["label"]})
 
 
+# `tools quantize --max-drop` in the smoke run (see `build`).
+SMOKE_MAX_DROP = "30"
+
+
 def smoke_subset(src, dst, classes, per_class):
     """The first `per_class` rows of each of the first `classes` labels (and `oos`)."""
     rows = read_rows(src)
@@ -159,9 +163,13 @@ def build(args, ds, model, files, out, teacher):
         shutil.rmtree(qckpt, ignore_errors=True)
         shutil.rmtree(bundle, ignore_errors=True)
         # The accuracy gate is part of the measurement: a quantised model that lost more
-        # than --max-drop points would fail here instead of landing in the table.
+        # than --max-drop points would fail here instead of landing in the table. The smoke
+        # validation sets hold 7 (SNIPS: held out of the training part) to 36 texts, where
+        # one text is 3-14 points and which one flips depends on the CPU's float rounding
+        # during training; 30 points still fails a broken quantiser, whose model falls to
+        # chance (-50 to -60 points on these subsets).
         run([TOOLS, "quantize", "--model", ckpt, "--out", qckpt, "--max-drop",
-             "5" if args.smoke else "0.5"], steps)
+             SMOKE_MAX_DROP if args.smoke else "0.5"], steps)
         run([TOOLS, "export", "--model", qckpt, "--out", bundle], steps)
     evaluation, eval_secs = run([TOOLS, "eval", "--model", bundle, "--data", files["test"], "--json"], steps)
     e = json.loads(evaluation)

@@ -334,18 +334,8 @@ impl Expansion for AttentionExpansion {
             head_dim: self.head_dim,
             divisor_bits: self.divisor.to_bits(),
         };
-        let dt = model.outlet_fact(inputs[0])?.datum_type;
-        if dt == DatumType::F32 {
-            return model.wire_node(prefix, op, inputs);
-        }
         // Other float types run in f32 between casts.
-        let mut cast = tvec![];
-        for (ix, &input) in inputs.iter().enumerate() {
-            let to_f32 = super::to(DatumType::F32);
-            cast.push(model.wire_node(format!("{prefix}.cast_in.{ix}"), to_f32, &[input])?[0]);
-        }
-        let y = model.wire_node(format!("{prefix}.f32"), op, &cast)?;
-        model.wire_node(prefix, super::to(dt), &y)
+        super::wire_in_f32(model, prefix, op, inputs)
     }
 }
 
@@ -626,20 +616,7 @@ mod tests {
             .unwrap()
             .into_runnable()
             .unwrap();
-        let names = plan
-            .model()
-            .nodes()
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .collect();
-        let inputs = inputs.iter().map(|t| t.clone().into_tvalue()).collect();
-        let y = plan.run(inputs).unwrap();
-        let y = y[0]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect();
+        let (names, y) = op_names_and_output(&plan, inputs);
         (replaced, names, y)
     }
 

@@ -298,7 +298,7 @@ mod tests {
                 );
             }
             let plan = typed.into_optimized().unwrap().into_runnable().unwrap();
-            let (names, y) = op_names_and_output(&plan, &x);
+            let (names, y) = op_names_and_output(&plan, std::slice::from_ref(&x));
             assert_eq!(
                 names.iter().filter(|n| n.contains("FusedGelu")).count(),
                 usize::from(fused),

@@ -149,23 +149,30 @@ impl Expansion for LayerNormExpansion {
             axis,
             epsilon: tensor0(self.epsilon).into_arc_tensor(),
         };
-        if x.datum_type == DatumType::F32 {
-            return model.wire_node(prefix, op, inputs);
-        }
         // Other float types are normalised in f32 (more precise than tract's default).
-        let mut cast = tvec![];
-        for (ix, &input) in inputs.iter().enumerate() {
-            cast.push(
-                model.wire_node(
-                    format!("{prefix}.cast_in.{ix}"),
-                    to(DatumType::F32),
-                    &[input],
-                )?[0],
-            );
-        }
-        let y = model.wire_node(format!("{prefix}.f32"), op, &cast)?;
-        model.wire_node(prefix, to(x.datum_type), &y)
+        wire_in_f32(model, prefix, op, inputs)
     }
+}
+
+/// Wires `op` (an f32-only op) on `inputs`: directly when they are f32, otherwise between
+/// casts to f32 and back to the first input's type (f16 models keep their interface).
+fn wire_in_f32(
+    model: &mut TypedModel,
+    prefix: &str,
+    op: impl Into<Box<dyn TypedOp>>,
+    inputs: &[OutletId],
+) -> TractResult<TVec<OutletId>> {
+    let dt = model.outlet_fact(inputs[0])?.datum_type;
+    if dt == DatumType::F32 {
+        return model.wire_node(prefix, op, inputs);
+    }
+    let mut cast = tvec![];
+    for (ix, &input) in inputs.iter().enumerate() {
+        let to_f32 = to(DatumType::F32);
+        cast.push(model.wire_node(format!("{prefix}.cast_in.{ix}"), to_f32, &[input])?[0]);
+    }
+    let y = model.wire_node(format!("{prefix}.f32"), op, &cast)?;
+    model.wire_node(prefix, to(dt), &y)
 }
 
 fn to(dt: DatumType) -> tract_onnx::tract_core::ops::cast::Cast {
@@ -700,7 +707,7 @@ mod tests {
             }
             let model = onnx.model_for_proto_model(&proto).unwrap();
             let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-            let (names, y) = op_names_and_output(&plan, &x);
+            let (names, y) = op_names_and_output(&plan, std::slice::from_ref(&x));
             assert_eq!(
                 names.iter().filter(|n| n.starts_with("Fused")).count(),
                 if fused { 3 } else { 0 },

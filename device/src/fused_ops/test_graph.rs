@@ -3,15 +3,19 @@
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-/// The op names of a plan's nodes, and its first output (f32) for input `x`.
-pub fn op_names_and_output(plan: &Arc<TypedSimplePlan>, x: &Tensor) -> (Vec<String>, Vec<f32>) {
+/// The op names of a plan's nodes, and its first output (f32) for `inputs`.
+pub fn op_names_and_output(
+    plan: &Arc<TypedSimplePlan>,
+    inputs: &[Tensor],
+) -> (Vec<String>, Vec<f32>) {
     let names = plan
         .model()
         .nodes()
         .iter()
         .map(|n| n.op.name().to_string())
         .collect();
-    let y = plan.run(tvec!(x.clone().into_tvalue())).unwrap();
+    let inputs = inputs.iter().map(|t| t.clone().into_tvalue()).collect();
+    let y = plan.run(inputs).unwrap();
     let values = y[0]
         .to_plain_array_view::<f32>()
         .unwrap()

@@ -23,7 +23,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{self, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 
-use super::softmax_row;
+use super::softmax_in_place;
 
 /// The op type of the fused node in the rewritten protobuf (never written to a file).
 pub const OP_TYPE: &str = "DeviceFusedAttention";
@@ -420,7 +420,7 @@ impl EvalOp for FusedAttention {
             // Kᵀ rows padded to whole 8-column blocks (zeros: their scores are dropped).
             let padded = seq.next_multiple_of(8);
             let mut k_t = vec![0f32; d * padded];
-            let mut scores = vec![0f32; padded];
+            let mut scratch = vec![0f32; 2 * padded + d];
             for b in 0..batch {
                 let first = b * seq * width;
                 for h in 0..self.heads {
@@ -431,17 +431,18 @@ impl EvalOp for FusedAttention {
                             k_t[e * padded + j] = x;
                         }
                     }
-                    for i in 0..seq {
-                        let at = first + i * width + h * d;
-                        weighted_rows(&q[at..at + d], &k_t, 0, padded, &mut scores);
-                        let row = &mut scores[..seq];
-                        let m_at = b * stride[0] + h * stride[1] + i * stride[2];
-                        for (j, s) in row.iter_mut().enumerate() {
-                            *s = *s * inv + mask[m_at + j * stride[3]];
-                        }
-                        softmax_row(row);
-                        weighted_rows(row, v, first + h * d, width, &mut out[at..at + d]);
-                    }
+                    let head = Head {
+                        first: first + h * d,
+                        width,
+                        seq,
+                        d,
+                        padded,
+                        inv,
+                        mask_first: b * stride[0] + h * stride[1],
+                        mask_row: stride[2],
+                        mask_col: stride[3],
+                    };
+                    attend_head(head, q, &k_t, v, mask, out, &mut scratch);
                 }
             }
         }
@@ -477,53 +478,188 @@ impl TypedOp for FusedAttention {
     as_op!();
 }
 
-/// `out[c] = Σ_t coef[t] · mat[first + t·stride + c]`: a row of scores (coef = a query,
-/// mat = Kᵀ) or of context (coef = the probabilities, mat = V). Columns in blocks of 32 and
-/// 8 summed in registers across all `t`, so each block is stored once.
+/// Where one head of one batch item sits in the `[b, s, heads·d]` inputs and the mask.
+#[derive(Clone, Copy)]
+struct Head {
+    /// Offset of the head's first element (row 0, column h·d).
+    first: usize,
+    /// Row stride of Q, K, V and the output (heads·d).
+    width: usize,
+    seq: usize,
+    d: usize,
+    /// Columns of Kᵀ (seq rounded up to 8).
+    padded: usize,
+    /// 1 / divisor.
+    inv: f32,
+    mask_first: usize,
+    mask_row: usize,
+    mask_col: usize,
+}
+
+/// One head: every query row's scores against `k_t` (the head's Kᵀ), scaled and masked,
+/// softmax, and the weighted sum of V's rows into `out`. Rows go two at a time so each
+/// load of Kᵀ or V feeds two rows and the FMA units see eight independent sums.
+/// `scratch` holds `2·padded + d` floats.
 #[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn weighted_rows(coef: &[f32], mat: &[f32], first: usize, stride: usize, out: &mut [f32]) {
-    let width = out.len();
-    let mut c = 0;
-    while c + 32 <= width {
-        let mut acc = [0f32; 32];
-        for (t, &w) in coef.iter().enumerate() {
-            let m = &mat[first + t * stride + c..][..32];
-            for l in 0..32 {
-                acc[l] += w * m[l];
+fn attend_head(
+    head: Head,
+    q: &[f32],
+    k_t: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // Fused multiply-adds where the CPU has them (x86-64 with FMA, every AArch64): Rust
+    // never contracts `a += w * m` by itself, and the separate add's latency bounds these
+    // sums. Without them `mul_add` would be a libm call per element.
+    if multiversion::target::target_cfg_f!(target_feature = "fma") || cfg!(target_arch = "aarch64")
+    {
+        attend_head_with::<true>(head, q, k_t, v, mask, out, scratch)
+    } else {
+        attend_head_with::<false>(head, q, k_t, v, mask, out, scratch)
+    }
+}
+
+#[inline(always)]
+fn attend_head_with<const FMA: bool>(
+    head: Head,
+    q: &[f32],
+    k_t: &[f32],
+    v: &[f32],
+    mask: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let Head {
+        first,
+        width,
+        seq,
+        d,
+        padded,
+        ..
+    } = head;
+    let (sa, rest) = scratch.split_at_mut(padded);
+    let (sb, spare) = rest.split_at_mut(padded);
+    let spare = &mut spare[..d];
+    let mut i = 0;
+    while i < seq {
+        let at = first + i * width;
+        let pair = i + 1 < seq;
+        let qa = &q[at..at + d];
+        // A lone last row is computed twice; its copy goes to `spare`.
+        let qb = if pair {
+            &q[at + width..at + width + d]
+        } else {
+            qa
+        };
+        weighted_rows_pair::<FMA>(qa, qb, k_t, 0, padded, sa, sb);
+        finish_scores(&head, i, &mut sa[..seq], mask);
+        if pair {
+            finish_scores(&head, i + 1, &mut sb[..seq], mask);
+        }
+        let pb = if pair { &sb[..seq] } else { &sa[..seq] };
+        let (out_a, out_b) = if pair {
+            let (lo, hi) = out.split_at_mut(at + width);
+            (&mut lo[at..at + d], &mut hi[..d])
+        } else {
+            (&mut out[at..at + d], &mut *spare)
+        };
+        weighted_rows_pair::<FMA>(&sa[..seq], pb, v, first, width, out_a, out_b);
+        i += 2;
+    }
+}
+
+/// Scales row `i`'s raw scores, adds its mask row, and turns them into probabilities.
+#[inline(always)]
+fn finish_scores(head: &Head, i: usize, row: &mut [f32], mask: &[f32]) {
+    let m_at = head.mask_first + i * head.mask_row;
+    match head.mask_col {
+        // A key mask row (the exporter's `[b, 1, 1, s]`): contiguous, so it vectorises.
+        1 => {
+            let mask = &mask[m_at..m_at + row.len()];
+            for (s, &m) in row.iter_mut().zip(mask) {
+                *s = *s * head.inv + m;
             }
         }
-        out[c..c + 32].copy_from_slice(&acc);
+        step => {
+            for (j, s) in row.iter_mut().enumerate() {
+                *s = *s * head.inv + mask[m_at + j * step];
+            }
+        }
+    }
+    softmax_in_place(row);
+}
+
+/// `out_x[c] = Σ_t x[t] · mat[first + t·stride + c]` for x = a and b: two rows of scores
+/// (coefficients = queries, mat = Kᵀ) or of context (coefficients = probabilities, mat =
+/// V). Columns in blocks of 32 and 8 summed in registers across all `t`, so each block is
+/// stored once; every row of `mat` loaded serves both rows.
+#[inline(always)]
+fn weighted_rows_pair<const FMA: bool>(
+    a: &[f32],
+    b: &[f32],
+    mat: &[f32],
+    first: usize,
+    stride: usize,
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    let madd = |w: f32, m: f32, acc: f32| if FMA { w.mul_add(m, acc) } else { w * m + acc };
+    let width = out_a.len();
+    debug_assert!(a.len() == b.len() && out_b.len() == width);
+    let mut c = 0;
+    while c + 32 <= width {
+        let (mut xa, mut xb) = ([0f32; 32], [0f32; 32]);
+        for (t, (&wa, &wb)) in a.iter().zip(b).enumerate() {
+            let m = &mat[first + t * stride + c..][..32];
+            for l in 0..32 {
+                xa[l] = madd(wa, m[l], xa[l]);
+                xb[l] = madd(wb, m[l], xb[l]);
+            }
+        }
+        out_a[c..c + 32].copy_from_slice(&xa);
+        out_b[c..c + 32].copy_from_slice(&xb);
         c += 32;
     }
     while c + 8 <= width {
-        // Four partial sums over t, so the additions do not wait on each other.
-        let mut acc = [[0f32; 8]; 4];
-        let quads = coef.len() / 4;
-        for (q, w) in coef.chunks_exact(4).enumerate() {
-            for (u, acc) in acc.iter_mut().enumerate() {
-                let m = &mat[first + (4 * q + u) * stride + c..][..8];
-                for l in 0..8 {
-                    acc[l] += w[u] * m[l];
-                }
+        // Two partial sums per row over even and odd t: four independent chains.
+        let mut x = [[0f32; 8]; 4];
+        let pairs = a.len() / 2;
+        for p in 0..pairs {
+            let m0 = &mat[first + 2 * p * stride + c..][..8];
+            let m1 = &mat[first + (2 * p + 1) * stride + c..][..8];
+            let (a0, a1, b0, b1) = (a[2 * p], a[2 * p + 1], b[2 * p], b[2 * p + 1]);
+            for l in 0..8 {
+                x[0][l] = madd(a0, m0[l], x[0][l]);
+                x[1][l] = madd(a1, m1[l], x[1][l]);
+                x[2][l] = madd(b0, m0[l], x[2][l]);
+                x[3][l] = madd(b1, m1[l], x[3][l]);
             }
         }
-        for (t, &w) in coef.iter().enumerate().skip(4 * quads) {
+        if a.len() % 2 == 1 {
+            let t = a.len() - 1;
             let m = &mat[first + t * stride + c..][..8];
             for l in 0..8 {
-                acc[0][l] += w * m[l];
+                x[0][l] = madd(a[t], m[l], x[0][l]);
+                x[2][l] = madd(b[t], m[l], x[2][l]);
             }
         }
         for l in 0..8 {
-            out[c + l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+            out_a[c + l] = x[0][l] + x[1][l];
+            out_b[c + l] = x[2][l] + x[3][l];
         }
         c += 8;
     }
-    for (l, o) in out.iter_mut().enumerate().skip(c) {
-        *o = coef
-            .iter()
-            .enumerate()
-            .map(|(t, &w)| w * mat[first + t * stride + l])
-            .sum();
+    for l in c..width {
+        let (mut xa, mut xb) = (0f32, 0f32);
+        for (t, (&wa, &wb)) in a.iter().zip(b).enumerate() {
+            let m = mat[first + t * stride + l];
+            xa = madd(wa, m, xa);
+            xb = madd(wb, m, xb);
+        }
+        out_a[l] = xa;
+        out_b[l] = xb;
     }
 }
 
@@ -650,6 +786,7 @@ mod tests {
             (3, 9, 3, 20, 2),
             (1, 64, 2, 8, 0),
             (2, 1, 2, 4, 0),
+            (1, 17, 2, 64, 3),
         ] {
             let graph = attention_graph(b as i64, s as i64, h as i64, d as i64, &[0, 2, 3, 1]);
             let x = inputs(b, s, h, d, padded);

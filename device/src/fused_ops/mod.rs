@@ -459,6 +459,12 @@ pub fn layer_norm_row(x: &mut [f32], scale: &[f32], bias: Option<&[f32]>, epsilo
 /// Numerically stable softmax of one row, in place.
 #[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
 pub fn softmax_row(x: &mut [f32]) {
+    softmax_in_place(x)
+}
+
+/// [`softmax_row`]'s body, inlined into callers that are compiled per CPU themselves.
+#[inline(always)]
+pub fn softmax_in_place(x: &mut [f32]) {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();

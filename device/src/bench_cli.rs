@@ -75,7 +75,8 @@ pub struct BenchArgs {
     /// whichever plan would win its race) and the symbolic plan with the fused kernels give
     /// the labels and probabilities of the symbolic plan with tract's own ops (≤ 1e-5; ≤ 2e-2 for int8-compute, whose
     /// run-time activation rounding depends on summation order) on every text of the file
-    /// and the long set; exits with an error on a difference.
+    /// and the long set; exits with an error on a difference. A label may differ only where
+    /// the reference holds both labels within twice the tolerance (a near-tie).
     #[arg(long)]
     check: bool,
 
@@ -443,7 +444,9 @@ fn throughput(a: &BenchArgs, configs: &[Config]) -> Result<()> {
 }
 
 /// Labels identical and probabilities within 1e-5 (2e-2 for int8-compute): fixed-length
-/// plans and the fused symbolic plan vs the symbolic plan with tract's ops.
+/// plans and the fused symbolic plan vs the symbolic plan with tract's ops. A different
+/// label counts as a failure unless the reference holds both labels within twice that
+/// tolerance (a near-tie, which the probability bound already covers).
 fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
     let mut failed = false;
     for dir in &a.bundle {
@@ -474,7 +477,14 @@ fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
             // additions are the device's), against the symbolic plan with tract's ops.
             let fast = [load(false, false)?, load(true, false)?];
             let plain = load(true, true)?;
+            // int8-compute quantises activations at run time: a different summation order
+            // in another plan can move a value across a rounding boundary (one int8 step),
+            // so its probabilities agree to ~1e-3..5e-3 (MiniLM), not 1e-7. That is well
+            // inside the variant's own quantisation noise (its export check accepts logit
+            // differences of ~0.16 from the candle simulation).
+            let tol = if v.name == "int8-compute" { 2e-2 } else { 1e-5 };
             let (mut labels_differ, mut max_p, mut max_alpha) = (0usize, 0f32, 0f32);
+            let mut near_ties = 0usize;
             let mut tokens_differ = 0usize;
             for t in &all {
                 let e = enc.encode(t)?;
@@ -483,11 +493,6 @@ fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
                 let mask = vec![1i64; ids.len()];
                 let (lp, ap) = plain.run(&ids, &mask, 1, ids.len())?;
                 let pp = device::softmax(&lp);
-                let argmax = |p: &[f32]| {
-                    (0..p.len())
-                        .max_by(|&i, &j| p[i].total_cmp(&p[j]))
-                        .unwrap_or(0)
-                };
                 let diff = |x: &[f32], y: &[f32]| {
                     x.iter()
                         .zip(y)
@@ -497,24 +502,26 @@ fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
                 for engine in &fast {
                     let (lf, af) = engine.run(&ids, &mask, 1, ids.len())?;
                     let pf = device::softmax(&lf);
-                    labels_differ += usize::from(argmax(&pf) != argmax(&pp));
+                    match label_agreement(&pp, &pf, tol) {
+                        LabelAgreement::Same => {}
+                        LabelAgreement::NearTie => {
+                            labels_differ += 1;
+                            near_ties += 1;
+                        }
+                        LabelAgreement::Differs => labels_differ += 1,
+                    }
                     max_p = max_p.max(diff(&pf, &pp));
                     max_alpha = max_alpha.max(diff(&af, &ap));
                 }
             }
-            // int8-compute quantises activations at run time: a different summation order
-            // in another plan can move a value across a rounding boundary (one int8 step),
-            // so its probabilities agree to ~1e-3..5e-3 (MiniLM), not 1e-7; labels still
-            // match. That is well inside the variant's own quantisation noise (its export
-            // check accepts logit differences of ~0.16 from the candle simulation).
-            let tol = if v.name == "int8-compute" { 2e-2 } else { 1e-5 };
-            let ok = labels_differ == 0 && max_p <= tol && tokens_differ == 0;
+            let ok = labels_differ == near_ties && max_p <= tol && tokens_differ == 0;
             failed |= !ok;
             println!(
                 "{}",
                 serde_json::json!({
                     "kind": "check", "bundle": dir.display().to_string(), "variant": v.name,
                     "texts": all.len(), "labels_differ": labels_differ,
+                    "labels_differ_at_near_ties": near_ties,
                     "tokens_differ": tokens_differ, "fast_tokenizer": enc.has_fast_path(),
                     "max_prob_diff": max_p, "max_attention_diff": max_alpha, "ok": ok,
                 })
@@ -525,4 +532,60 @@ fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
         bail!("fixed-length plans differ from the symbolic plan, or the tokenizer fast path from the library");
     }
     Ok(())
+}
+
+/// How one plan's answer compares with the reference plan's.
+#[derive(Debug, PartialEq, Eq)]
+enum LabelAgreement {
+    Same,
+    /// A different label that the reference holds within 2·tol of its own: each
+    /// probability may move by `tol`, so the two may trade places without anything moving
+    /// further than the probability bound allows.
+    NearTie,
+    Differs,
+}
+
+fn label_agreement(reference: &[f32], other: &[f32], tol: f32) -> LabelAgreement {
+    let argmax = |p: &[f32]| {
+        (0..p.len())
+            .max_by(|&i, &j| p[i].total_cmp(&p[j]))
+            .unwrap_or(0)
+    };
+    let (want, got) = (argmax(reference), argmax(other));
+    if want == got {
+        LabelAgreement::Same
+    } else if reference[want] - reference.get(got).copied().unwrap_or(0.0) <= 2.0 * tol {
+        LabelAgreement::NearTie
+    } else {
+        LabelAgreement::Differs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_may_differ_only_at_a_near_tie() {
+        let reference = [0.50, 0.49, 0.01];
+        // Same top label, whatever the other values.
+        assert_eq!(
+            label_agreement(&reference, &[0.6, 0.3, 0.1], 1e-5),
+            LabelAgreement::Same
+        );
+        // The runner-up 0.01 below the top: within 2·tol for tol = 0.005 ...
+        assert_eq!(
+            label_agreement(&reference, &[0.494, 0.496, 0.01], 5e-3),
+            LabelAgreement::NearTie
+        );
+        // ... but not for a float plan's 1e-5, nor for a label far below the top.
+        assert_eq!(
+            label_agreement(&reference, &[0.494, 0.496, 0.01], 1e-5),
+            LabelAgreement::Differs
+        );
+        assert_eq!(
+            label_agreement(&reference, &[0.3, 0.3, 0.4], 2e-2),
+            LabelAgreement::Differs
+        );
+    }
 }

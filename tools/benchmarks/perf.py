@@ -701,10 +701,12 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
     w("## Fixed-length plans vs the symbolic plan\n")
     w("`device bench-latency --check`: every fixed-length plan (batch-1 plans for 8/16/32/64 tokens, padded,")
     w("mask 0, whichever would win its race) against the plain symbolic plan on every test text and the long set:\n")
-    w("| bundle | variant | texts | labels differ | max |Δp| | max |Δα| | tokenizer fast path: texts differing from the library |")
+    w("| bundle | variant | texts | labels differ (of them near-ties) | max |Δp| | max |Δα| | tokenizer fast path: texts differing from the library |")
     w("|---|---|---|---|---|---|---|")
     for c in raw["check"]:
-        w(f"| {Path(c['bundle']).name} | {c['variant']} | {c['texts']} | {c['labels_differ']} | "
+        ties = c.get("labels_differ_at_near_ties")
+        differ = f"{c['labels_differ']}" + (f" ({ties})" if ties else "")
+        w(f"| {Path(c['bundle']).name} | {c['variant']} | {c['texts']} | {differ} | "
           f"{c['max_prob_diff']:.1e} | {c['max_attention_diff']:.1e} | {c.get('tokens_differ', '–')} |")
     w("")
 

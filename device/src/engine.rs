@@ -375,6 +375,7 @@ impl Engine {
             check_interface(graph).map_err(err)?;
             if fused {
                 crate::fused_ops::fuse_attention(graph);
+                crate::fused_ops::quantize_to_i8(graph);
             }
             let vocab_size = table_rows(graph, |producer| producer.is_none());
             let max_positions = table_rows(graph, |producer| {

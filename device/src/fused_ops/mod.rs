@@ -13,7 +13,9 @@
 //! the additions tract leaves generic in a symbolic plan in [`add`] (nodes of the
 //! optimised plan). Multi-head attention's core (scores, mask, softmax, weighted sum of V,
 //! and the head splits and merges around them) is one node in [`attention`], put in place
-//! of the pattern in the protobuf before tract parses it.
+//! of the pattern in the protobuf before tract parses it; in the same pass, [`signed`]
+//! has each int8-compute matmul's activations quantised to i8 directly (tract's u8 → i8
+//! offset node per matmul disappears, the integers are the same).
 //!
 //! They replace tract's parsers for these op types, so the ONNX file stays standard
 //! (onnxruntime runs the same file). A Softmax over another axis or of another datum
@@ -26,6 +28,7 @@ pub mod add;
 pub mod attention;
 pub mod gelu;
 pub mod quant;
+pub mod signed;
 #[cfg(test)]
 mod test_graph;
 
@@ -33,6 +36,7 @@ pub use add::{fuse_adds, FusedAdd};
 pub use attention::{fuse_attention, FusedAttention};
 pub use gelu::{fuse_gelu, FusedGelu};
 pub use quant::{FusedDequantizeLinear, FusedQuantizeLinear};
+pub use signed::quantize_to_i8;
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};

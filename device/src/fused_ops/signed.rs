@@ -1,0 +1,222 @@
+//! Activations quantised straight to i8 instead of u8.
+//!
+//! The exporter writes each int8-compute matmul as `QuantizeLinear` (f32 → u8 with a static
+//! scale and zero point) and `MatMulInteger` (u8 activations × i8 weights, that zero point
+//! as `a_zero_point`): standard ONNX that onnxruntime runs as written. tract's int8
+//! kernels take i8 × i8, so it adds an `OffsetU8asI8` node before every such matmul: one
+//! more pass over the activations and one more node per linear layer (11 of the tiny
+//! model's 118 nodes, 36 of MiniLM-L6's). Here, before tract parses the protobuf, a
+//! quantiser whose only consumers are `MatMulInteger` nodes taking the same zero point is
+//! given the zero point `zp - 128` as an i8: `q - 128` exactly, the same integers tract's
+//! offset would produce, so every product and every result is unchanged.
+
+use std::collections::HashMap;
+
+use tract_onnx::pb::{self, tensor_proto::DataType};
+
+/// Rewrites every eligible u8 `QuantizeLinear` and its `MatMulInteger` consumers to i8
+/// (see the module doc); returns how many quantisers it rewrote.
+pub fn quantize_to_i8(graph: &mut pb::GraphProto) -> usize {
+    let u8_scalars: HashMap<String, u8> = graph
+        .initializer
+        .iter()
+        .filter_map(|t| Some((t.name.clone(), u8_scalar(t)?)))
+        .collect();
+    let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (ix, n) in graph.node.iter().enumerate() {
+        for i in &n.input {
+            consumers.entry(i.as_str()).or_default().push(ix);
+        }
+    }
+    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    // (quantiser, its consumers, the u8 zero point)
+    let mut found = vec![];
+    for (ix, n) in graph.node.iter().enumerate() {
+        if n.op_type != "QuantizeLinear" || n.input.len() != 3 || n.output.len() != 1 {
+            continue;
+        }
+        let Some(&zp) = u8_scalars.get(&n.input[2]) else {
+            continue;
+        };
+        let out = n.output[0].as_str();
+        let users = consumers.get(out).cloned().unwrap_or_default();
+        // Every consumer must be a MatMulInteger that takes q as A with the same zero point
+        // (and not also as B), and q must not leave the graph.
+        let all_matmuls = !users.is_empty()
+            && users.iter().all(|&u| {
+                let m = &graph.node[u];
+                m.op_type == "MatMulInteger"
+                    && m.input.len() >= 3
+                    && m.input[0] == out
+                    && m.input[1] != out
+                    && u8_scalars.get(&m.input[2]) == Some(&zp)
+            });
+        if all_matmuls && !outputs.contains(&out) {
+            found.push((ix, users, zp));
+        }
+    }
+    for (ix, users, zp) in &found {
+        let name = format!("{}.zero_point_i8", graph.node[*ix].output[0]);
+        graph.initializer.push(pb::TensorProto {
+            name: name.clone(),
+            data_type: DataType::Int8 as i32,
+            raw_data: vec![zp.wrapping_sub(128)],
+            ..Default::default()
+        });
+        graph.node[*ix].input[2] = name.clone();
+        for &u in users {
+            graph.node[u].input[2] = name.clone();
+        }
+    }
+    found.len()
+}
+
+/// The value of a single-element u8 initializer (raw or in `int32_data`, as ONNX allows).
+fn u8_scalar(t: &pb::TensorProto) -> Option<u8> {
+    if t.data_type != DataType::Uint8 as i32 || t.dims.iter().product::<i64>() != 1 {
+        return None;
+    }
+    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
+        return None;
+    }
+    match (&t.raw_data[..], &t.int32_data[..]) {
+        ([v], []) => Some(*v),
+        ([], [v]) => u8::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_graph::*;
+    use super::*;
+    use tract_onnx::prelude::*;
+
+    fn zp(name: &str, dt: DataType, v: u8) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            data_type: dt as i32,
+            raw_data: vec![v],
+            ..Default::default()
+        }
+    }
+
+    /// x → QuantizeLinear(u8) → two MatMulIntegers (as the Q/K/V projections share an
+    /// input) → outputs, plus a quantiser that also feeds a DequantizeLinear.
+    fn graph() -> pb::GraphProto {
+        let weights = |name: &str, seed: u64| pb::TensorProto {
+            name: name.into(),
+            dims: vec![24, 5],
+            data_type: DataType::Int8 as i32,
+            raw_data: values(120, seed, 127.0)
+                .iter()
+                .map(|v| (*v as i8) as u8)
+                .collect(),
+            ..Default::default()
+        };
+        let scale = pb::TensorProto {
+            name: "s".into(),
+            data_type: DataType::Float as i32,
+            float_data: vec![0.03],
+            ..Default::default()
+        };
+        pb::GraphProto {
+            node: vec![
+                node("QuantizeLinear", &["x", "s", "zp"], "q", &[]),
+                node("MatMulInteger", &["q", "w1", "zp"], "y1", &[]),
+                node("MatMulInteger", &["q", "w2", "zp"], "y2", &[]),
+                node("QuantizeLinear", &["x", "s", "zp2"], "r", &[]),
+                node("MatMulInteger", &["r", "w1", "zp2"], "y3", &[]),
+                node("DequantizeLinear", &["r", "s", "zp2"], "y4", &[]),
+            ],
+            initializer: vec![
+                scale,
+                zp("zp", DataType::Uint8, 137),
+                zp("zp2", DataType::Uint8, 1),
+                weights("w1", 3),
+                weights("w2", 4),
+            ],
+            input: vec![input_info("x", DataType::Float, &[2, 7, 24])],
+            output: ["y1", "y2", "y3", "y4"]
+                .iter()
+                .map(|o| pb::ValueInfoProto {
+                    name: (*o).into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn run(graph: pb::GraphProto) -> (Vec<String>, Vec<Vec<i64>>) {
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(&model(graph))
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let names = plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        let x = tract_ndarray::Array3::from_shape_vec((2, 7, 24), values(336, 9, 5.0))
+            .unwrap()
+            .into_tensor();
+        let y = plan.run(tvec!(x.into_tvalue())).unwrap();
+        let y = y
+            .iter()
+            .map(|t| {
+                let t = t.cast_to::<i64>().unwrap();
+                t.to_plain_array_view::<i64>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        (names, y)
+    }
+
+    #[test]
+    fn i8_quantisers_give_the_same_integers_without_offset_nodes() {
+        let mut rewritten = graph();
+        // `r` also feeds a DequantizeLinear: left as it is.
+        assert_eq!(quantize_to_i8(&mut rewritten), 1);
+        assert_eq!(rewritten.node[0].input[2], "q.zero_point_i8");
+        assert_eq!(rewritten.node[1].input[2], "q.zero_point_i8");
+        assert_eq!(rewritten.node[4].input[2], "zp2");
+        let (names, got) = run(rewritten);
+        let (plain_names, want) = run(graph());
+        // The dequantised output is f32 cast to i64 here: compare the i32 products exactly
+        // and the dequantised values as integers of the same cast.
+        assert_eq!(got, want);
+        let offsets = |n: &[String]| n.iter().filter(|n| *n == "OffsetU8asI8").count();
+        assert!(
+            offsets(&names) < offsets(&plain_names),
+            "{names:?} / {plain_names:?}"
+        );
+    }
+
+    #[test]
+    fn other_zero_points_and_graph_outputs_are_left_alone() {
+        // A consumer with another zero point.
+        let mut g = graph();
+        g.initializer.push(zp("zp3", DataType::Uint8, 137 - 1));
+        g.node[2].input[2] = "zp3".into();
+        assert_eq!(quantize_to_i8(&mut g), 0);
+        // q itself a graph output.
+        let mut g = graph();
+        g.output.push(pb::ValueInfoProto {
+            name: "q".into(),
+            ..Default::default()
+        });
+        assert_eq!(quantize_to_i8(&mut g), 0);
+        // An i8 zero point already: nothing to do.
+        let mut g = graph();
+        g.initializer[1] = zp("zp", DataType::Int8, 9);
+        assert_eq!(quantize_to_i8(&mut g), 0);
+    }
+}

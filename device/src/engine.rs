@@ -376,6 +376,7 @@ impl Engine {
             if fused {
                 crate::fused_ops::fuse_attention(graph);
                 crate::fused_ops::quantize_to_i8(graph);
+                crate::fused_ops::fuse_dequantize_bias(graph);
             }
             let vocab_size = table_rows(graph, |producer| producer.is_none());
             let max_positions = table_rows(graph, |producer| {

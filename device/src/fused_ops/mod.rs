@@ -15,7 +15,8 @@
 //! and the head splits and merges around them) is one node in [`attention`], put in place
 //! of the pattern in the protobuf before tract parses it; in the same pass, [`signed`]
 //! has each int8-compute matmul's activations quantised to i8 directly (tract's u8 → i8
-//! offset node per matmul disappears, the integers are the same).
+//! offset node per matmul disappears, the integers are the same) and
+//! [`quant::fuse_dequantize_bias`] merges each dequantisation with the bias `Add` after it.
 //!
 //! They replace tract's parsers for these op types, so the ONNX file stays standard
 //! (onnxruntime runs the same file). A Softmax over another axis or of another datum
@@ -35,7 +36,7 @@ mod test_graph;
 pub use add::{fuse_adds, FusedAdd};
 pub use attention::{fuse_attention, FusedAttention};
 pub use gelu::{fuse_gelu, FusedGelu};
-pub use quant::{FusedDequantizeLinear, FusedQuantizeLinear};
+pub use quant::{fuse_dequantize_bias, FusedDequantizeLinear, FusedQuantizeLinear};
 pub use signed::quantize_to_i8;
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
@@ -51,6 +52,7 @@ pub fn register(ops: &mut OnnxOpRegister) {
     ops.insert("Softmax", parse_softmax);
     ops.insert("QuantizeLinear", quant::parse_quantize_linear);
     ops.insert("DequantizeLinear", quant::parse_dequantize_linear);
+    ops.insert(quant::DEQUANTIZE_BIAS_OP, quant::parse_dequantize_linear);
 }
 
 /// tract's own parser for `op_type`, for the forms the fused ops do not take.

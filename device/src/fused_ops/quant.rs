@@ -71,10 +71,94 @@ pub(super) fn parse_dequantize_linear(
             t.dims.len() == 1 && t.data_type == pb::tensor_proto::DataType::Float as i32
         });
     let block_size: i64 = node.get_attr_opt("block_size")?.unwrap_or(0);
+    if node.op_type == DEQUANTIZE_BIAS_OP {
+        // Only `fuse_dequantize_bias` writes this op, in the forms below; a file that
+        // names it itself gets the same checks and a clear refusal otherwise.
+        ensure!(
+            per_channel && axis == -1 && node.input.len() == 3 && block_size == 0,
+            "{DEQUANTIZE_BIAS_OP} {}: takes an i32 input, a 1-D f32 scale and a bias on axis -1",
+            node.name
+        );
+        return Ok((expand(DequantizeExpansion { bias: true }), vec![]));
+    }
     if !per_channel || axis != -1 || input(node, 2).is_some() || block_size != 0 {
         return tract_parser("DequantizeLinear", ctx, node);
     }
-    Ok((expand(DequantizeExpansion), vec![]))
+    Ok((expand(DequantizeExpansion { bias: false }), vec![]))
+}
+
+/// The op type of a per-channel `DequantizeLinear` and the bias `Add` after it as one node
+/// (written by [`fuse_dequantize_bias`] into the protobuf, never to a file).
+pub const DEQUANTIZE_BIAS_OP: &str = "DeviceDequantizeLinearBias";
+
+/// Every int8-compute linear layer ends in `DequantizeLinear(acc, scale)` (per channel,
+/// axis -1) and `Add(·, bias)`: two nodes and two passes over the output, which tract
+/// cannot merge (it folds an Add into a float matmul, not into this op). Where the
+/// dequantised value has that Add as its only consumer and the bias is a 1-D f32
+/// initializer of one value per channel, both become one [`DEQUANTIZE_BIAS_OP`] node;
+/// the arithmetic (`acc · scale`, then `+ bias`) and so every result stay the same.
+/// Returns how many pairs it merged.
+pub fn fuse_dequantize_bias(graph: &mut pb::GraphProto) -> usize {
+    use std::collections::HashMap;
+    let vectors: HashMap<&str, i64> = graph
+        .initializer
+        .iter()
+        // Shape and type only: the values may be external data (the bundle's weight file),
+        // which tract reads when it parses the graph.
+        .filter(|t| t.data_type == pb::tensor_proto::DataType::Float as i32 && t.dims.len() == 1)
+        .map(|t| (t.name.as_str(), t.dims[0]))
+        .collect();
+    let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (ix, n) in graph.node.iter().enumerate() {
+        for i in &n.input {
+            consumers.entry(i.as_str()).or_default().push(ix);
+        }
+    }
+    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    let axis = |n: &NodeProto| {
+        n.attribute
+            .iter()
+            .find(|a| a.name == "axis")
+            .map_or(1, |a| a.i)
+    };
+    let mut pairs = vec![];
+    for (ix, d) in graph.node.iter().enumerate() {
+        let taken = d.op_type == "DequantizeLinear"
+            && d.input.len() == 2
+            && d.output.len() == 1
+            && axis(d) == -1
+            && d.attribute.iter().all(|a| a.name == "axis");
+        let Some(&channels) = taken.then(|| vectors.get(d.input[1].as_str())).flatten() else {
+            continue;
+        };
+        let y = d.output[0].as_str();
+        let [add] = consumers.get(y).map(Vec::as_slice).unwrap_or_default() else {
+            continue;
+        };
+        let a = &graph.node[*add];
+        let bias = match &a.input[..] {
+            [l, b] if l == y && b != y => b.as_str(),
+            [b, r] if r == y && b != y => b.as_str(),
+            _ => continue,
+        };
+        if a.op_type == "Add" && vectors.get(bias) == Some(&channels) && !outputs.contains(&y) {
+            pairs.push((ix, *add, bias.to_string(), a.output[0].clone()));
+        }
+    }
+    let mut drop = vec![false; graph.node.len()];
+    for (d, add, bias, out) in &pairs {
+        let node = &mut graph.node[*d];
+        node.op_type = DEQUANTIZE_BIAS_OP.into();
+        node.input.push(bias.clone());
+        node.output[0] = out.clone();
+        drop[*add] = true;
+    }
+    let mut ix = 0;
+    graph.node.retain(|_| {
+        ix += 1;
+        !drop[ix - 1]
+    });
+    pairs.len()
 }
 
 #[derive(Debug, Clone)]
@@ -151,7 +235,10 @@ impl Expansion for QuantizeExpansion {
 }
 
 #[derive(Debug, Clone)]
-struct DequantizeExpansion;
+struct DequantizeExpansion {
+    /// A third input: the per-channel bias added after scaling.
+    bias: bool,
+}
 
 impl Expansion for DequantizeExpansion {
     fn name(&self) -> StaticName {
@@ -164,9 +251,12 @@ impl Expansion for DequantizeExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 2)?;
+        check_input_arity(inputs, 2 + self.bias as usize)?;
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[1].datum_type, f32::datum_type())?;
+        if self.bias {
+            s.equals(&inputs[2].datum_type, f32::datum_type())?;
+        }
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
         s.equals(&inputs[0].shape, &outputs[0].shape)?;
         Ok(())
@@ -195,7 +285,26 @@ impl Expansion for DequantizeExpansion {
                 scale.len()
             );
         }
-        model.wire_node(prefix, FusedDequantizeLinear { scale }, &[inputs[0]])
+        let bias = match self.bias {
+            false => None,
+            true => {
+                let bias = model
+                    .outlet_fact(inputs[2])?
+                    .konst
+                    .clone()
+                    .with_context(|| {
+                        format!("DequantizeLinear {prefix}: the bias must be a constant")
+                    })?;
+                ensure!(
+                    bias.rank() == 1 && bias.len() == scale.len(),
+                    "DequantizeLinear {prefix}: a bias of shape {:?} for {} channels",
+                    bias.shape(),
+                    scale.len()
+                );
+                Some(bias)
+            }
+        };
+        model.wire_node(prefix, FusedDequantizeLinear { scale, bias }, &[inputs[0]])
     }
 }
 
@@ -300,11 +409,13 @@ impl TypedOp for FusedQuantizeLinear {
 }
 
 /// `x · scale[c]` over the last axis `c`, integer to f32 (ONNX `DequantizeLinear` with a
-/// per-channel scale on axis -1 and no zero point).
+/// per-channel scale on axis -1 and no zero point), then `+ bias[c]` if there is one.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct FusedDequantizeLinear {
     /// 1-D f32, one scale per element of the last axis.
     pub scale: Arc<Tensor>,
+    /// 1-D f32 of the same length: the layer's bias ([`fuse_dequantize_bias`]).
+    pub bias: Option<Arc<Tensor>>,
 }
 
 impl Op for FusedDequantizeLinear {
@@ -312,7 +423,11 @@ impl Op for FusedDequantizeLinear {
         "FusedDequantizeLinear".into()
     }
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{} channel scales", self.scale.len())])
+        Ok(vec![format!(
+            "{} channel scales{}",
+            self.scale.len(),
+            if self.bias.is_some() { ", bias" } else { "" }
+        )])
     }
     op_as_typed_op!();
 }
@@ -330,11 +445,30 @@ impl EvalOp for FusedDequantizeLinear {
             "DequantizeLinear: {} scales for a last axis of {channels}",
             scale.len()
         );
+        let bias_view = self
+            .bias
+            .as_ref()
+            .map(|b| b.try_as_plain_ram())
+            .transpose()?;
+        let bias = bias_view
+            .as_ref()
+            .map(|b| b.as_slice::<f32>())
+            .transpose()?;
+        ensure!(
+            bias.is_none_or(|b| b.len() == channels),
+            "DequantizeLinear: a bias of {} for {channels} channels",
+            bias.map_or(0, <[f32]>::len)
+        );
         if x.datum_type() != DatumType::I32 {
             // i8 / u8 / anything tract casts (exact in f32 for 8 and 16 bits).
             let mut y = x.cast_to::<f32>()?.into_owned();
             if channels > 0 {
-                scale_in_place(y.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?, scale);
+                let mut y = y.try_as_plain_ram_mut()?;
+                let y = y.as_slice_mut::<f32>()?;
+                scale_in_place(y, scale);
+                if let Some(bias) = bias {
+                    add_in_place(y, bias);
+                }
             }
             return Ok(tvec!(y.into_tvalue()));
         }
@@ -343,7 +477,12 @@ impl EvalOp for FusedDequantizeLinear {
         // faulting them in cost more than the arithmetic).
         let mut y = x.into_tensor();
         if channels > 0 {
-            dequantize_i32_in_place(y.try_as_plain_ram_mut()?.as_slice_mut::<i32>()?, scale);
+            let mut acc = y.try_as_plain_ram_mut()?;
+            let acc = acc.as_slice_mut::<i32>()?;
+            match bias {
+                None => dequantize_i32_in_place(acc, scale),
+                Some(bias) => dequantize_i32_bias_in_place(acc, scale, bias),
+            }
         }
         // SAFETY: i32 and f32 have the same size and alignment, and every element now
         // holds the bits of an f32 (written just above; there are none if channels = 0).
@@ -391,6 +530,27 @@ fn dequantize_i32_in_place(x: &mut [i32], scale: &[f32]) {
     for row in x.chunks_exact_mut(scale.len()) {
         for (v, &s) in row.iter_mut().zip(scale) {
             *v = (*v as f32 * s).to_bits() as i32;
+        }
+    }
+}
+
+/// [`dequantize_i32_in_place`] and then `+ bias[channel]`, in one pass: the same two
+/// roundings as the separate `DequantizeLinear` and `Add` (no fused multiply-add).
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn dequantize_i32_bias_in_place(x: &mut [i32], scale: &[f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(scale.len()) {
+        for ((v, &s), &b) in row.iter_mut().zip(scale).zip(bias) {
+            let scaled = *v as f32 * s;
+            *v = (scaled + b).to_bits() as i32;
+        }
+    }
+}
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn add_in_place(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v += b;
         }
     }
 }
@@ -603,5 +763,85 @@ mod tests {
         assert!(q1.iter().any(|&v| v < 10) && q1.iter().any(|&v| v > 245));
         let y1 = fused[2].to_plain_array_view::<f32>().unwrap();
         assert!(y1.iter().any(|&v| v.abs() > 1e-3));
+    }
+
+    /// `DequantizeLinear` + bias `Add` (either operand order) become one node with the same
+    /// results; a dequantised value with a second consumer, or a bias of another length,
+    /// keeps its Add.
+    #[test]
+    fn dequantize_and_bias_merge_with_the_same_results() {
+        let acc: Vec<i32> = (0..2 * 3 * 6).map(|i| i * 977 % 4001 - 2000).collect();
+        let vector = |name: &str, n: usize, seed: u64| pb::TensorProto {
+            name: name.into(),
+            dims: vec![n as i64],
+            data_type: DataType::Float as i32,
+            float_data: values(n, seed, 1.0),
+            ..Default::default()
+        };
+        let node_axis =
+            |op: &str, inputs: &[&str], out: &str| node(op, inputs, out, &[("axis", -1)]);
+        let graph = pb::GraphProto {
+            node: vec![
+                node_axis("DequantizeLinear", &["acc", "s6"], "d1"),
+                node("Add", &["d1", "b6"], "y1", &[]),
+                node_axis("DequantizeLinear", &["acc", "s6"], "d2"),
+                node("Add", &["b6", "d2"], "y2", &[]),
+                node_axis("DequantizeLinear", &["acc", "s6"], "d3"),
+                node("Add", &["d3", "b6"], "y3", &[]),
+                node("Mul", &["d3", "d3"], "y4", &[]),
+                node_axis("DequantizeLinear", &["acc", "s6"], "d5"),
+                node("Add", &["d5", "b1"], "y5", &[]),
+            ],
+            initializer: vec![vector("s6", 6, 1), vector("b6", 6, 2), vector("b1", 1, 3)],
+            input: vec![input_info("acc", DataType::Int32, &[2, 3, 6])],
+            output: ["y1", "y2", "y3", "y4", "y5"]
+                .iter()
+                .map(|o| pb::ValueInfoProto {
+                    name: (*o).into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let run = |graph: pb::GraphProto| {
+            let mut onnx = tract_onnx::onnx();
+            super::super::register(&mut onnx.op_register);
+            let plan = onnx
+                .model_for_proto_model(&model(graph))
+                .unwrap()
+                .into_optimized()
+                .unwrap()
+                .into_runnable()
+                .unwrap();
+            let x = tract_ndarray::Array3::from_shape_vec((2, 3, 6), acc.clone())
+                .unwrap()
+                .into_tensor();
+            let adds = plan
+                .model()
+                .nodes()
+                .iter()
+                .filter(|n| n.op.name().contains("Add"))
+                .count();
+            let y: Vec<Vec<f32>> = plan
+                .run(tvec!(x.into_tvalue()))
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    t.to_plain_array_view::<f32>()
+                        .unwrap()
+                        .iter()
+                        .copied()
+                        .collect()
+                })
+                .collect();
+            (adds, y)
+        };
+        let mut merged = graph.clone();
+        assert_eq!(fuse_dequantize_bias(&mut merged), 2);
+        assert_eq!(merged.node.len(), graph.node.len() - 2);
+        let (adds, got) = run(merged);
+        let (plain_adds, want) = run(graph);
+        assert_eq!(got, want, "bit for bit");
+        assert_eq!(adds + 2, plain_adds);
     }
 }

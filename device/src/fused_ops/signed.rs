@@ -55,8 +55,20 @@ pub fn quantize_to_i8(graph: &mut pb::GraphProto) -> usize {
             found.push((ix, users, zp));
         }
     }
+    // Names already taken anywhere in the graph (a new initializer must not shadow one).
+    let taken: std::collections::HashSet<String> = graph
+        .initializer
+        .iter()
+        .map(|t| t.name.clone())
+        .chain(graph.input.iter().map(|i| i.name.clone()))
+        .chain(graph.node.iter().flat_map(|n| n.output.iter().cloned()))
+        .collect();
+    let found: Vec<_> = found
+        .into_iter()
+        .filter(|(ix, _, _)| !taken.contains(&zero_point_name(&graph.node[*ix])))
+        .collect();
     for (ix, users, zp) in &found {
-        let name = format!("{}.zero_point_i8", graph.node[*ix].output[0]);
+        let name = zero_point_name(&graph.node[*ix]);
         graph.initializer.push(pb::TensorProto {
             name: name.clone(),
             data_type: DataType::Int8 as i32,
@@ -69,6 +81,10 @@ pub fn quantize_to_i8(graph: &mut pb::GraphProto) -> usize {
         }
     }
     found.len()
+}
+
+fn zero_point_name(quantizer: &pb::NodeProto) -> String {
+    format!("{}.zero_point_i8", quantizer.output[0])
 }
 
 /// The value of a single-element u8 initializer (raw or in `int32_data`, as ONNX allows).
@@ -217,6 +233,11 @@ mod tests {
         // An i8 zero point already: nothing to do.
         let mut g = graph();
         g.initializer[1] = zp("zp", DataType::Int8, 9);
+        assert_eq!(quantize_to_i8(&mut g), 0);
+        // The new zero point's name already in use (it would shadow that tensor).
+        let mut g = graph();
+        g.initializer
+            .push(zp("q.zero_point_i8", DataType::Uint8, 3));
         assert_eq!(quantize_to_i8(&mut g), 0);
     }
 }

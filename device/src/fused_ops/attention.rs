@@ -23,6 +23,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{self, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 
+use super::graph_index::GraphIndex;
 use super::softmax_in_place;
 
 /// The op type of the fused node in the rewritten protobuf (never written to a file).
@@ -67,93 +68,7 @@ struct Match {
     removed: Vec<usize>,
 }
 
-/// Producers, consumer counts and constants of a graph, by tensor name.
-struct GraphIndex<'g> {
-    graph: &'g pb::GraphProto,
-    producer: HashMap<&'g str, usize>,
-    consumers: HashMap<&'g str, Vec<usize>>,
-    outputs: HashSet<&'g str>,
-    constants: HashMap<&'g str, &'g pb::TensorProto>,
-}
-
 impl<'g> GraphIndex<'g> {
-    fn new(graph: &'g pb::GraphProto) -> Self {
-        let mut producer = HashMap::new();
-        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (ix, n) in graph.node.iter().enumerate() {
-            for o in &n.output {
-                producer.insert(o.as_str(), ix);
-            }
-            for i in &n.input {
-                consumers.entry(i.as_str()).or_default().push(ix);
-            }
-        }
-        GraphIndex {
-            graph,
-            producer,
-            consumers,
-            outputs: graph.output.iter().map(|o| o.name.as_str()).collect(),
-            constants: graph
-                .initializer
-                .iter()
-                .map(|t| (t.name.as_str(), t))
-                .collect(),
-        }
-    }
-
-    /// The node producing `tensor` if it is `op_type`, has one output and that output is
-    /// used by exactly one node and is not a graph output.
-    fn sole_producer(&self, tensor: &str, op_type: &str) -> Option<(usize, &'g NodeProto)> {
-        let ix = *self.producer.get(tensor)?;
-        let n = &self.graph.node[ix];
-        (n.op_type == op_type && n.output.len() == 1 && self.single_use(tensor)).then_some((ix, n))
-    }
-
-    fn single_use(&self, tensor: &str) -> bool {
-        !self.outputs.contains(tensor) && self.consumers.get(tensor).is_some_and(|c| c.len() == 1)
-    }
-
-    /// The one node using `tensor`, if it is `op_type`.
-    fn sole_consumer(&self, tensor: &str, op_type: &str) -> Option<(usize, &'g NodeProto)> {
-        if !self.single_use(tensor) {
-            return None;
-        }
-        let ix = self.consumers.get(tensor)?[0];
-        let n = &self.graph.node[ix];
-        (n.op_type == op_type && n.output.len() == 1).then_some((ix, n))
-    }
-
-    fn i64s(&self, tensor: &str) -> Option<Vec<i64>> {
-        let t = self.constants.get(tensor)?;
-        if t.data_type != pb::tensor_proto::DataType::Int64 as i32 || t.data_location == Some(1) {
-            return None;
-        }
-        if !t.int64_data.is_empty() {
-            return Some(t.int64_data.clone());
-        }
-        (t.raw_data.len() % 8 == 0).then(|| {
-            t.raw_data
-                .chunks_exact(8)
-                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
-                .collect()
-        })
-    }
-
-    fn f32_scalar(&self, tensor: &str) -> Option<f32> {
-        let t = self.constants.get(tensor)?;
-        if t.data_type != pb::tensor_proto::DataType::Float as i32
-            || t.data_location == Some(1)
-            || t.dims.iter().product::<i64>() != 1
-        {
-            return None;
-        }
-        match (&t.float_data[..], &t.raw_data[..]) {
-            ([v], _) => Some(*v),
-            ([], raw) if raw.len() == 4 => Some(f32::from_le_bytes(raw.try_into().ok()?)),
-            _ => None,
-        }
-    }
-
     /// `Transpose(Reshape(x, [0, 0, h, d]), perm)` with a sole consumer chain: `(x, h, d)` and
     /// the two nodes, removable.
     fn heads(&self, tensor: &str, perm: &[i64]) -> Option<(&'g str, i64, i64, [usize; 2])> {

@@ -28,6 +28,7 @@
 pub mod add;
 pub mod attention;
 pub mod gelu;
+mod graph_index;
 pub mod quant;
 pub mod signed;
 #[cfg(test)]

@@ -99,52 +99,32 @@ pub const DEQUANTIZE_BIAS_OP: &str = "DeviceDequantizeLinearBias";
 /// the arithmetic (`acc · scale`, then `+ bias`) and so every result stay the same.
 /// Returns how many pairs it merged.
 pub fn fuse_dequantize_bias(graph: &mut pb::GraphProto) -> usize {
-    use std::collections::HashMap;
-    let vectors: HashMap<&str, i64> = graph
-        .initializer
-        .iter()
-        // Shape and type only: the values may be external data (the bundle's weight file),
-        // which tract reads when it parses the graph.
-        .filter(|t| t.data_type == pb::tensor_proto::DataType::Float as i32 && t.dims.len() == 1)
-        .map(|t| (t.name.as_str(), t.dims[0]))
-        .collect();
-    let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (ix, n) in graph.node.iter().enumerate() {
-        for i in &n.input {
-            consumers.entry(i.as_str()).or_default().push(ix);
-        }
-    }
-    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-    let axis = |n: &NodeProto| {
-        n.attribute
+    // (DequantizeLinear, its Add, the bias, the Add's output)
+    let pairs: Vec<(usize, usize, String, String)> = {
+        let g = super::graph_index::GraphIndex::new(graph);
+        graph
+            .node
             .iter()
-            .find(|a| a.name == "axis")
-            .map_or(1, |a| a.i)
+            .enumerate()
+            .filter_map(|(ix, d)| {
+                let taken = d.op_type == "DequantizeLinear"
+                    && d.input.len() == 2
+                    && d.output.len() == 1
+                    && d.attribute.iter().all(|a| a.name == "axis" && a.i == -1)
+                    && !d.attribute.is_empty();
+                let channels = taken.then(|| g.f32_vector_len(&d.input[1])).flatten()?;
+                let y = d.output[0].as_str();
+                let (add, a) = g.sole_consumer(y, "Add")?;
+                let bias = match &a.input[..] {
+                    [l, b] if l == y && b != y => b,
+                    [b, r] if r == y && b != y => b,
+                    _ => return None,
+                };
+                (g.f32_vector_len(bias) == Some(channels))
+                    .then(|| (ix, add, bias.clone(), a.output[0].clone()))
+            })
+            .collect()
     };
-    let mut pairs = vec![];
-    for (ix, d) in graph.node.iter().enumerate() {
-        let taken = d.op_type == "DequantizeLinear"
-            && d.input.len() == 2
-            && d.output.len() == 1
-            && axis(d) == -1
-            && d.attribute.iter().all(|a| a.name == "axis");
-        let Some(&channels) = taken.then(|| vectors.get(d.input[1].as_str())).flatten() else {
-            continue;
-        };
-        let y = d.output[0].as_str();
-        let [add] = consumers.get(y).map(Vec::as_slice).unwrap_or_default() else {
-            continue;
-        };
-        let a = &graph.node[*add];
-        let bias = match &a.input[..] {
-            [l, b] if l == y && b != y => b.as_str(),
-            [b, r] if r == y && b != y => b.as_str(),
-            _ => continue,
-        };
-        if a.op_type == "Add" && vectors.get(bias) == Some(&channels) && !outputs.contains(&y) {
-            pairs.push((ix, *add, bias.to_string(), a.output[0].clone()));
-        }
-    }
     let mut drop = vec![false; graph.node.len()];
     for (d, add, bias, out) in &pairs {
         let node = &mut graph.node[*d];

@@ -10,63 +10,48 @@
 //! given the zero point `zp - 128` as an i8: `q - 128` exactly, the same integers tract's
 //! offset would produce, so every product and every result is unchanged.
 
-use std::collections::HashMap;
-
 use tract_onnx::pb::{self, tensor_proto::DataType};
+
+use super::graph_index::GraphIndex;
 
 /// Rewrites every eligible u8 `QuantizeLinear` and its `MatMulInteger` consumers to i8
 /// (see the module doc); returns how many quantisers it rewrote.
 pub fn quantize_to_i8(graph: &mut pb::GraphProto) -> usize {
-    let u8_scalars: HashMap<String, u8> = graph
-        .initializer
-        .iter()
-        .filter_map(|t| Some((t.name.clone(), u8_scalar(t)?)))
-        .collect();
-    let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (ix, n) in graph.node.iter().enumerate() {
-        for i in &n.input {
-            consumers.entry(i.as_str()).or_default().push(ix);
-        }
-    }
-    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
     // (quantiser, its consumers, the u8 zero point)
-    let mut found = vec![];
-    for (ix, n) in graph.node.iter().enumerate() {
-        if n.op_type != "QuantizeLinear" || n.input.len() != 3 || n.output.len() != 1 {
-            continue;
-        }
-        let Some(&zp) = u8_scalars.get(&n.input[2]) else {
-            continue;
+    let found: Vec<(usize, Vec<usize>, u8)> = {
+        let g = GraphIndex::new(graph);
+        // Names already taken anywhere in the graph (a new initializer must not shadow one).
+        let taken = |name: &str| {
+            g.constants.contains_key(name)
+                || g.producer.contains_key(name)
+                || graph.input.iter().any(|i| i.name == name)
         };
-        let out = n.output[0].as_str();
-        let users = consumers.get(out).cloned().unwrap_or_default();
-        // Every consumer must be a MatMulInteger that takes q as A with the same zero point
-        // (and not also as B), and q must not leave the graph.
-        let all_matmuls = !users.is_empty()
-            && users.iter().all(|&u| {
-                let m = &graph.node[u];
-                m.op_type == "MatMulInteger"
-                    && m.input.len() >= 3
-                    && m.input[0] == out
-                    && m.input[1] != out
-                    && u8_scalars.get(&m.input[2]) == Some(&zp)
-            });
-        if all_matmuls && !outputs.contains(&out) {
-            found.push((ix, users, zp));
-        }
-    }
-    // Names already taken anywhere in the graph (a new initializer must not shadow one).
-    let taken: std::collections::HashSet<String> = graph
-        .initializer
-        .iter()
-        .map(|t| t.name.clone())
-        .chain(graph.input.iter().map(|i| i.name.clone()))
-        .chain(graph.node.iter().flat_map(|n| n.output.iter().cloned()))
-        .collect();
-    let found: Vec<_> = found
-        .into_iter()
-        .filter(|(ix, _, _)| !taken.contains(&zero_point_name(&graph.node[*ix])))
-        .collect();
+        graph
+            .node
+            .iter()
+            .enumerate()
+            .filter_map(|(ix, n)| {
+                if n.op_type != "QuantizeLinear" || n.input.len() != 3 || n.output.len() != 1 {
+                    return None;
+                }
+                let zp = g.u8_scalar(&n.input[2])?;
+                let out = n.output[0].as_str();
+                let users = g.consumers.get(out)?;
+                // Every consumer must be a MatMulInteger that takes q as A with the same zero
+                // point (and not also as B), and q must not leave the graph.
+                let all_matmuls = users.iter().all(|&u| {
+                    let m = &graph.node[u];
+                    m.op_type == "MatMulInteger"
+                        && m.input.len() >= 3
+                        && m.input[0] == out
+                        && m.input[1] != out
+                        && g.u8_scalar(&m.input[2]) == Some(zp)
+                });
+                (all_matmuls && !g.outputs.contains(out) && !taken(&zero_point_name(n)))
+                    .then(|| (ix, users.clone(), zp))
+            })
+            .collect()
+    };
     for (ix, users, zp) in &found {
         let name = zero_point_name(&graph.node[*ix]);
         graph.initializer.push(pb::TensorProto {
@@ -85,21 +70,6 @@ pub fn quantize_to_i8(graph: &mut pb::GraphProto) -> usize {
 
 fn zero_point_name(quantizer: &pb::NodeProto) -> String {
     format!("{}.zero_point_i8", quantizer.output[0])
-}
-
-/// The value of a single-element u8 initializer (raw or in `int32_data`, as ONNX allows).
-fn u8_scalar(t: &pb::TensorProto) -> Option<u8> {
-    if t.data_type != DataType::Uint8 as i32 || t.dims.iter().product::<i64>() != 1 {
-        return None;
-    }
-    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
-        return None;
-    }
-    match (&t.raw_data[..], &t.int32_data[..]) {
-        ([v], []) => Some(*v),
-        ([], [v]) => u8::try_from(*v).ok(),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -175,7 +175,7 @@ pub fn fuse_adds(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fused_ops::test_graph::{f32_initializer, model, node, values};
+    use crate::fused_ops::test_graph::{f32_initializer, model, node, outputs, values};
     use tract_onnx::pb;
     use tract_onnx::prelude::{tract_ndarray, InferenceModelExt};
 
@@ -217,10 +217,7 @@ mod tests {
             ],
             initializer: vec![f32_initializer("s", &[8], 1), f32_initializer("b", &[8], 2)],
             input: vec![symbolic_input("x")],
-            output: vec![pb::ValueInfoProto {
-                name: "y".into(),
-                ..Default::default()
-            }],
+            output: outputs(&["y"]),
             ..Default::default()
         };
         let proto = model(graph);

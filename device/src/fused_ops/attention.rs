@@ -598,16 +598,14 @@ mod tests {
             n.attribute.push(ints("perm", perm));
             n
         };
-        let i64_const = |name: &str, v: &[i64]| pb::TensorProto {
-            name: name.into(),
-            dims: vec![v.len() as i64],
-            data_type: pb::tensor_proto::DataType::Int64 as i32,
-            raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ..Default::default()
-        };
-        let output = pb::ValueInfoProto {
-            name: "y".into(),
-            ..Default::default()
+        let i64_const = |name: &str, v: &[i64]| {
+            let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            raw_initializer(
+                name,
+                &[v.len() as i64],
+                pb::tensor_proto::DataType::Int64,
+                bytes,
+            )
         };
         pb::GraphProto {
             node: vec![
@@ -628,12 +626,7 @@ mod tests {
             initializer: vec![
                 i64_const("split", &[0, 0, h, d]),
                 i64_const("merge", &[0, 0, h * d]),
-                pb::TensorProto {
-                    name: "sqrt_d".into(),
-                    data_type: float as i32,
-                    float_data: vec![(d as f32).sqrt()],
-                    ..Default::default()
-                },
+                f32_scalar("sqrt_d", (d as f32).sqrt()),
             ],
             input: vec![
                 input_info("q", float, &[b, s, h * d]),
@@ -641,7 +634,7 @@ mod tests {
                 input_info("v", float, &[b, s, h * d]),
                 input_info("mask", float, &[b, 1, 1, s]),
             ],
-            output: vec![output],
+            output: outputs(&["y"]),
             ..Default::default()
         }
     }
@@ -656,18 +649,7 @@ mod tests {
             true => fuse_attention(proto.graph.as_mut().unwrap()),
             false => 0,
         };
-        let mut onnx = tract_onnx::onnx();
-        if fused {
-            super::super::register(&mut onnx.op_register);
-        }
-        let plan = onnx
-            .model_for_proto_model(&proto)
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        let (names, y) = op_names_and_output(&plan, inputs);
+        let (names, y) = op_names_and_output(&plan(&proto, fused), inputs);
         (replaced, names, y)
     }
 
@@ -733,10 +715,7 @@ mod tests {
         assert_eq!(proto.graph.unwrap().node.len(), graph.node.len());
         // An intermediate that is also a graph output keeps the pattern whole.
         let mut graph = attention_graph(1, 8, 2, 8, &[0, 2, 3, 1]);
-        graph.output.push(pb::ValueInfoProto {
-            name: "probs".into(),
-            ..Default::default()
-        });
+        graph.output.extend(outputs(&["probs"]));
         let mut proto = model(graph);
         assert_eq!(fuse_attention(proto.graph.as_mut().unwrap()), 0);
         // A head split whose 0s are literal (`allowzero = 1`) is another reshape.

@@ -163,7 +163,9 @@ fn erf_with<const FMA: bool>(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fused_ops::test_graph::{input_info, model, node, op_names_and_output, values};
+    use crate::fused_ops::test_graph::{
+        f32_scalar, input_info, model, node, op_names_and_output, outputs, values,
+    };
     use tract_onnx::pb;
 
     /// erf by its Taylor series (|x| < 3) and its asymptotic complement, in f64.
@@ -241,15 +243,6 @@ mod tests {
         }
     }
 
-    fn scalar(name: &str, v: f32) -> pb::TensorProto {
-        pb::TensorProto {
-            name: name.into(),
-            data_type: pb::tensor_proto::DataType::Float as i32,
-            float_data: vec![v],
-            ..Default::default()
-        }
-    }
-
     /// The exporter's GELU (`host::export::onnx::gelu_erf`) becomes one FusedGelu node and
     /// gives tract's GeluExact values, in an optimised plan.
     #[test]
@@ -263,19 +256,16 @@ mod tests {
                 node("Mul", &["times_x", "half"], "y", &[]),
             ],
             initializer: vec![
-                scalar("sqrt2", std::f32::consts::SQRT_2),
-                scalar("one", 1.0),
-                scalar("half", 0.5),
+                f32_scalar("sqrt2", std::f32::consts::SQRT_2),
+                f32_scalar("one", 1.0),
+                f32_scalar("half", 0.5),
             ],
             input: vec![input_info(
                 "x",
                 pb::tensor_proto::DataType::Float,
                 &[3, 7, 40],
             )],
-            output: vec![pb::ValueInfoProto {
-                name: "y".into(),
-                ..Default::default()
-            }],
+            output: outputs(&["y"]),
             ..Default::default()
         };
         let proto = model(graph);

@@ -632,26 +632,11 @@ mod tests {
             )],
             initializer: vec![init("g", &scale), init("b", &bias)],
             input: vec![input_info("x", double, &[3, 16])],
-            output: vec![pb::ValueInfoProto {
-                name: "y".into(),
-                ..Default::default()
-            }],
+            output: outputs(&["y"]),
             ..Default::default()
         };
-        let mut onnx = tract_onnx::onnx();
-        register(&mut onnx.op_register);
-        let plan = onnx
-            .model_for_proto_model(&model(graph))
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        assert!(plan
-            .model()
-            .nodes()
-            .iter()
-            .any(|n| n.op.name() == "FusedLayerNorm"));
+        let plan = plan(&model(graph), true);
+        assert_eq!(op_count(&plan, "FusedLayerNorm"), 1);
         let input =
             tract_ndarray::Array2::from_shape_vec((3, 16), x.iter().map(|&f| f as f64).collect())
                 .unwrap()
@@ -684,10 +669,6 @@ mod tests {
     #[test]
     fn fused_graph_matches_tract_ops() {
         let input = input_info("x", pb::tensor_proto::DataType::Float, &[2, 5, 24]);
-        let output = pb::ValueInfoProto {
-            name: "y".into(),
-            ..Default::default()
-        };
         let graph = pb::GraphProto {
             node: vec![
                 node(
@@ -706,7 +687,7 @@ mod tests {
                 f32_initializer("g2", &[5, 24], 3),
             ],
             input: vec![input],
-            output: vec![output],
+            output: outputs(&["y"]),
             ..Default::default()
         };
         let proto = model(graph);
@@ -714,13 +695,7 @@ mod tests {
             .unwrap()
             .into_tensor();
         let run = |fused: bool| -> Vec<f32> {
-            let mut onnx = tract_onnx::onnx();
-            if fused {
-                register(&mut onnx.op_register);
-            }
-            let model = onnx.model_for_proto_model(&proto).unwrap();
-            let plan = model.into_optimized().unwrap().into_runnable().unwrap();
-            let (names, y) = op_names_and_output(&plan, std::slice::from_ref(&x));
+            let (names, y) = op_names_and_output(&plan(&proto, fused), std::slice::from_ref(&x));
             assert_eq!(
                 names.iter().filter(|n| n.starts_with("Fused")).count(),
                 if fused { 3 } else { 0 },

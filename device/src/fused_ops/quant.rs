@@ -610,30 +610,6 @@ mod tests {
         }
     }
 
-    fn bytes_initializer(
-        name: &str,
-        dims: &[i64],
-        dt: DataType,
-        bytes: Vec<u8>,
-    ) -> pb::TensorProto {
-        pb::TensorProto {
-            name: name.into(),
-            dims: dims.to_vec(),
-            data_type: dt as i32,
-            raw_data: bytes,
-            ..Default::default()
-        }
-    }
-
-    fn scalar_f32(name: &str, v: f32) -> pb::TensorProto {
-        pb::TensorProto {
-            name: name.into(),
-            data_type: DataType::Float as i32,
-            float_data: vec![v],
-            ..Default::default()
-        }
-    }
-
     /// Every form the two parsers meet gives exactly what tract's own ops give in an
     /// optimised plan: QuantizeLinear to u8, to i8 and without a zero point (fused) and
     /// per-axis (tract's); DequantizeLinear per channel of a MatMulInteger's i32 output
@@ -663,7 +639,7 @@ mod tests {
         };
         let node_axis =
             |op: &str, inputs: &[&str], out: &str| node(op, inputs, out, &[("axis", -1)]);
-        let outputs = ["q1", "q2", "y1", "y2", "y3", "y4"];
+        let names = ["q1", "q2", "y1", "y2", "y3", "y4"];
         let graph = pb::GraphProto {
             node: vec![
                 node("QuantizeLinear", &["x", "s", "zp_u8"], "q1", &[]),
@@ -677,27 +653,21 @@ mod tests {
                 node_axis("DequantizeLinear", &["q4", "s24", "zp24"], "y4"),
             ],
             initializer: vec![
-                scalar_f32("s", scale),
-                bytes_initializer("zp_u8", &[], DataType::Uint8, vec![128]),
-                bytes_initializer("zp_i8", &[], DataType::Int8, vec![(-3i8) as u8]),
-                bytes_initializer(
+                f32_scalar("s", scale),
+                raw_initializer("zp_u8", &[], DataType::Uint8, vec![128]),
+                raw_initializer("zp_i8", &[], DataType::Int8, vec![(-3i8) as u8]),
+                raw_initializer(
                     "zp24",
                     &[24],
                     DataType::Uint8,
                     (0..24).map(|i| 100 + i).collect(),
                 ),
-                bytes_initializer("w", &[24, 7], DataType::Int8, weights),
+                raw_initializer("w", &[24, 7], DataType::Int8, weights),
                 named(channel_scales(7, 31), "s7"),
                 named(channel_scales(24, 32), "s24"),
             ],
             input: vec![input_info("x", DataType::Float, &[2, 5, 24])],
-            output: outputs
-                .iter()
-                .map(|o| pb::ValueInfoProto {
-                    name: (*o).into(),
-                    ..Default::default()
-                })
-                .collect(),
+            output: outputs(&names),
             ..Default::default()
         };
         let proto = model(graph);
@@ -705,35 +675,20 @@ mod tests {
             .unwrap()
             .into_tensor();
         let run = |fused: bool| -> Vec<Tensor> {
-            let mut onnx = tract_onnx::onnx();
-            if fused {
-                super::super::register(&mut onnx.op_register);
-            }
-            let plan = onnx
-                .model_for_proto_model(&proto)
-                .unwrap()
-                .into_optimized()
-                .unwrap()
-                .into_runnable()
-                .unwrap();
-            let count = |name: &str| {
-                plan.model()
-                    .nodes()
-                    .iter()
-                    .filter(|n| n.op.name() == name)
-                    .count()
-            };
+            let plan = plan(&proto, fused);
             let expected = if fused { (3, 2) } else { (0, 0) };
             assert_eq!(
-                (count("FusedQuantizeLinear"), count("FusedDequantizeLinear")),
+                (
+                    op_count(&plan, "FusedQuantizeLinear"),
+                    op_count(&plan, "FusedDequantizeLinear")
+                ),
                 expected
             );
-            let out = plan.run(tvec!(input.clone().into_tvalue())).unwrap();
-            out.into_iter().map(|v| v.into_tensor()).collect()
+            run_all(&plan, std::slice::from_ref(&input))
         };
         let (fused, tract) = (run(true), run(false));
-        assert_eq!(fused.len(), outputs.len());
-        for ((f, t), name) in fused.iter().zip(&tract).zip(outputs) {
+        assert_eq!(fused.len(), names.len());
+        for ((f, t), name) in fused.iter().zip(&tract).zip(names) {
             assert_eq!(f.datum_type(), t.datum_type(), "{name}");
             assert_eq!(f.shape(), t.shape(), "{name}");
             assert_eq!(f, t, "{name}: fused and tract's ops differ");
@@ -751,13 +706,6 @@ mod tests {
     #[test]
     fn dequantize_and_bias_merge_with_the_same_results() {
         let acc: Vec<i32> = (0..2 * 3 * 6).map(|i| i * 977 % 4001 - 2000).collect();
-        let vector = |name: &str, n: usize, seed: u64| pb::TensorProto {
-            name: name.into(),
-            dims: vec![n as i64],
-            data_type: DataType::Float as i32,
-            float_data: values(n, seed, 1.0),
-            ..Default::default()
-        };
         let node_axis =
             |op: &str, inputs: &[&str], out: &str| node(op, inputs, out, &[("axis", -1)]);
         let graph = pb::GraphProto {
@@ -772,48 +720,22 @@ mod tests {
                 node_axis("DequantizeLinear", &["acc", "s6"], "d5"),
                 node("Add", &["d5", "b1"], "y5", &[]),
             ],
-            initializer: vec![vector("s6", 6, 1), vector("b6", 6, 2), vector("b1", 1, 3)],
+            initializer: vec![
+                f32_initializer("s6", &[6], 1),
+                f32_initializer("b6", &[6], 2),
+                f32_initializer("b1", &[1], 3),
+            ],
             input: vec![input_info("acc", DataType::Int32, &[2, 3, 6])],
-            output: ["y1", "y2", "y3", "y4", "y5"]
-                .iter()
-                .map(|o| pb::ValueInfoProto {
-                    name: (*o).into(),
-                    ..Default::default()
-                })
-                .collect(),
+            output: outputs(&["y1", "y2", "y3", "y4", "y5"]),
             ..Default::default()
         };
         let run = |graph: pb::GraphProto| {
-            let mut onnx = tract_onnx::onnx();
-            super::super::register(&mut onnx.op_register);
-            let plan = onnx
-                .model_for_proto_model(&model(graph))
-                .unwrap()
-                .into_optimized()
-                .unwrap()
-                .into_runnable()
-                .unwrap();
+            let plan = plan(&model(graph), true);
             let x = tract_ndarray::Array3::from_shape_vec((2, 3, 6), acc.clone())
                 .unwrap()
                 .into_tensor();
-            let adds = plan
-                .model()
-                .nodes()
-                .iter()
-                .filter(|n| n.op.name().contains("Add"))
-                .count();
-            let y: Vec<Vec<f32>> = plan
-                .run(tvec!(x.into_tvalue()))
-                .unwrap()
-                .iter()
-                .map(|t| {
-                    t.to_plain_array_view::<f32>()
-                        .unwrap()
-                        .iter()
-                        .copied()
-                        .collect()
-                })
-                .collect();
+            let adds = op_names(&plan).iter().filter(|n| n.contains("Add")).count();
+            let y: Vec<Vec<f32>> = run_all(&plan, &[x]).iter().map(flat::<f32>).collect();
             (adds, y)
         };
         let mut merged = graph.clone();

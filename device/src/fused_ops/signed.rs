@@ -79,32 +79,15 @@ mod tests {
     use tract_onnx::prelude::*;
 
     fn zp(name: &str, dt: DataType, v: u8) -> pb::TensorProto {
-        pb::TensorProto {
-            name: name.into(),
-            data_type: dt as i32,
-            raw_data: vec![v],
-            ..Default::default()
-        }
+        raw_initializer(name, &[], dt, vec![v])
     }
 
     /// x → QuantizeLinear(u8) → two MatMulIntegers (as the Q/K/V projections share an
     /// input) → outputs, plus a quantiser that also feeds a DequantizeLinear.
     fn graph() -> pb::GraphProto {
-        let weights = |name: &str, seed: u64| pb::TensorProto {
-            name: name.into(),
-            dims: vec![24, 5],
-            data_type: DataType::Int8 as i32,
-            raw_data: values(120, seed, 127.0)
-                .iter()
-                .map(|v| (*v as i8) as u8)
-                .collect(),
-            ..Default::default()
-        };
-        let scale = pb::TensorProto {
-            name: "s".into(),
-            data_type: DataType::Float as i32,
-            float_data: vec![0.03],
-            ..Default::default()
+        let weights = |name: &str, seed: u64| {
+            let bytes = values(120, seed, 127.0).into_iter().map(|v| v as i8 as u8);
+            raw_initializer(name, &[24, 5], DataType::Int8, bytes.collect())
         };
         pb::GraphProto {
             node: vec![
@@ -116,54 +99,27 @@ mod tests {
                 node("DequantizeLinear", &["r", "s", "zp2"], "y4", &[]),
             ],
             initializer: vec![
-                scale,
+                f32_scalar("s", 0.03),
                 zp("zp", DataType::Uint8, 137),
                 zp("zp2", DataType::Uint8, 1),
                 weights("w1", 3),
                 weights("w2", 4),
             ],
             input: vec![input_info("x", DataType::Float, &[2, 7, 24])],
-            output: ["y1", "y2", "y3", "y4"]
-                .iter()
-                .map(|o| pb::ValueInfoProto {
-                    name: (*o).into(),
-                    ..Default::default()
-                })
-                .collect(),
+            output: outputs(&["y1", "y2", "y3", "y4"]),
             ..Default::default()
         }
     }
 
+    /// The plan's op names and every output as integers, with tract's own ops: the
+    /// rewrite is a protobuf change tract parses like any other graph.
     fn run(graph: pb::GraphProto) -> (Vec<String>, Vec<Vec<i64>>) {
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(&model(graph))
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        let names = plan
-            .model()
-            .nodes()
-            .iter()
-            .map(|n| n.op.name().to_string())
-            .collect();
+        let plan = plan(&model(graph), false);
         let x = tract_ndarray::Array3::from_shape_vec((2, 7, 24), values(336, 9, 5.0))
             .unwrap()
             .into_tensor();
-        let y = plan.run(tvec!(x.into_tvalue())).unwrap();
-        let y = y
-            .iter()
-            .map(|t| {
-                let t = t.cast_to::<i64>().unwrap();
-                t.to_plain_array_view::<i64>()
-                    .unwrap()
-                    .iter()
-                    .copied()
-                    .collect()
-            })
-            .collect();
-        (names, y)
+        let y = run_all(&plan, &[x]).iter().map(flat::<i64>).collect();
+        (op_names(&plan), y)
     }
 
     #[test]
@@ -195,10 +151,7 @@ mod tests {
         assert_eq!(quantize_to_i8(&mut g), 0);
         // q itself a graph output.
         let mut g = graph();
-        g.output.push(pb::ValueInfoProto {
-            name: "q".into(),
-            ..Default::default()
-        });
+        g.output.extend(outputs(&["q"]));
         assert_eq!(quantize_to_i8(&mut g), 0);
         // An i8 zero point already: nothing to do.
         let mut g = graph();

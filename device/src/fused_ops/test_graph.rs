@@ -3,26 +3,61 @@
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
+/// An optimised, runnable plan of `proto`: with the device's fused ops registered
+/// (`fused`), or tract's own ops alone — the two sides every test compares.
+pub fn plan(proto: &pb::ModelProto, fused: bool) -> Arc<TypedSimplePlan> {
+    let mut onnx = tract_onnx::onnx();
+    if fused {
+        super::register(&mut onnx.op_register);
+    }
+    onnx.model_for_proto_model(proto)
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap()
+}
+
+/// The op names of a plan's nodes.
+pub fn op_names(plan: &Arc<TypedSimplePlan>) -> Vec<String> {
+    plan.model()
+        .nodes()
+        .iter()
+        .map(|n| n.op.name().to_string())
+        .collect()
+}
+
+/// How many of a plan's nodes run the op named `name`.
+pub fn op_count(plan: &Arc<TypedSimplePlan>, name: &str) -> usize {
+    op_names(plan).iter().filter(|n| *n == name).count()
+}
+
+/// Every output of one run of `plan` on `inputs`.
+pub fn run_all(plan: &Arc<TypedSimplePlan>, inputs: &[Tensor]) -> Vec<Tensor> {
+    let inputs = inputs.iter().map(|t| t.clone().into_tvalue()).collect();
+    plan.run(inputs)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.into_tensor())
+        .collect()
+}
+
+/// A tensor's values, cast to `T` first (so integers of any width compare as one type).
+pub fn flat<T: Datum + Copy>(t: &Tensor) -> Vec<T> {
+    let t = t.cast_to::<T>().unwrap();
+    t.to_plain_array_view::<T>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+}
+
 /// The op names of a plan's nodes, and its first output (f32) for `inputs`.
 pub fn op_names_and_output(
     plan: &Arc<TypedSimplePlan>,
     inputs: &[Tensor],
 ) -> (Vec<String>, Vec<f32>) {
-    let names = plan
-        .model()
-        .nodes()
-        .iter()
-        .map(|n| n.op.name().to_string())
-        .collect();
-    let inputs = inputs.iter().map(|t| t.clone().into_tvalue()).collect();
-    let y = plan.run(inputs).unwrap();
-    let values = y[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect();
-    (names, values)
+    (op_names(plan), flat(&run_all(plan, inputs)[0]))
 }
 
 /// Deterministic values in [-spread, spread).
@@ -49,6 +84,43 @@ pub fn f32_initializer(name: &str, dims: &[i64], seed: u64) -> pb::TensorProto {
         float_data: values(n, seed, 1.0),
         ..Default::default()
     }
+}
+
+/// A 0-d f32 constant.
+pub fn f32_scalar(name: &str, v: f32) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        float_data: vec![v],
+        ..Default::default()
+    }
+}
+
+/// A constant of any element type from its little-endian bytes (`dims` empty: a scalar).
+pub fn raw_initializer(
+    name: &str,
+    dims: &[i64],
+    elem: pb::tensor_proto::DataType,
+    bytes: Vec<u8>,
+) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: elem as i32,
+        raw_data: bytes,
+        ..Default::default()
+    }
+}
+
+/// Graph outputs by name; their types are left to tract's inference.
+pub fn outputs(names: &[&str]) -> Vec<pb::ValueInfoProto> {
+    names
+        .iter()
+        .map(|name| pb::ValueInfoProto {
+            name: (*name).into(),
+            ..Default::default()
+        })
+        .collect()
 }
 
 pub fn node(op: &str, inputs: &[&str], output: &str, attrs: &[(&str, i64)]) -> pb::NodeProto {

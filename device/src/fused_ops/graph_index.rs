@@ -85,14 +85,22 @@ impl<'g> GraphIndex<'g> {
         })
     }
 
-    pub(super) fn f32_scalar(&self, tensor: &str) -> Option<f32> {
+    /// A single-element initializer of type `elem` held in the file (`None` for external
+    /// data, which only tract reads).
+    fn inline_scalar(
+        &self,
+        tensor: &str,
+        elem: pb::tensor_proto::DataType,
+    ) -> Option<&'g pb::TensorProto> {
         let t = self.constants.get(tensor)?;
-        if t.data_type != pb::tensor_proto::DataType::Float as i32
-            || t.data_location == Some(1)
-            || t.dims.iter().product::<i64>() != 1
-        {
-            return None;
-        }
+        (t.data_type == elem as i32
+            && t.data_location != Some(1)
+            && t.dims.iter().product::<i64>() == 1)
+            .then_some(*t)
+    }
+
+    pub(super) fn f32_scalar(&self, tensor: &str) -> Option<f32> {
+        let t = self.inline_scalar(tensor, pb::tensor_proto::DataType::Float)?;
         match (&t.float_data[..], &t.raw_data[..]) {
             ([v], _) => Some(*v),
             ([], raw) if raw.len() == 4 => Some(f32::from_le_bytes(raw.try_into().ok()?)),
@@ -103,13 +111,7 @@ impl<'g> GraphIndex<'g> {
     /// The value of a single-element u8 initializer held in the file (raw, or in
     /// `int32_data` as ONNX allows); `None` for external data.
     pub(super) fn u8_scalar(&self, tensor: &str) -> Option<u8> {
-        let t = self.constants.get(tensor)?;
-        if t.data_type != pb::tensor_proto::DataType::Uint8 as i32
-            || t.data_location == Some(1)
-            || t.dims.iter().product::<i64>() != 1
-        {
-            return None;
-        }
+        let t = self.inline_scalar(tensor, pb::tensor_proto::DataType::Uint8)?;
         match (&t.raw_data[..], &t.int32_data[..]) {
             ([v], []) => Some(*v),
             ([], [v]) => u8::try_from(*v).ok(),

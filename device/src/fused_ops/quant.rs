@@ -133,11 +133,8 @@ pub fn fuse_dequantize_bias(graph: &mut pb::GraphProto) -> usize {
         node.output[0] = out.clone();
         drop[*add] = true;
     }
-    let mut ix = 0;
-    graph.node.retain(|_| {
-        ix += 1;
-        !drop[ix - 1]
-    });
+    let mut dropped = drop.into_iter();
+    graph.node.retain(|_| !dropped.next().unwrap_or(false));
     pairs.len()
 }
 

@@ -1,8 +1,9 @@
 //! WordPiece tokenizer training (BERT style) with the `tokenizers` crate.
 //!
-//! Training is not deterministic (tie-breaking in the trainer), so the JSON produced here
-//! is saved once in the checkpoint and copied byte for byte into the bundle: the board
-//! encodes with exactly the file that trained the model.
+//! The JSON produced here is saved once in the checkpoint and copied byte for byte into the
+//! bundle: the board encodes with exactly the file that trained the model. Training is
+//! deterministic (the same texts give the same file), so runs that differ only in their
+//! recipe share one vocabulary and can be compared or averaged ([`crate::soup`]).
 
 use std::collections::HashSet;
 
@@ -35,6 +36,16 @@ pub fn train_wordpiece(texts: &[&str], vocab_size: usize) -> Result<Vec<u8>> {
         tokenizers::Normalizer::normalize(&normalizer, &mut n).map_err(tok_err)?;
         alphabet.extend(n.get().chars().filter(|c| !c.is_whitespace()));
     }
+    // The `tokenizers` trainer numbers word-continuation pieces (`##c`) in the order it
+    // meets them in a hash map, which changes from run to run, and breaks ties between
+    // equally frequent merges by those numbers: two trainings on the same texts gave
+    // different vocabularies. Registering every `##c` up front, in character order, as
+    // trainer-side special tokens fixes their numbers and so the whole result (they are
+    // plain vocabulary entries in the written file, see below). Every character can then
+    // also continue a word, so no word becomes [UNK] for a rare letter inside it.
+    let mut chars: Vec<char> = alphabet.iter().copied().collect();
+    chars.sort_unstable();
+    let continuations: Vec<String> = chars.iter().map(|c| format!("##{c}")).collect();
     let mut trainer = WordPieceTrainerBuilder::new()
         .vocab_size(vocab_size)
         .min_frequency(1)
@@ -43,6 +54,11 @@ pub fn train_wordpiece(texts: &[&str], vocab_size: usize) -> Result<Vec<u8>> {
             SPECIAL_TOKENS
                 .iter()
                 .map(|t| AddedToken::from(*t, true))
+                .chain(
+                    continuations
+                        .iter()
+                        .map(|t| AddedToken::from(t.as_str(), true)),
+                )
                 .collect(),
         )
         .initial_alphabet(alphabet)
@@ -74,6 +90,18 @@ pub fn train_wordpiece(texts: &[&str], vocab_size: usize) -> Result<Vec<u8>> {
             )));
         }
     }
+    let json = tokenizer.to_string(true).map_err(tok_err)?;
+    // Only the real special tokens stay "added" (matched before splitting, never split):
+    // the `##c` pieces are ordinary vocabulary entries.
+    let mut value: serde_json::Value = serde_json::from_str(&json).map_err(tok_err)?;
+    if let Some(added) = value.get_mut("added_tokens").and_then(|a| a.as_array_mut()) {
+        added.retain(|t| {
+            t.get("content")
+                .and_then(|c| c.as_str())
+                .is_some_and(|c| SPECIAL_TOKENS.contains(&c))
+        });
+    }
+    let tokenizer = Tokenizer::from_bytes(value.to_string().as_bytes()).map_err(tok_err)?;
     let json = tokenizer.to_string(true).map_err(tok_err)?;
     Ok(json.into_bytes())
 }
@@ -122,4 +150,69 @@ pub fn bert_from_vocab(vocab: &std::path::Path, lowercase: bool) -> Result<Vec<u
 
 fn tok_err(e: impl std::fmt::Display) -> HostError {
     HostError::Tokenizer(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus() -> Vec<String> {
+        let words = [
+            "play", "playing", "played", "music", "musical", "set", "setting", "alarm", "alarms",
+            "weather", "whether", "turn", "turning", "light", "lights", "lighting", "zoo", "#5",
+        ];
+        (0..200)
+            .map(|i| {
+                format!(
+                    "{} the {} {}",
+                    words[i % words.len()],
+                    words[(i * 7 + 3) % words.len()],
+                    words[(i * 11 + 5) % words.len()]
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn training_is_deterministic() {
+        let texts = corpus();
+        let t: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let first = train_wordpiece(&t, 80).unwrap();
+        for _ in 0..3 {
+            assert!(
+                train_wordpiece(&t, 80).unwrap() == first,
+                "two trainings on the same texts gave different tokenizers"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_special_tokens_are_added_tokens() {
+        let texts = corpus();
+        let t: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let json = train_wordpiece(&t, 80).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let added: Vec<&str> = v["added_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["content"].as_str().unwrap())
+            .collect();
+        assert_eq!(added, SPECIAL_TOKENS);
+        let tok = Tokenizer::from_bytes(&json).unwrap();
+        for (id, s) in SPECIAL_TOKENS.iter().enumerate() {
+            assert_eq!(tok.token_to_id(s), Some(id as u32));
+        }
+        // `##a` is a vocabulary piece, not matched in raw text (where "#" is punctuation).
+        assert!(tok.token_to_id("##a").is_some());
+        let enc = tok.encode("set##a", false).unwrap();
+        assert_eq!(enc.get_tokens(), ["set", "#", "#", "a"]);
+        // "z" starts words only in the corpus, yet continues one without [UNK].
+        let enc = tok.encode("playz", false).unwrap();
+        assert!(
+            !enc.get_tokens().contains(&"[UNK]".to_string()),
+            "{:?}",
+            enc.get_tokens()
+        );
+    }
 }

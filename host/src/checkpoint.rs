@@ -1,10 +1,11 @@
 //! A training checkpoint: a directory with `model.safetensors`, `config.json` and the
 //! exact `tokenizer.json` the model was trained with (plus logs and plots).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 
 use crate::config::ModelConfig;
@@ -44,12 +45,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Saves the VarMap's tensors as `model.safetensors` in `dir`, atomically.
 pub fn save_weights(varmap: &VarMap, dir: &Path) -> Result<()> {
+    write_weights_atomic(dir, |tmp| Ok(varmap.save(tmp)?))
+}
+
+/// Saves named tensors as `model.safetensors` in `dir`, atomically.
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, dir: &Path) -> Result<()> {
+    write_weights_atomic(dir, |tmp| Ok(candle_core::safetensors::save(tensors, tmp)?))
+}
+
+/// `write` fills a temporary file beside `model.safetensors`; it is fsynced and renamed
+/// into place (removed if anything fails).
+fn write_weights_atomic(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = dir.join(format!(".{WEIGHTS_FILE}.tmp-{}", std::process::id()));
-    varmap.save(&tmp)?;
-    let f = std::fs::File::open(&tmp).map_err(|e| HostError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| HostError::io(&tmp, e))?;
-    std::fs::rename(&tmp, dir.join(WEIGHTS_FILE))
-        .map_err(|e| HostError::io(dir.join(WEIGHTS_FILE), e))
+    let result = (|| {
+        write(&tmp)?;
+        let f = std::fs::File::open(&tmp).map_err(|e| HostError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| HostError::io(&tmp, e))?;
+        std::fs::rename(&tmp, dir.join(WEIGHTS_FILE))
+            .map_err(|e| HostError::io(dir.join(WEIGHTS_FILE), e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// An opened checkpoint directory (config and tokenizer read and checked): a float one

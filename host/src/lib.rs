@@ -5,7 +5,7 @@
 //! WordPiece vocabulary → [`model`] is the candle attention classifier → [`train`]
 //! fits it ([`pipeline`] runs a whole job into a [`checkpoint`]) → [`evaluate`] measures
 //! it → [`export`] writes a device bundle (ONNX + tokenizer + manifest) and checks it with
-//! the device's own engine.
+//! the device's own engine. [`soup`] averages fine-tuned checkpoints into one.
 
 pub mod batching;
 pub mod checkpoint;
@@ -26,6 +26,7 @@ pub mod preset;
 pub mod pretrained;
 pub mod quantize;
 pub mod rejection;
+pub mod soup;
 pub mod tokenizer;
 pub mod train;
 

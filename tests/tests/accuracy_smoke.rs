@@ -55,6 +55,28 @@ fn accuracy_benchmark_smoke_run() {
                 "CLINC150 reports oos recall: {r}"
             );
         }
+        if r["dataset"] == "clinc150" && r["model"] == "minilm" {
+            // CLINC150's MiniLM is a soup of two runs: both trained, the soup records them,
+            // and the table's training time is theirs summed.
+            let training: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(run.join("ckpt/training.json")).unwrap())
+                    .unwrap();
+            let ingredients = training["soup"]["ingredients"].as_array().unwrap();
+            assert_eq!(ingredients.len(), 2, "{training}");
+            let secs: f64 = (0..2)
+                .map(|i| {
+                    let t: serde_json::Value = serde_json::from_slice(
+                        &std::fs::read(run.join(format!("ingredient-{i}/training.json"))).unwrap(),
+                    )
+                    .unwrap();
+                    t["outcome"]["seconds"].as_f64().unwrap()
+                })
+                .sum();
+            assert!(
+                (r["train_seconds"].as_f64().unwrap() - secs).abs() < 1e-6,
+                "{r}"
+            );
+        }
     }
     let doc = std::fs::read_to_string(tmp.path().join("accuracy.md")).unwrap();
     assert!(doc.contains("| clinc150 | tiny |"), "{doc}");

@@ -29,6 +29,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Choose the out-of-scope rejection threshold of a checkpoint or bundle on validation data.
     Calibrate(cmd::calibrate::Args),
+    /// Average fine-tuned checkpoints of one model into a single, usually more accurate, one.
+    Soup(cmd::soup::Args),
     /// Export a checkpoint to a device bundle (ONNX + tokenizer + manifest), self-checked.
     Export(cmd::export::Args),
     /// Quantise a float checkpoint to int8 (calibrated), report the loss, gate on accuracy.
@@ -60,6 +62,7 @@ fn main() {
         Command::Distill(a) => cmd::distill::run(*a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Calibrate(a) => cmd::calibrate::run(a),
+        Command::Soup(a) => cmd::soup::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),

@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod quantize;
 pub mod serial;
 pub mod sign;
+pub mod soup;
 pub mod train;
 
 use host::data::Columns;

@@ -81,3 +81,46 @@ fn accuracy_benchmark_smoke_run() {
     let doc = std::fs::read_to_string(tmp.path().join("accuracy.md")).unwrap();
     assert!(doc.contains("| clinc150 | tiny |"), "{doc}");
 }
+
+/// The full run's training commands (`accuracy.py --dry-run`, every model) never repeat a
+/// flag: clap refuses a repeated flag, so a per-data-set override appended to a model's
+/// flags instead of replacing them would only fail hours into a full run.
+#[test]
+fn accuracy_benchmark_full_commands_repeat_no_flag() {
+    if shared_data("clinc150").is_none() || shared_data("snips").is_none() {
+        return;
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "tools/benchmarks/accuracy.py",
+            "--dry-run",
+            "--models",
+            "tiny",
+            "minilm",
+            "tiny-distilled",
+            "minilm-distilled",
+        ])
+        .current_dir(repo_root())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    // 2 data sets x 4 models, CLINC150's MiniLM as two runs and a soup.
+    assert_eq!(lines.len(), 10, "{stdout}");
+    for line in &lines {
+        let mut seen = std::collections::HashSet::new();
+        // (--ckpt is the one flag meant to repeat: `tools soup`'s ingredients.)
+        for flag in line
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && *w != "--ckpt")
+        {
+            assert!(seen.insert(flag), "{flag} repeated in: {line}");
+        }
+    }
+    assert!(stdout.contains(" soup --ckpt "), "{stdout}");
+}

@@ -151,35 +151,58 @@ def dir_size(path):
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
+def merge_flags(base, override):
+    """`base` command-line flags with those `override` sets replaced, not repeated (clap
+    refuses a repeated flag): merge_flags(["--epochs", "7", "--x"], ["--epochs", "4"]) ==
+    ["--epochs", "4", "--x"]."""
+    def split(flags):
+        groups = []
+        for f in flags:
+            if f.startswith("--") or not groups:
+                groups.append([f])
+            else:
+                groups[-1].append(f)
+        return groups
+    over = {g[0]: g for g in split(override)}
+    merged = [over.pop(g[0], g) for g in split(base)]
+    return [f for g in merged + list(over.values()) for f in g]
+
+
+def training_commands(ds, model, files, run_dir, teacher, smoke):
+    """The commands that make one model's float checkpoint (`run_dir/ckpt`), each with the
+    directory it writes: one `tools train` or `tools distill`, or for a soup one `tools
+    train` per ingredient and `tools soup`."""
+    ckpt = run_dir / "ckpt"
+    extra = merge_flags(TRAIN_ARGS[model]["smoke" if smoke else "full"],
+                        [] if smoke else DATASET_ARGS.get((ds, model), []))
+    val = ["--val", files["val"]] if "val" in files else []
+    if model in DISTILLED:
+        return [([TOOLS, "distill", "--teacher", teacher, *DISTILLED[model],
+                  "--train", files["train"], *val, "--out", ckpt, "--quiet", *extra], ckpt)]
+    if (ds, model) in SOUPS:
+        # Each ingredient trained, then averaged; the soup's training time is theirs summed.
+        cmds, parts = [], []
+        for i, more in enumerate(SOUPS[(ds, model)]):
+            part = run_dir / f"ingredient-{i}"
+            cmds.append(([TOOLS, "train", "--train", files["train"], *val, "--out", part, "--quiet",
+                          *merge_flags(extra, more)], part))
+            parts += ["--ckpt", part]
+        return cmds + [([TOOLS, "soup", *parts, *val, "--out", ckpt, "--quiet"], ckpt)]
+    return [([TOOLS, "train", "--train", files["train"], *val, "--out", ckpt, "--quiet", *extra], ckpt)]
+
+
 def build(args, ds, model, files, out, teacher):
     """Train → quantise → export → evaluate one model; returns its result row."""
     run_dir = out / f"{ds}-{model}"
     ckpt, qckpt, bundle = run_dir / "ckpt", run_dir / "ckpt-int8", run_dir / "bundle-int8"
     steps = []
-    mode = "smoke" if args.smoke else "full"
-    extra = TRAIN_ARGS[model][mode] + ([] if args.smoke else DATASET_ARGS.get((ds, model), []))
-    val = ["--val", files["val"]] if "val" in files else []
     if args.reuse and (ckpt / "training.json").is_file() and (run_dir / "steps.json").is_file():
         # Keep the record of how the reused checkpoint was trained.
         steps += [s for s in json.loads((run_dir / "steps.json").read_text())
                   if any(f" {c} " in s["command"] for c in ("train", "distill", "soup"))]
     if not (args.reuse and (ckpt / "training.json").is_file()):
-        shutil.rmtree(ckpt, ignore_errors=True)
-        if model in DISTILLED:
-            cmd = [TOOLS, "distill", "--teacher", teacher, *DISTILLED[model],
-                   "--train", files["train"], *val, "--out", ckpt, "--quiet", *extra]
-            run(cmd, steps)
-        elif (ds, model) in SOUPS:
-            # Each ingredient trained, then averaged; the soup's training time is theirs summed.
-            parts = []
-            for i, more in enumerate(SOUPS[(ds, model)]):
-                part = run_dir / f"ingredient-{i}"
-                shutil.rmtree(part, ignore_errors=True)
-                run([TOOLS, "train", "--train", files["train"], *val, "--out", part, "--quiet", *extra, *more], steps)
-                parts += ["--ckpt", part]
-            run([TOOLS, "soup", *parts, *val, "--out", ckpt, "--quiet"], steps)
-        else:
-            cmd = [TOOLS, "train", "--train", files["train"], *val, "--out", ckpt, "--quiet", *extra]
+        for cmd, out_dir in training_commands(ds, model, files, run_dir, teacher, args.smoke):
+            shutil.rmtree(out_dir, ignore_errors=True)
             run(cmd, steps)
     training = json.loads((ckpt / "training.json").read_text())
     outcome = training["outcome"]
@@ -299,6 +322,8 @@ def main():
     p.add_argument("--out", default=None, help="working folder (default runs/bench-accuracy[-smoke])")
     p.add_argument("--doc", default=None, help="results file (default docs/accuracy.md; smoke: OUT/accuracy.md)")
     p.add_argument("--no-build", action="store_true", help="use the release binaries as they are (tests)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the training commands of the chosen runs, one per line, and stop")
     args = p.parse_args()
     shared = Path(args.shared)
     out = Path(args.out or ROOT / ("runs/bench-accuracy-smoke" if args.smoke else "runs/bench-accuracy"))
@@ -307,6 +332,14 @@ def main():
         print(f"skipped: {', '.join(missing)} not in {shared} (public benchmark data lives outside the repository)")
         return
     models = list(args.models)
+    if args.dry_run:
+        for ds in args.datasets:
+            files = dataset_files(shared, ds, False, out)
+            for model in models:
+                teacher = out / f"{ds}-minilm" / "ckpt"
+                for cmd, _ in training_commands(ds, model, files, out / f"{ds}-{model}", teacher, args.smoke):
+                    print(" ".join(str(c) for c in cmd))
+        return
     if not (MINILM / "model.safetensors").is_file():
         if args.smoke:
             log("note: .cache/minilm-l6 absent (tools/scripts/fetch_minilm.sh): the smoke run distils from the tiny model")

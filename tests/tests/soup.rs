@@ -69,10 +69,23 @@ fn safetensors(path: &Path) -> HashMap<String, Vec<f32>> {
         .collect()
 }
 
-fn soup(args: &[&str]) -> Value {
-    let mut all = vec!["soup", "--json", "--quiet"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&run_ok("tools", &all, None)).unwrap()
+/// `tools soup --recipe RECIPE` of the two ingredients into `out`; its JSON report.
+fn soup(recipe: &str, out: &Path) -> Value {
+    let [a, b] = ingredients();
+    let args = [
+        "soup",
+        "--json",
+        "--quiet",
+        "--recipe",
+        recipe,
+        "--ckpt",
+        a.to_str().unwrap(),
+        "--ckpt",
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    serde_json::from_str(&run_ok("tools", &args, None)).unwrap()
 }
 
 #[test]
@@ -80,16 +93,7 @@ fn uniform_soup_is_the_mean_and_exports_like_any_checkpoint() {
     let [a, b] = ingredients();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("soup");
-    let report = soup(&[
-        "--recipe",
-        "uniform",
-        "--ckpt",
-        a.to_str().unwrap(),
-        "--ckpt",
-        b.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let report = soup("uniform", &out);
     assert_eq!(report["recipe"], "uniform");
     let ing = report["ingredients"].as_array().unwrap();
     assert_eq!(ing.len(), 2);
@@ -185,17 +189,9 @@ fn uniform_soup_is_the_mean_and_exports_like_any_checkpoint() {
 
 #[test]
 fn greedy_soup_is_never_below_its_best_ingredient() {
-    let [a, b] = ingredients();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("soup");
-    let report = soup(&[
-        "--ckpt",
-        a.to_str().unwrap(),
-        "--ckpt",
-        b.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let report = soup("greedy", &out);
     assert_eq!(report["recipe"], "greedy");
     let ing = report["ingredients"].as_array().unwrap();
     let best = ing
@@ -259,25 +255,29 @@ fn checkpoints_that_cannot_be_averaged_are_refused() {
         }
         c
     };
+    // What `tools soup` says when `a` is averaged with `other`.
+    let refusal = |other: &Path| {
+        run_err(
+            "tools",
+            &[
+                "soup",
+                "--ckpt",
+                a_s,
+                "--ckpt",
+                other.to_str().unwrap(),
+                "--out",
+                out_s,
+            ],
+            None,
+        )
+    };
     let labels = copy("labels");
     let cfg_path = labels.join("config.json");
     let mut cfg: Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["labels"][0] = Value::from("renamed_intent");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let e = run_err(
-        "tools",
-        &[
-            "soup",
-            "--ckpt",
-            a_s,
-            "--ckpt",
-            labels.to_str().unwrap(),
-            "--out",
-            out_s,
-        ],
-        None,
-    );
+    let e = refusal(&labels);
     assert!(e.contains("config.json differs"), "{e}");
 
     let tok = copy("tokenizer");
@@ -285,37 +285,13 @@ fn checkpoints_that_cannot_be_averaged_are_refused() {
     let mut t = std::fs::read(&tok_path).unwrap();
     t.push(b'\n');
     std::fs::write(&tok_path, t).unwrap();
-    let e = run_err(
-        "tools",
-        &[
-            "soup",
-            "--ckpt",
-            a_s,
-            "--ckpt",
-            tok.to_str().unwrap(),
-            "--out",
-            out_s,
-        ],
-        None,
-    );
+    let e = refusal(&tok);
     assert!(e.contains("tokenizer.json differs"), "{e}");
 
     let broken = copy("broken");
     let w = std::fs::read(broken.join("model.safetensors")).unwrap();
     std::fs::write(broken.join("model.safetensors"), &w[..w.len() / 2]).unwrap();
-    let e = run_err(
-        "tools",
-        &[
-            "soup",
-            "--ckpt",
-            a_s,
-            "--ckpt",
-            broken.to_str().unwrap(),
-            "--out",
-            out_s,
-        ],
-        None,
-    );
+    let e = refusal(&broken);
     assert!(
         e.contains("model.safetensors") && e.contains("broken"),
         "{e}"

@@ -2,7 +2,6 @@
 //! exact `tokenizer.json` the model was trained with (plus logs and plots).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -18,56 +17,50 @@ pub const TOKENIZER_FILE: &str = device::bundle::TOKENIZER_FILE;
 /// Training summary (data, options, outcome), carried into the bundle manifest.
 pub const TRAINING_FILE: &str = "training.json";
 
-/// Writes `bytes` to `path` all-or-nothing: a temporary file in the same directory,
-/// fsync, then rename over the target.
+/// Writes `bytes` to `path` all-or-nothing (see [`replace_atomically`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_atomically(path, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|e| HostError::io(path, e))
+    })
+}
+
+/// Puts a file at `path` all-or-nothing: `fill` writes a temporary file in the same
+/// directory, which is fsynced and renamed over the target (the directory fsynced too);
+/// if anything fails the temporary file is removed and `path` is untouched.
+pub fn replace_atomically(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        HostError::io(path, e)
-    })
-}
-
-/// Saves the VarMap's tensors as `model.safetensors` in `dir`, atomically.
-pub fn save_weights(varmap: &VarMap, dir: &Path) -> Result<()> {
-    write_weights_atomic(dir, |tmp| Ok(varmap.save(tmp)?))
-}
-
-/// Saves named tensors as `model.safetensors` in `dir`, atomically.
-pub fn save_tensors(tensors: &HashMap<String, Tensor>, dir: &Path) -> Result<()> {
-    write_weights_atomic(dir, |tmp| Ok(candle_core::safetensors::save(tensors, tmp)?))
-}
-
-/// `write` fills a temporary file beside `model.safetensors`; it is fsynced and renamed
-/// into place (removed if anything fails).
-fn write_weights_atomic(dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = dir.join(format!(".{WEIGHTS_FILE}.tmp-{}", std::process::id()));
-    let result = (|| {
-        write(&tmp)?;
-        let f = std::fs::File::open(&tmp).map_err(|e| HostError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| HostError::io(&tmp, e))?;
-        std::fs::rename(&tmp, dir.join(WEIGHTS_FILE))
-            .map_err(|e| HostError::io(dir.join(WEIGHTS_FILE), e))
-    })();
+    let result = fill(&tmp).and_then(|()| {
+        (|| {
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })()
+        .map_err(|e| HostError::io(path, e))
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Saves the VarMap's tensors as `model.safetensors` in `dir`, atomically.
+pub fn save_weights(varmap: &VarMap, dir: &Path) -> Result<()> {
+    replace_atomically(&dir.join(WEIGHTS_FILE), |tmp| Ok(varmap.save(tmp)?))
+}
+
+/// Saves named tensors as `model.safetensors` in `dir`, atomically.
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, dir: &Path) -> Result<()> {
+    replace_atomically(&dir.join(WEIGHTS_FILE), |tmp| {
+        Ok(candle_core::safetensors::save(tensors, tmp)?)
+    })
 }
 
 /// An opened checkpoint directory (config and tokenizer read and checked): a float one

@@ -287,6 +287,19 @@ pub fn score_file(
 /// As [`score_file`], for a loaded data set.
 pub fn score_dataset(model: &Evaluated, data: &Dataset, oos_label: &str) -> Result<Scored> {
     let labels = model.labels();
+    let gold = gold_indices(&labels, data, oos_label)?;
+    let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
+    let (_, probs) = model.predict_probs(&texts)?;
+    Ok(Scored::new(&labels, &probs, &gold, oos_label))
+}
+
+/// The gold label of each example of `data` as an index into `labels`, `None` for
+/// `oos_label`; any other label is an error naming the example.
+pub fn gold_indices(
+    labels: &[String],
+    data: &Dataset,
+    oos_label: &str,
+) -> Result<Vec<Option<usize>>> {
     let mut gold = Vec::with_capacity(data.examples.len());
     for (i, e) in data.examples.iter().enumerate() {
         if e.label == oos_label {
@@ -306,9 +319,7 @@ pub fn score_dataset(model: &Evaluated, data: &Dataset, oos_label: &str) -> Resu
             }
         }
     }
-    let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
-    let (_, probs) = model.predict_probs(&texts)?;
-    Ok(Scored::new(&labels, &probs, &gold, oos_label))
+    Ok(gold)
 }
 
 /// Writes `rejection.json` (rule, validation figures, curve) and `rejection_curve.svg`

@@ -31,6 +31,7 @@ use crate::error::{HostError, Result};
 use crate::metrics::Report;
 use crate::model::AttentionClassifier;
 use crate::pipeline::{encode, write_json};
+use crate::rejection;
 
 /// Named weight tensors of one checkpoint (`model.safetensors`).
 pub type Weights = HashMap<String, Tensor>;
@@ -208,19 +209,28 @@ fn validation_data(job: &SoupJob, ckpts: &[Checkpoint]) -> Result<(Dataset, Stri
     Ok((val, name))
 }
 
-/// Validation accuracy and macro-F1 of a model with weights `w`.
-fn score(
-    w: &Weights,
-    ckpt: &Checkpoint,
-    val: &[crate::batching::EncodedExample],
-) -> Result<(f64, f64)> {
+/// A model's figures on the validation data.
+#[derive(Debug, Clone)]
+struct Score {
+    accuracy: f64,
+    macro_f1: f64,
+    /// Class probabilities per example (the soup's calibrate its rejection rule).
+    probs: Vec<Vec<f32>>,
+}
+
+/// Validation figures of a model with weights `w`.
+fn score(w: &Weights, ckpt: &Checkpoint, val: &[crate::batching::EncodedExample]) -> Result<Score> {
     let device = Device::Cpu;
     let vb = VarBuilder::from_tensors(w.clone(), DType::F32, &device);
     let model = AttentionClassifier::new(vb, &ckpt.config)?;
     let pred = crate::train::predict(&model, val, &device)?;
     let gold: Vec<usize> = val.iter().map(|e| e.label as usize).collect();
     let r = Report::new(&ckpt.config.labels, &gold, &pred.predicted, None);
-    Ok((r.accuracy, r.macro_f1))
+    Ok(Score {
+        accuracy: r.accuracy,
+        macro_f1: r.macro_f1,
+        probs: pred.probs,
+    })
 }
 
 /// Makes the soup of `job.ingredients` and writes it to `job.out` as a checkpoint.
@@ -265,8 +275,8 @@ pub fn run(job: &SoupJob) -> Result<SoupReport> {
                 i + 1,
                 weights.len(),
                 job.ingredients[i].display(),
-                s.0,
-                s.1
+                s.accuracy,
+                s.macro_f1
             );
         }
         scores.push(s);
@@ -282,21 +292,21 @@ pub fn run(job: &SoupJob) -> Result<SoupReport> {
         Recipe::Greedy => {
             // Best first (ties: command-line order).
             let mut order: Vec<usize> = (0..weights.len()).collect();
-            order.sort_by(|&a, &b| scores[b].0.total_cmp(&scores[a].0));
+            order.sort_by(|&a, &b| scores[b].accuracy.total_cmp(&scores[a].accuracy));
             let mut members = vec![order[0]];
             let mut soup = weights[order[0]].clone();
-            let mut best = scores[order[0]];
+            let mut best = scores[order[0]].clone();
             for &i in &order[1..] {
                 let mut trial = members.clone();
                 trial.push(i);
                 let candidate = average(&trial.iter().map(|&j| &weights[j]).collect::<Vec<_>>())?;
                 let s = score(&candidate, first, &val)?;
-                let keep = s.0 >= best.0;
+                let keep = s.accuracy >= best.accuracy;
                 if job.progress {
                     eprintln!(
                         "with {}: validation accuracy {:.4} ({})",
                         job.ingredients[i].display(),
-                        s.0,
+                        s.accuracy,
                         if keep { "kept" } else { "left out" }
                     );
                 }
@@ -327,13 +337,13 @@ pub fn run(job: &SoupJob) -> Result<SoupReport> {
             .enumerate()
             .map(|(i, (p, s))| IngredientReport {
                 checkpoint: p.display().to_string(),
-                val_accuracy: s.0,
-                val_macro_f1: s.1,
+                val_accuracy: s.accuracy,
+                val_macro_f1: s.macro_f1,
                 in_soup: members.contains(&i),
             })
             .collect(),
-        val_accuracy: soup_score.0,
-        val_macro_f1: soup_score.1,
+        val_accuracy: soup_score.accuracy,
+        val_macro_f1: soup_score.macro_f1,
         ingredient_training_seconds: seconds,
     };
     if job.progress
@@ -348,20 +358,22 @@ pub fn run(job: &SoupJob) -> Result<SoupReport> {
             report.val_accuracy
         );
     }
-    write_soup(job, &ckpts[members[0]], &soup, &report, &val_set, &val_name)?;
+    let calibration = (&val_set, val_name.as_str(), soup_score.probs.as_slice());
+    write_soup(job, &ckpts[members[0]], &soup, &report, calibration)?;
     Ok(report)
 }
 
 /// Writes the soup checkpoint: the ingredients' tokenizer and config, the averaged
 /// weights, a `training.json` (the first member's, with the soup's validation figures,
-/// the summed training time and the `soup` record) and the calibrated rejection rule.
+/// the summed training time and the `soup` record) and the rejection rule calibrated on the
+/// validation data (`val_set`, named `val_name`) from the soup's probabilities there, already
+/// computed when the soup was scored.
 fn write_soup(
     job: &SoupJob,
     base: &Checkpoint,
     soup: &Weights,
     report: &SoupReport,
-    val_set: &Dataset,
-    val_name: &str,
+    (val_set, val_name, probs): (&Dataset, &str, &[Vec<f32>]),
 ) -> Result<()> {
     let out = &job.out;
     std::fs::create_dir_all(out).map_err(|e| HostError::io(out, e))?;
@@ -393,14 +405,14 @@ fn write_soup(
         );
     }
     write_json(&out.join(TRAINING_FILE), &summary)?;
-    let cal = crate::rejection::calibrate_checkpoint(
-        out,
-        val_set,
-        &crate::rejection::CalibrationOptions::default(),
-        &format!("{val_name} ({} examples)", val_set.examples.len()),
-    )?;
+    let opts = rejection::CalibrationOptions::default();
+    let gold = rejection::gold_indices(&base.config.labels, val_set, &opts.oos_label)?;
+    let scored = rejection::Scored::new(&base.config.labels, probs, &gold, &opts.oos_label);
+    let on = format!("{val_name} ({} examples)", val_set.examples.len());
+    let cal = rejection::calibrate(&scored, &opts, &on);
+    rejection::write_checkpoint(out, &cal)?;
     if job.progress {
-        eprintln!("{}", crate::rejection::summary_line(&cal));
+        eprintln!("{}", rejection::summary_line(&cal));
     }
     Ok(())
 }

@@ -821,8 +821,6 @@ mod tests {
         }
     }
 
-    /// A pattern that differs anywhere (here K transposed as Q is, which makes Q·K a
-    /// different product) is left to tract.
     /// The AVX2/FMA form of the weighted row sums against the portable one, for every
     /// column-block path (32, 16, 8, scalar tail) and odd and even lengths.
     #[cfg(target_arch = "x86_64")]
@@ -854,6 +852,8 @@ mod tests {
         }
     }
 
+    /// A pattern that differs anywhere (here K transposed as Q is, which makes Q·K a
+    /// different product) is left to tract.
     #[test]
     fn other_forms_are_left_alone() {
         let graph = attention_graph(1, 8, 2, 8, &[0, 2, 1, 3]);

@@ -522,8 +522,9 @@ fn weighted_rows_pair<const FMA: bool>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if FMA {
-        // SAFETY: `FMA` is true only where the CPU has AVX2 and FMA (`attend_head`'s clone
-        // for them, chosen at run time, or a build for such CPUs).
+        // SAFETY: `FMA` is true only where the CPU has FMA, and so AVX (`attend_head`'s
+        // AVX2 + FMA clone, chosen at run time, or a build whose target has FMA): all that
+        // the intrinsics need.
         unsafe { x86::weighted_rows_pair_fma(a, b, mat, first, stride, out_a, out_b) };
         return;
     }
@@ -585,7 +586,7 @@ fn weighted_rows_pair<const FMA: bool>(
     }
 }
 
-/// [`weighted_rows_pair`] in AVX2/FMA intrinsics. The portable form is left to LLVM, which
+/// [`weighted_rows_pair`] in AVX/FMA intrinsics (256-bit float ops only, no AVX2). The portable form is left to LLVM, which
 /// on x86-64 kept half of the 8-column block's sums in memory and ran them as scalar
 /// multiply-adds (`perf annotate` of the tiny preset's attention). Here every sum is a ymm
 /// register: 32-column blocks (context rows: 4 blocks x 2 rows), 16-column blocks (score
@@ -595,7 +596,7 @@ fn weighted_rows_pair<const FMA: bool>(
 mod x86 {
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx,fma")]
     pub(super) unsafe fn weighted_rows_pair_fma(
         a: &[f32],
         b: &[f32],
@@ -821,13 +822,13 @@ mod tests {
         }
     }
 
-    /// The AVX2/FMA form of the weighted row sums against the portable one, for every
+    /// The AVX/FMA form of the weighted row sums against the portable one, for every
     /// column-block path (32, 16, 8, scalar tail) and odd and even lengths.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn fma_row_sums_match_the_portable_form() {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-            eprintln!("skipped: this CPU has no AVX2/FMA");
+        if !(is_x86_feature_detected!("avx") && is_x86_feature_detected!("fma")) {
+            eprintln!("skipped: this CPU has no AVX/FMA");
             return;
         }
         let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0) - 0.5;
@@ -840,7 +841,7 @@ mod tests {
                 let b: Vec<f32> = (0..len).map(|i| value(i + 211)).collect();
                 let (mut fa, mut fb) = (vec![0f32; width], vec![0f32; width]);
                 let (mut pa, mut pb) = (vec![0f32; width], vec![0f32; width]);
-                // SAFETY: the CPU has AVX2 and FMA (checked above).
+                // SAFETY: the CPU has AVX and FMA (checked above).
                 unsafe {
                     x86::weighted_rows_pair_fma(&a, &b, &mat, first, stride, &mut fa, &mut fb)
                 };

@@ -25,7 +25,9 @@ Steps:
 5. The plain build is restored (`target/release/device` stays the normal PIE binary); the laid-out
    one is `target/release/device-laid-out`, with the sources it was built from beside it
    (`device-laid-out.json`: perf.py measures it only while they are unchanged).
-6. Checks: both binaries classify the texts identically (JSON lines minus timings).
+6. Checks: both binaries classify the texts identically (JSON lines minus timings), once with
+   the symbolic plan alone and once with the fixed-length plans alone (the race between them
+   is timed, so with it two runs of one binary may differ in the last digits).
 7. Measures `device serve` peak RSS (VmHWM), anonymous and file-backed RSS and cold start of both
    binaries, interleaved (perf.py's serve_probe), and writes tools/benchmarks/code_layout.md,
    which perf.py includes in docs/benchmarks.md.
@@ -183,17 +185,25 @@ def restore_plain():
         sys.exit("code_layout: target/release/device was not restored to the plain PIE build")
 
 
+# Which plan serves a length is decided by timing (each bucket's fixed-length plan races
+# the symbolic plan), and the plans' answers differ in the last digits, so two runs of the
+# same binary may differ. Each of these settings routes every text the same way every run.
+DETERMINISTIC_ROUTES = ({"DEVICE_SYMBOLIC_ONLY": "1"}, {"DEVICE_FIXED_PLANS": "1"})
+
+
 def answers(binary, bundle, variant, texts):
-    r = subprocess.run([str(binary), "classify", "--bundle", str(bundle), "--allow-unsigned",
-                        "--variant", variant], input="".join(t + "\n" for t in texts),
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"code_layout: {binary} classify failed: {r.stderr[-1000:]}")
+    """The binary's answers (minus timings) under each of DETERMINISTIC_ROUTES."""
     out = []
-    for line in r.stdout.splitlines():
-        j = json.loads(line)
-        j.pop("inference_us", None)
-        out.append(j)
+    for route in DETERMINISTIC_ROUTES:
+        r = subprocess.run([str(binary), "classify", "--bundle", str(bundle), "--allow-unsigned",
+                            "--variant", variant], input="".join(t + "\n" for t in texts),
+                           capture_output=True, text=True, env={**os.environ, **route})
+        if r.returncode != 0:
+            sys.exit(f"code_layout: {binary} classify failed: {r.stderr[-1000:]}")
+        for line in r.stdout.splitlines():
+            j = json.loads(line)
+            j.pop("inference_us", None)
+            out.append((tuple(route), j))
     return out
 
 
@@ -297,6 +307,7 @@ def main():
     for v in args.variant or []:
         cmd += f" --variant {v}"
     load = os.getloadavg()[0]
+    mach = perf.machine()
     md = f"""## Code layout of the device binary (issue #7: serve's resident code)
 
 `{cmd}` ({layout_secs / 60:.0f} min: callgrind profile of `device serve` on the
@@ -304,7 +315,10 @@ def main():
 `ld.gold --section-ordering-file` and `-C relocation-model=static`). The functions serve runs sit
 together at the end of `.text` instead of spread over 22.5 MB, and the non-PIE link has no
 `.rela.dyn` for the loader to read and no `.data.rel.ro` to patch (copy-on-write) at start.
-Both binaries answered the {len(texts)} measured texts identically; measurement as in "Memory,
+Both binaries answered the {len(texts)} measured texts identically (with the symbolic plan alone and
+with the fixed-length plans alone: the race between them is timed, so with it two runs of one
+binary may differ in the last digits). Machine: {mach["cpu"]}, {mach["cores"]} cores
+({", ".join(mach["isa"])}). Measurement as in "Memory,
 cold start, size" (`device serve`, {len(texts)} texts from `{os.path.relpath(measured_file, ROOT)}`, which the
 profile never saw), median of {args.rounds} interleaved rounds, load average {load:.1f}:
 

@@ -531,8 +531,13 @@ def main():
     for b in bundles:
         dev_cmd += ["--bundle", b]
     log("checking fixed-length plans against the symbolic plan")
-    check = jsonl(run(dev_cmd[:2] + ["--check", "--texts", test, "--queries", a.queries]
-                      + sum((["--bundle", b] for b in bundles), [])).stdout)
+    # A difference over the check's tolerance exits non-zero after every bundle's row is
+    # printed: the rows go in the report (and perf.py exits 1 at the end), the timing goes on.
+    r = run(dev_cmd[:2] + ["--check", "--texts", test, "--queries", a.queries]
+            + sum((["--bundle", b] for b in bundles), []), check=False)
+    check = [c for c in jsonl(r.stdout) if c.get("kind") == "check"]
+    if r.returncode != 0 and not check:
+        sys.exit(f"perf: device bench-latency --check failed ({r.returncode}):\n{r.stderr[-2000:]}")
     for r in range(a.rounds):
         log(f"latency round {r + 1}/{a.rounds}")
         rows = jsonl(run(dev_cmd + ["--dump-queries", qfile]).stdout)
@@ -701,13 +706,17 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
     w("## Fixed-length plans vs the symbolic plan\n")
     w("`device bench-latency --check`: every fixed-length plan (batch-1 plans for 8/16/32/64 tokens, padded,")
     w("mask 0, whichever would win its race) against the plain symbolic plan on every test text and the long set:\n")
-    w("| bundle | variant | texts | labels differ (of them near-ties) | max |Δp| | max |Δα| | tokenizer fast path: texts differing from the library |")
-    w("|---|---|---|---|---|---|---|")
+    w("| bundle | variant | texts | labels differ (of them near-ties) | max |Δp| | max |Δα| | tokenizer fast path: texts differing from the library | within the check's tolerance |")
+    w("|---|---|---|---|---|---|---|---|")
     for c in raw["check"]:
         ties = c.get("labels_differ_at_near_ties")
         differ = f"{c['labels_differ']}" + (f" ({ties})" if ties else "")
+        ok = "yes" if c.get("ok", True) else "**no**"
         w(f"| {Path(c['bundle']).name} | {c['variant']} | {c['texts']} | {differ} | "
-          f"{c['max_prob_diff']:.1e} | {c['max_attention_diff']:.1e} | {c.get('tokens_differ', '–')} |")
+          f"{c['max_prob_diff']:.1e} | {c['max_attention_diff']:.1e} | {c.get('tokens_differ', '–')} | {ok} |")
+    w("")
+    w("Tolerance: max |Δp| ≤ 1e-5, or ≤ 2e-2 for int8-compute (its run-time activation rounding "
+      "depends on summation order); a label may differ only at a near-tie of the reference.")
     w("")
 
     w("## The hardware limit: FLOPs per query over the measured matmul peak\n")

@@ -533,11 +533,12 @@ def main():
     log("checking fixed-length plans against the symbolic plan")
     # A difference over the check's tolerance exits non-zero after every bundle's row is
     # printed: the rows go in the report (and perf.py exits 1 at the end), the timing goes on.
-    r = run(dev_cmd[:2] + ["--check", "--texts", test, "--queries", a.queries]
-            + sum((["--bundle", b] for b in bundles), []), check=False)
-    check = [c for c in jsonl(r.stdout) if c.get("kind") == "check"]
-    if r.returncode != 0 and not check:
-        sys.exit(f"perf: device bench-latency --check failed ({r.returncode}):\n{r.stderr[-2000:]}")
+    checked = run(dev_cmd[:2] + ["--check", "--texts", test, "--queries", a.queries]
+                  + sum((["--bundle", b] for b in bundles), []), check=False)
+    check = [c for c in jsonl(checked.stdout) if c.get("kind") == "check"]
+    if checked.returncode != 0 and not check:
+        sys.exit(f"perf: device bench-latency --check failed ({checked.returncode}):\n"
+                 f"{checked.stderr[-2000:]}")
     for r in range(a.rounds):
         log(f"latency round {r + 1}/{a.rounds}")
         rows = jsonl(run(dev_cmd + ["--dump-queries", qfile]).stdout)

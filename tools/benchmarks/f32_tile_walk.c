@@ -15,6 +15,7 @@
 #include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now(void) {
@@ -75,7 +76,8 @@ __attribute__((noinline)) static void tile32x12(const float *a, const float *b, 
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s K WEIGHT_PANELS TOKEN_TILES REPS [WARM]\n", argv[0]);
+        fprintf(stderr, "usage: [F32_TILE=64x3|32x12] %s K WEIGHT_PANELS TOKEN_TILES REPS [WARM]\n",
+                argv[0]);
         return 2;
     }
     long k = atol(argv[1]), panels = atol(argv[2]), tiles = atol(argv[3]), reps = atol(argv[4]);
@@ -85,7 +87,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *shape = getenv("F32_TILE");
-    int wide = shape && shape[0] == '3';  // 32x12
+    if (shape && strcmp(shape, "64x3") != 0 && strcmp(shape, "32x12") != 0) {
+        fprintf(stderr, "F32_TILE=%s: not a tile this walk has (64x3 or 32x12)\n", shape);
+        return 2;
+    }
+    int wide = shape && strcmp(shape, "32x12") == 0;
     size_t mr = wide ? 32 : 64, nr = wide ? 12 : 3;
     size_t panel_floats = mr * k, lines = panel_floats * 4 / 64;
     float *a = aligned_alloc(64, panel_floats * panels * 4);

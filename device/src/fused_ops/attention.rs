@@ -586,10 +586,10 @@ fn weighted_rows_pair<const FMA: bool>(
     }
 }
 
-/// [`weighted_rows_pair`] in AVX/FMA intrinsics (256-bit float ops only, no AVX2). The portable form is left to LLVM, which
-/// on x86-64 kept half of the 8-column block's sums in memory and ran them as scalar
-/// multiply-adds (`perf annotate` of the tiny preset's attention). Here every sum is a ymm
-/// register: 32-column blocks (context rows: 4 blocks x 2 rows), 16-column blocks (score
+/// [`weighted_rows_pair`] in AVX/FMA intrinsics (256-bit float ops only, no AVX2). The
+/// portable form is left to LLVM, which on x86-64 kept half of the 8-column block's sums in
+/// memory and ran them as scalar multiply-adds (`perf annotate` of the tiny preset's
+/// attention). Here every sum is a ymm register: 32-column blocks (context rows: 4 blocks x 2 rows), 16-column blocks (score
 /// rows of up to 16 keys: 2 blocks x 2 rows x even/odd `t`), 8-column blocks, then scalar
 /// columns. Tiny preset at 16 tokens: ~13 → ~10 µs per attention node.
 #[cfg(target_arch = "x86_64")]

@@ -400,6 +400,9 @@ impl Engine {
             .map_err(|e| err(format!("tract cannot type it: {e:#}")))?;
         if fused {
             crate::fused_ops::fuse_gelu(&mut typed).map_err(|e| err(format!("{e:#}")))?;
+            if crate::fused_ops::dense::enabled() {
+                crate::fused_ops::fuse_dense(&mut typed).map_err(|e| err(format!("{e:#}")))?;
+            }
         }
         if options.f16 {
             let transform = tract_onnx::tract_core::transform::get_transform("f32_to_f16")

@@ -28,6 +28,8 @@ struct Cli {
 /// The environment variables the engine reads (for comparisons and benchmarks).
 const ENVIRONMENT: &str = "\
 Environment (engine settings, for comparisons; defaults are the fast ones):
+  DEVICE_F32_DENSE=0                 tract's matmuls for the f32 dense layers (x·W + b with constant
+                                     W) instead of the packed 12-token tiles used on AVX-512 CPUs
   DEVICE_F32_KERNELS=auto|tract|shape
                                      f32 matmul kernels on AVX-512 CPUs: `auto` picks them by
                                      shape on cores with one 512-bit FMA port (tall zmm tiles
@@ -48,8 +50,8 @@ Environment (engine settings, for comparisons; defaults are the fast ones):
                                      weights; a bucket whose plan would not fit stays on the
                                      symbolic plan; 0: the symbolic plan only)
   DEVICE_SYMBOLIC_ONLY=1             only the symbolic plan (less memory, slower short queries)
-  DEVICE_TRACT_OPS=1                 tract's own LayerNorm, Softmax and (De)QuantizeLinear instead
-                                     of the fused kernels";
+  DEVICE_TRACT_OPS=1                 tract's own LayerNorm, Softmax, (De)QuantizeLinear and dense
+                                     layers instead of the fused kernels";
 
 #[derive(Debug, Subcommand)]
 enum Command {

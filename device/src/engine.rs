@@ -403,6 +403,9 @@ impl Engine {
             if crate::fused_ops::dense::enabled() {
                 crate::fused_ops::fuse_dense(&mut typed).map_err(|e| err(format!("{e:#}")))?;
             }
+            if crate::fused_ops::dense_i8::enabled() {
+                crate::fused_ops::fuse_dense_i8(&mut typed).map_err(|e| err(format!("{e:#}")))?;
+            }
         }
         if options.f16 {
             let transform = tract_onnx::tract_core::transform::get_transform("f32_to_f16")

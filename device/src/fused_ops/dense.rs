@@ -26,7 +26,6 @@
 //! The portable loop [`dense_portable`] is the reference the tests hold the AVX-512
 //! tiles to.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
@@ -41,6 +40,7 @@ const KB: usize = 256;
 /// Outputs per panel: two zmm registers.
 const NR: usize = 32;
 /// Tokens per tile: 24 accumulators, two weight registers, one broadcast.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR: usize = 12;
 
 /// One 64-byte line of packed weights (the allocation's alignment).
@@ -259,8 +259,9 @@ pub fn dense_portable(x: &[f32], rows: usize, w: &PackedDense, out: &mut [f32]) 
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{panel_offset, PackedDense, RefCell, KB, MR, NR};
+    use super::{panel_offset, PackedDense, KB, MR, NR};
     use std::arch::x86_64::*;
+    use std::cell::RefCell;
 
     thread_local! {
         /// The activations of one call, repacked per tile: kept between queries.
@@ -512,14 +513,15 @@ pub fn fuse_dense(model: &mut TypedModel) -> TractResult<usize> {
     Ok(fused)
 }
 
-/// Whether `op` (inputs of rank `rank` and 2) is `x[.., k]·W[k, n] -> [.., n]`: every
-/// leading axis of `x` kept in place, `x`'s last axis summed against `W`'s first, `W`'s
-/// second last in the output.
-fn is_dense_contraction(op: &EinSum, rank: usize) -> bool {
+/// Whether `op` (inputs of rank `rank` and 2, then any scalars) is `x[.., k]·W[k, n] ->
+/// [.., n]`: every leading axis of `x` kept in place, `x`'s last axis summed against
+/// `W`'s first, `W`'s second last in the output.
+pub(super) fn is_dense_contraction(op: &EinSum, rank: usize) -> bool {
     let mut axes = 0;
     for axis in op.axes.iter_all_axes() {
         axes += 1;
-        if axis.inputs.len() != 2 || axis.outputs.len() != 1 {
+        let scalars_only = axis.inputs.iter().skip(2).all(|i| i.is_empty());
+        if axis.inputs.len() < 2 || !scalars_only || axis.outputs.len() != 1 {
             return false;
         }
         let ok = match (

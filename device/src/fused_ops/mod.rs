@@ -18,7 +18,9 @@
 //! offset node per matmul disappears, the integers are the same) and
 //! [`quant::fuse_dequantize_bias`] merges each dequantisation with the bias `Add` after it.
 //! On AVX-512 cores the f32 dense layers (`MatMul` by a weight initializer, and its bias)
-//! become [`dense`]'s packed 12-token tiles, in the decluttered model like the GELU.
+//! become [`dense`]'s packed 12-token tiles, and on AVX-512 VNNI cores the int8-compute
+//! ones (the integer product and its dequantisation) [`dense_i8`]'s, in the decluttered
+//! model like the GELU.
 //!
 //! They replace tract's parsers for these op types, so the ONNX file stays standard
 //! (onnxruntime runs the same file). A Softmax over another axis or of another datum
@@ -30,6 +32,7 @@
 pub mod add;
 pub mod attention;
 pub mod dense;
+pub mod dense_i8;
 pub mod gelu;
 mod graph_index;
 pub mod quant;
@@ -40,6 +43,7 @@ mod test_graph;
 pub use add::{fuse_adds, FusedAdd};
 pub use attention::{fuse_attention, FusedAttention};
 pub use dense::{fuse_dense, FusedDense};
+pub use dense_i8::{fuse_dense_i8, FusedDenseI8};
 pub use gelu::{fuse_gelu, FusedGelu};
 pub use quant::{fuse_dequantize_bias, FusedDequantizeLinear, FusedQuantizeLinear};
 pub use signed::quantize_to_i8;

@@ -1,0 +1,671 @@
+//! int8 dense layers (int8-compute variants) as one op on AVX-512 VNNI cores (issue #7).
+//!
+//! An int8-compute layer is, after parsing: quantise the activations to i8, an integer
+//! `EinSum` of them (minus their zero point) by the constant i8 weights, then
+//! [`super::FusedDequantizeLinear`] (per-output scale and the bias). tract runs the
+//! product as two nodes, a packing of the activations and its matmul (on the AMX tile
+//! where there is one), and each costs more in set-up than in arithmetic at a short
+//! query's size: the tiny preset's 128 x 128 products at 12 tokens took ~3 µs each (the
+//! arithmetic is ~0.2 µs), its 13 matmuls about half of a 120 µs query.
+//!
+//! Here the product and the dequantisation are one node: weights packed at load four
+//! inputs per 32-bit lane (`vpdpbusd`'s layout) with their column sums, a 12-token x
+//! 32-output tile accumulating exact i32 sums, and the dequantisation's two roundings
+//! (`acc as f32 · scale`, then `+ bias`) in the tile's store, so the output is bit for
+//! bit that of the three nodes it replaces. `vpdpbusd` multiplies unsigned by signed
+//! bytes: the activations are offset by 128 into u8 and the weights' column sums times
+//! `128 + zero point` subtracted at the end (exact integers).
+//!
+//! [`fuse_dense_i8`] replaces each such `EinSum` + dequantisation of a decluttered model
+//! (the quantisation stays: it often feeds three products, Q, K and V). On cores without
+//! AVX-512 VNNI tract's kernels stay ([`enabled`]).
+
+use std::sync::Arc;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_hir::internal::*;
+
+use super::quant::FusedDequantizeLinear;
+
+/// `DEVICE_I8_DENSE=0` keeps tract's matmuls for the int8 dense layers (comparisons).
+pub const DENSE_I8_ENV: &str = "DEVICE_I8_DENSE";
+
+/// Outputs per panel: two zmm registers of i32.
+const NR: usize = 32;
+/// Tokens per tile: 24 accumulators.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const MR: usize = 12;
+
+/// One 64-byte line of packed weights (the allocation's alignment).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([i8; 64]);
+
+/// An i8 weight matrix `[k, n]` with what its dequantisation needs, packed: for each
+/// panel of [`NR`] outputs, for each group of four inputs, the panel's 32 columns of four
+/// bytes (inputs past `k` and columns past `n` zero).
+pub struct PackedDenseI8 {
+    k: usize,
+    n: usize,
+    lines: Vec<Line>,
+    /// `(128 + zero point) · Σᵢ w[i][j]`, per column, padded to whole panels (the VNNI
+    /// tiles' u8 offset and zero point, subtracted once).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    correction: Vec<i32>,
+    /// Per-column scale and bias (zeros without one), padded to whole panels.
+    scale: Vec<f32>,
+    bias: Vec<f32>,
+    has_bias: bool,
+    zero_point: i32,
+}
+
+impl PackedDenseI8 {
+    /// Packs `w` (row-major `[k, n]`, i8) for activations quantised with `zero_point`,
+    /// dequantised with `scale` (one per column or one for all) and `bias` (`n`).
+    pub fn new(
+        w: &[i8],
+        k: usize,
+        n: usize,
+        zero_point: i32,
+        scale: &[f32],
+        bias: Option<&[f32]>,
+    ) -> TractResult<PackedDenseI8> {
+        ensure!(k > 0 && n > 0, "FusedDenseI8: empty weight matrix {k}x{n}");
+        ensure!(
+            w.len() == k * n,
+            "FusedDenseI8: {} weights for {k}x{n}",
+            w.len()
+        );
+        ensure!(
+            (-128..=255).contains(&zero_point),
+            "FusedDenseI8: activation zero point {zero_point}"
+        );
+        ensure!(
+            scale.len() == n || scale.len() == 1,
+            "FusedDenseI8: {} scales for {n} outputs",
+            scale.len()
+        );
+        let panels = n.div_ceil(NR);
+        let quads = k.div_ceil(4);
+        // Each (panel, quad) is 32 columns x 4 bytes: two lines.
+        let mut lines = vec![Line([0; 64]); panels * quads * 2];
+        let mut sums = vec![0i32; panels * NR];
+        for i in 0..k {
+            for j in 0..n {
+                let (p, c) = (j / NR, j % NR);
+                let at = ((p * quads + i / 4) * NR + c) * 4 + i % 4;
+                lines[at / 64].0[at % 64] = w[i * n + j];
+                sums[j] += w[i * n + j] as i32;
+            }
+        }
+        let correction = sums.iter().map(|s| s * (128 + zero_point)).collect();
+        let mut scales = vec![0f32; panels * NR];
+        for (j, s) in scales.iter_mut().take(n).enumerate() {
+            *s = scale[if scale.len() == 1 { 0 } else { j }];
+        }
+        let mut biases = vec![0f32; panels * NR];
+        if let Some(b) = bias {
+            ensure!(
+                b.len() == n,
+                "FusedDenseI8: {} bias values for {n} outputs",
+                b.len()
+            );
+            biases[..n].copy_from_slice(b);
+        }
+        Ok(PackedDenseI8 {
+            k,
+            n,
+            lines,
+            correction,
+            scale: scales,
+            bias: biases,
+            has_bias: bias.is_some(),
+            zero_point,
+        })
+    }
+
+    fn quads(&self) -> usize {
+        self.k.div_ceil(4)
+    }
+
+    /// The packed weights as bytes.
+    fn bytes(&self) -> &[i8] {
+        // SAFETY: `Line` is `repr(C)` around one `[i8; 64]` (its alignment only raises
+        // the start's), so the lines are that many arrays back to back.
+        let arrays: &[[i8; 64]] = unsafe {
+            std::slice::from_raw_parts(self.lines.as_ptr().cast::<[i8; 64]>(), self.lines.len())
+        };
+        arrays.as_flattened()
+    }
+
+    /// The exact i32 sum `Σᵢ (x[i] - zero point) · w[i][j]` from the packed bytes.
+    fn dot(&self, x: &[i8], j: usize) -> i32 {
+        let (p, c, quads) = (j / NR, j % NR, self.quads());
+        let bytes = self.bytes();
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let w = bytes[((p * quads + i / 4) * NR + c) * 4 + i % 4];
+                (v as i32 - self.zero_point) * w as i32
+            })
+            .sum()
+    }
+}
+
+impl std::fmt::Debug for PackedDenseI8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}x{} i8 (zero point {}, bias: {})",
+            self.k, self.n, self.zero_point, self.has_bias
+        )
+    }
+}
+
+/// `dequantise(Σ (x - zero point) · W) + b` over the last axis of an i8 `x`: f32 out.
+#[derive(Debug, Clone)]
+pub struct FusedDenseI8 {
+    pub packed: Arc<PackedDenseI8>,
+}
+
+impl PartialEq for FusedDenseI8 {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.packed, &other.packed)
+    }
+}
+
+impl Eq for FusedDenseI8 {}
+
+impl Op for FusedDenseI8 {
+    fn name(&self) -> StaticName {
+        "FusedDenseI8".into()
+    }
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?}", self.packed)])
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for FusedDenseI8 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let (k, n) = (self.packed.k, self.packed.n);
+        let shape = x.shape();
+        ensure!(
+            shape.last() == Some(&k),
+            "FusedDenseI8: input {shape:?} for {k} inputs"
+        );
+        let rows = shape.iter().rev().skip(1).product::<usize>();
+        let mut out_shape: TVec<usize> = shape.into();
+        *out_shape.last_mut().expect("rank checked") = n;
+        // SAFETY: every element is written below (each row, each of the n columns).
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        {
+            let xv = x.try_as_plain_ram()?;
+            let mut ov = out.try_as_plain_ram_mut()?;
+            dense_i8(
+                xv.as_slice::<i8>()?,
+                rows,
+                &self.packed,
+                ov.as_slice_mut::<f32>()?,
+            );
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for FusedDenseI8 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let x = inputs[0];
+        ensure!(x.datum_type == DatumType::I8, "FusedDenseI8 takes i8");
+        ensure!(x.rank() >= 1, "FusedDenseI8: a scalar input");
+        let last = &x.shape[x.rank() - 1];
+        ensure!(
+            last.as_i64().is_none_or(|d| d as usize == self.packed.k),
+            "FusedDenseI8: input {:?} for {} inputs",
+            x.shape,
+            self.packed.k
+        );
+        let mut shape: TVec<TDim> = x.shape.iter().cloned().collect();
+        *shape.last_mut().expect("rank checked") = self.packed.n.into();
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let rows: TDim = inputs[0].shape.iter().rev().skip(1).product();
+        Ok(tvec!((
+            Cost::FMA(DatumType::I32),
+            rows * (self.packed.k * self.packed.n)
+        )))
+    }
+
+    as_op!();
+}
+
+/// Whether this CPU runs [`FusedDenseI8`] with its VNNI tiles.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether [`fuse_dense_i8`] is on ([`DENSE_I8_ENV`] not `0`) and this CPU has the tiles.
+pub fn enabled() -> bool {
+    available() && std::env::var(DENSE_I8_ENV).map_or(true, |v| v.trim() != "0")
+}
+
+/// `out[r] = dequantise(x[r]·W)` for `rows` rows of `w.k` i8 inputs.
+pub fn dense_i8(x: &[i8], rows: usize, w: &PackedDenseI8, out: &mut [f32]) {
+    assert!(x.len() >= rows * w.k && out.len() >= rows * w.n);
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: AVX-512F and VNNI are present; the slices hold `rows` rows.
+        unsafe { vnni::dense_i8(x, rows, w, out) };
+        return;
+    }
+    dense_i8_portable(x, rows, w, out)
+}
+
+/// The same values in plain loops (exact i32 sums, the same two roundings).
+pub fn dense_i8_portable(x: &[i8], rows: usize, w: &PackedDenseI8, out: &mut [f32]) {
+    let (k, n) = (w.k, w.n);
+    for r in 0..rows {
+        let xr = &x[r * k..][..k];
+        for j in 0..n {
+            let scaled = w.dot(xr, j) as f32 * w.scale[j];
+            out[r * n + j] = scaled + w.bias[j];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{PackedDenseI8, MR, NR};
+    use std::arch::x86_64::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// The activations of one call as u8 (+128), four inputs per 32-bit word, per tile.
+        static PACKED_ROWS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// # Safety
+    /// AVX-512F and VNNI must be present; `x` holds `rows · w.k` values, `out` `rows · w.n`.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn dense_i8(x: &[i8], rows: usize, w: &PackedDenseI8, out: &mut [f32]) {
+        let (k, n, quads) = (w.k, w.n, w.quads());
+        let panels = n.div_ceil(NR);
+        PACKED_ROWS.with_borrow_mut(|a| {
+            // Tile t0..t0+r: [quad][row][4 bytes]; inputs past k stay 0 (their weights are 0).
+            a.clear();
+            a.resize(rows * quads * 4, 0);
+            for t0 in (0..rows).step_by(MR) {
+                let r = MR.min(rows - t0);
+                let dst = &mut a[t0 * quads * 4..][..r * quads * 4];
+                for t in 0..r {
+                    let row = &x[(t0 + t) * k..][..k];
+                    for (q, quad) in row.chunks(4).enumerate() {
+                        let at = (q * r + t) * 4;
+                        for (d, &v) in dst[at..at + quad.len()].iter_mut().zip(quad) {
+                            *d = (v as u8) ^ 0x80;
+                        }
+                    }
+                }
+            }
+            let weights = w.bytes().as_ptr();
+            let panel_bytes = quads * NR * 4;
+            for p in 0..panels {
+                // SAFETY (all pointers below): panel p of the packed weights (the next
+                // one only prefetched, never read past the end), column p·NR of the
+                // per-column vectors, the rows' buffers.
+                let b = unsafe { weights.add(p * panel_bytes) };
+                let next = b.wrapping_add(panel_bytes);
+                let cols = NR.min(n - p * NR);
+                let mask = if cols == NR {
+                    u32::MAX
+                } else {
+                    (1u32 << cols) - 1
+                };
+                let m = (mask as u16, (mask >> 16) as u16);
+                let epilogue = unsafe {
+                    (
+                        w.correction.as_ptr().add(p * NR),
+                        w.scale.as_ptr().add(p * NR),
+                        w.bias.as_ptr().add(p * NR),
+                    )
+                };
+                for t0 in (0..rows).step_by(MR) {
+                    let r = MR.min(rows - t0);
+                    let at = unsafe { a.as_ptr().add(t0 * quads * 4) };
+                    let c = unsafe { out.as_mut_ptr().add(t0 * n + p * NR) };
+                    let pf = if t0 == 0 && p + 1 < panels {
+                        next
+                    } else {
+                        std::ptr::null()
+                    };
+                    unsafe { tile_rows(r, at, b, quads, c, n, m, epilogue, pf) };
+                }
+            }
+        });
+    }
+
+    type Epilogue = (*const i32, *const f32, *const f32);
+
+    /// [`tile`] for `r` (1 to [`MR`]) rows.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn tile_rows(
+        r: usize,
+        a: *const u8,
+        b: *const i8,
+        quads: usize,
+        c: *mut f32,
+        ldc: usize,
+        m: (u16, u16),
+        e: Epilogue,
+        pf: *const i8,
+    ) {
+        unsafe {
+            match r {
+                1 => tile::<1>(a, b, quads, c, ldc, m, e, pf),
+                2 => tile::<2>(a, b, quads, c, ldc, m, e, pf),
+                3 => tile::<3>(a, b, quads, c, ldc, m, e, pf),
+                4 => tile::<4>(a, b, quads, c, ldc, m, e, pf),
+                5 => tile::<5>(a, b, quads, c, ldc, m, e, pf),
+                6 => tile::<6>(a, b, quads, c, ldc, m, e, pf),
+                7 => tile::<7>(a, b, quads, c, ldc, m, e, pf),
+                8 => tile::<8>(a, b, quads, c, ldc, m, e, pf),
+                9 => tile::<9>(a, b, quads, c, ldc, m, e, pf),
+                10 => tile::<10>(a, b, quads, c, ldc, m, e, pf),
+                11 => tile::<11>(a, b, quads, c, ldc, m, e, pf),
+                _ => tile::<12>(a, b, quads, c, ldc, m, e, pf),
+            }
+        }
+    }
+
+    /// `R` rows of `c` (stride `ldc`, the columns of mask `m`) = `(a·b - correction) as
+    /// f32 · scale + bias`; `a` is `[quads][R][4]` u8, `b` a packed `[quads][NR][4]` i8.
+    /// A non-null `pf` is prefetched (the next panel, two lines per step).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn tile<const R: usize>(
+        a: *const u8,
+        b: *const i8,
+        quads: usize,
+        c: *mut f32,
+        ldc: usize,
+        m: (u16, u16),
+        e: Epilogue,
+        pf: *const i8,
+    ) {
+        let mut lo = [_mm512_setzero_si512(); R];
+        let mut hi = [_mm512_setzero_si512(); R];
+        unsafe {
+            let (mut a, mut b, mut pf) = (a, b, pf);
+            for _ in 0..quads {
+                if !pf.is_null() {
+                    _mm_prefetch::<_MM_HINT_T1>(pf.cast());
+                    _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(64).cast());
+                    pf = pf.wrapping_add(NR * 4);
+                }
+                let x = _mm512_load_si512(b.cast());
+                let y = _mm512_load_si512(b.add(64).cast());
+                for t in 0..R {
+                    let s = _mm512_set1_epi32(a.add(t * 4).cast::<i32>().read_unaligned());
+                    lo[t] = _mm512_dpbusd_epi32(lo[t], s, x);
+                    hi[t] = _mm512_dpbusd_epi32(hi[t], s, y);
+                }
+                a = a.add(R * 4);
+                b = b.add(NR * 4);
+            }
+            let (corr, scale, bias) = e;
+            let (cl, ch) = (
+                _mm512_loadu_si512(corr.cast()),
+                _mm512_loadu_si512(corr.add(16).cast()),
+            );
+            let (sl, sh) = (_mm512_loadu_ps(scale), _mm512_loadu_ps(scale.add(16)));
+            let (bl, bh) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16)));
+            for t in 0..R {
+                let l = _mm512_cvtepi32_ps(_mm512_sub_epi32(lo[t], cl));
+                let h = _mm512_cvtepi32_ps(_mm512_sub_epi32(hi[t], ch));
+                let l = _mm512_add_ps(_mm512_mul_ps(l, sl), bl);
+                let h = _mm512_add_ps(_mm512_mul_ps(h, sh), bh);
+                _mm512_mask_storeu_ps(c.add(t * ldc), m.0, l);
+                _mm512_mask_storeu_ps(c.add(t * ldc + 16), m.1, h);
+            }
+        }
+    }
+}
+
+/// A scalar constant of the model, as `T`.
+fn scalar<T: Datum + Copy>(model: &TypedModel, outlet: OutletId) -> Option<T> {
+    let k = model.outlet_fact(outlet).ok()?.konst.clone()?;
+    (k.len() == 1)
+        .then(|| k.cast_to_scalar::<T>().ok())
+        .flatten()
+}
+
+/// Replaces each integer `EinSum` of an i8 activation by a constant i8 `[k, n]` matrix
+/// over the activation's last axis (zero weight zero point, unit scales, no bias: the
+/// form int8-compute exports parse to) whose only use is a [`FusedDequantizeLinear`],
+/// by one [`FusedDenseI8`]; returns how many.
+pub fn fuse_dense_i8(model: &mut TypedModel) -> TractResult<usize> {
+    let mut fused = 0;
+    for id in model.eval_order()? {
+        let node = &model.nodes()[id];
+        let Some(op) = node.op_as::<EinSum>() else {
+            continue;
+        };
+        if node.inputs.len() != 9 || op.q_params.is_none() {
+            continue;
+        }
+        let x_fact = model.outlet_fact(node.inputs[0])?;
+        let Some(w) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
+            continue;
+        };
+        if x_fact.datum_type != DatumType::I8 || w.datum_type() != DatumType::I8 || w.rank() != 2 {
+            continue;
+        }
+        if node.outputs[0].fact.datum_type != DatumType::I32 {
+            continue;
+        }
+        // Inputs 2-8: bias, a0, a_scale, b0, b_scale, c0, c_scale.
+        let i = |ix: usize| node.inputs[ix];
+        let zero = |ix| scalar::<i32>(model, i(ix)) == Some(0);
+        let one = |ix| scalar::<f32>(model, i(ix)) == Some(1.0);
+        let Some(zero_point) = scalar::<i32>(model, i(3)) else {
+            continue;
+        };
+        if !(zero(2) && one(4) && zero(5) && one(6) && zero(7) && one(8)) {
+            continue;
+        }
+        let rank = x_fact.rank();
+        if rank < 2 || !super::dense::is_dense_contraction(op, rank) {
+            continue;
+        }
+        let [succ] = node.outputs[0].successors.as_slice() else {
+            continue;
+        };
+        let dequant = &model.nodes()[succ.node];
+        let Some(dq) = dequant.op_as::<FusedDequantizeLinear>() else {
+            continue;
+        };
+        let (k, n) = (w.shape()[0], w.shape()[1]);
+        let scale = dq.scale.try_as_plain_ram()?;
+        let bias = dq.bias.as_ref().map(|b| b.try_as_plain_ram()).transpose()?;
+        let bias = bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
+        let w_plain = w.try_as_plain_ram()?;
+        let packed = PackedDenseI8::new(
+            w_plain.as_slice::<i8>()?,
+            k,
+            n,
+            zero_point,
+            scale.as_slice::<f32>()?,
+            bias,
+        )?;
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, node.inputs[0])?;
+        let op = FusedDenseI8 {
+            packed: Arc::new(packed),
+        };
+        let out = patch.wire_node(dequant.name.clone(), op, &[x])?;
+        patch.shunt_outside(model, OutletId::new(dequant.id, 0), out[0])?;
+        patch.apply(model)?;
+        fused += 1;
+    }
+    if fused > 0 {
+        model.compact()?;
+    }
+    Ok(fused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fused_ops::test_graph::{
+        f32_initializer, f32_scalar, input_info, model, node, op_names_and_output, outputs,
+        raw_initializer, values,
+    };
+    use tract_onnx::pb::{self, tensor_proto::DataType};
+
+    fn bytes(n: usize, seed: u64) -> Vec<i8> {
+        values(n, seed, 127.9)
+            .into_iter()
+            .map(|v| v as i8)
+            .collect()
+    }
+
+    /// The three nodes' definition: exact i32 sums, `as f32 · scale`, then `+ bias`.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        x: &[i8],
+        w: &[i8],
+        zp: i32,
+        s: &[f32],
+        b: &[f32],
+        rows: usize,
+        k: usize,
+        n: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; rows * n];
+        for r in 0..rows {
+            for j in 0..n {
+                let acc: i32 = (0..k)
+                    .map(|i| (x[r * k + i] as i32 - zp) * w[i * n + j] as i32)
+                    .sum();
+                out[r * n + j] = acc as f32 * s[j] + b[j];
+            }
+        }
+        out
+    }
+
+    /// Every tile height, k not a multiple of 4, partial panels, extreme zero points and
+    /// saturated values: the VNNI tiles (where present) and the portable loop give the
+    /// definition's values bit for bit.
+    #[test]
+    fn dense_i8_matches_the_definition_bit_for_bit() {
+        for &(k, n) in &[(1, 1), (5, 7), (16, 32), (130, 33), (512, 64), (37, 100)] {
+            let mut w = bytes(k * n, (k * 13 + n) as u64);
+            w[0] = -128;
+            let s: Vec<f32> = values(n, 3, 1e-3).iter().map(|v| v.abs() + 1e-5).collect();
+            let b = values(n, 4, 1.0);
+            for zp in [-128, 0, 7, 127] {
+                for bias in [None, Some(&b[..])] {
+                    let packed = PackedDenseI8::new(&w, k, n, zp, &s, bias).unwrap();
+                    let zeros = vec![0f32; n];
+                    for rows in [1, 3, 12, 13, 25] {
+                        let mut x = bytes(rows * k, (rows + k) as u64);
+                        x[0] = 127;
+                        x[rows * k - 1] = -128;
+                        let want = reference(&x, &w, zp, &s, bias.unwrap_or(&zeros), rows, k, n);
+                        let mut got = vec![f32::NAN; rows * n];
+                        dense_i8(&x, rows, &packed, &mut got);
+                        assert_eq!(got, want, "k {k}, n {n}, zp {zp}, rows {rows}");
+                        let mut portable = vec![f32::NAN; rows * n];
+                        dense_i8_portable(&x, rows, &packed, &mut portable);
+                        assert_eq!(
+                            portable, want,
+                            "portable: k {k}, n {n}, zp {zp}, rows {rows}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_refuses_inconsistent_sizes() {
+        let ok = PackedDenseI8::new(&[1; 6], 2, 3, 0, &[1.0; 3], None);
+        assert!(ok.is_ok());
+        assert!(PackedDenseI8::new(&[1; 5], 2, 3, 0, &[1.0; 3], None).is_err());
+        assert!(PackedDenseI8::new(&[1; 6], 2, 3, 0, &[1.0; 2], None).is_err());
+        assert!(PackedDenseI8::new(&[1; 6], 2, 3, 0, &[1.0; 3], Some(&[0.0; 4])).is_err());
+        assert!(PackedDenseI8::new(&[1; 6], 2, 3, 300, &[1.0; 3], None).is_err());
+    }
+
+    /// An int8-compute layer as the exporter writes it (QuantizeLinear, MatMulInteger,
+    /// DequantizeLinear, bias Add), prepared as the engine prepares it: the product and
+    /// dequantisation become one FusedDenseI8 with the values of tract's nodes, bit for
+    /// bit; a MatMulInteger whose result is also a graph output stays tract's.
+    #[test]
+    fn an_int8_layer_runs_fused_with_tract_values() {
+        let (k, n) = (40usize, 48usize);
+        let w: Vec<u8> = bytes(k * n, 8).into_iter().map(|v| v as u8).collect();
+        let graph = pb::GraphProto {
+            node: vec![
+                node("QuantizeLinear", &["x", "s", "zp"], "q", &[]),
+                node("MatMulInteger", &["q", "w", "zp"], "acc", &[]),
+                node("DequantizeLinear", &["acc", "sn"], "d", &[("axis", -1)]),
+                node("Add", &["d", "b"], "y", &[]),
+                node("MatMulInteger", &["q", "w", "zp"], "acc2", &[]),
+            ],
+            initializer: vec![
+                f32_scalar("s", 0.03),
+                raw_initializer("zp", &[], DataType::Uint8, vec![131]),
+                raw_initializer("w", &[k as i64, n as i64], DataType::Int8, w),
+                f32_initializer("sn", &[n as i64], 5),
+                f32_initializer("b", &[n as i64], 6),
+            ],
+            input: vec![input_info("x", DataType::Float, &[2, 5, k as i64])],
+            output: outputs(&["y", "acc2"]),
+            ..Default::default()
+        };
+        let x = tract_ndarray::Array3::from_shape_vec((2, 5, k), values(10 * k, 7, 4.0))
+            .unwrap()
+            .into_tensor();
+        let run = |fuse: bool| -> (Vec<String>, Vec<f32>) {
+            let mut g = graph.clone();
+            crate::fused_ops::quantize_to_i8(&mut g);
+            crate::fused_ops::fuse_dequantize_bias(&mut g);
+            let mut onnx = tract_onnx::onnx();
+            crate::fused_ops::register(&mut onnx.op_register);
+            let mut typed = onnx
+                .model_for_proto_model(&model(g))
+                .unwrap()
+                .into_typed()
+                .unwrap()
+                .into_decluttered()
+                .unwrap();
+            if fuse {
+                assert_eq!(fuse_dense_i8(&mut typed).unwrap(), 1, "one int8 layer");
+            }
+            let plan = typed.into_optimized().unwrap().into_runnable().unwrap();
+            op_names_and_output(&plan, std::slice::from_ref(&x))
+        };
+        let ((names, fused), (_, tract)) = (run(true), run(false));
+        assert_eq!(
+            names.iter().filter(|n| *n == "FusedDenseI8").count(),
+            1,
+            "{names:?}"
+        );
+        assert_eq!(fused.len(), 2 * 5 * n);
+        assert_eq!(fused, tract, "bit for bit");
+    }
+}

@@ -835,15 +835,20 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
         w("## Issue #7 targets in this run\n")
         w("| target | this run | met |")
         w("|---|---|---|")
-        w(f"| tiny, batch 1, 1 thread, ≤ 16 tokens: e2e p50 ≤ 100 µs | {fmt(d50)} µs (load average "
-          f"{mach['load'][0]:.0f} on 2 cores; onnxruntime needed {fmt(o50)} µs in the same rounds) | "
-          f"{'yes' if d50 <= 100 else 'no'} |")
+        # Every variant of the tiny preset (float and int8 bundles), short queries, same rounds.
+        tiny_b = [b for b in bundles if (manifest(b).get("preset") or "").lower() == "tiny"]
+        tiny_short = [(dev(b, tv, "short"), tv, b) for b in tiny_b for tv, _, _ in variants(b)]
+        tiny_short = sorted(x for x in tiny_short if x[0])
+        fastest = tiny_short[0] if tiny_short else (d50, v, None)
+        rest = [f"{tv} ({bundle_label(b).split('(')[-1].rstrip(')')}) {fmt(d)} µs" for d, tv, b in tiny_short[1:]]
+        w(f"| tiny, batch 1, 1 thread, ≤ 16 tokens: e2e p50 ≤ 100 µs | fastest variant: {fastest[1]} "
+          f"**{fmt(fastest[0])} µs**" + (f"; {', '.join(rest)}" if rest else "")
+          + f" (load average {mach['load'][0]:.0f} on 2 cores; onnxruntime needed {fmt(o50)} µs for {v} in the "
+          f"same rounds) | {'yes (' + fastest[1] + ')' if fastest[0] <= 100 else 'no'} |")
         alone = tiny_alone(a, bundles)
         m = re.search(r"\(\*\*([0-9.]+)x\*\*\)", alone["headline"]) if alone else None
         alone_ratio = float(m.group(1)) if m else None
         met = d50 <= o50 and (alone_ratio is None or alone_ratio <= 1.0)
-        # The other variants of the tiny preset (int8 bundles), short queries, same rounds.
-        tiny_b = [b for b in bundles if (manifest(b).get("preset") or "").lower() == "tiny"]
         others = []
         for b in tiny_b:
             for tv, _, _ in variants(b):

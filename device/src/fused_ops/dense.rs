@@ -137,6 +137,84 @@ impl PartialEq for FusedDense {
 
 impl Eq for FusedDense {}
 
+/// Runs `$tile` (a macro taking the row count as a literal) for a row count of 1 to
+/// [`MR`] known only at run time: the tiles are monomorphised per height, so their
+/// accumulators stay in registers.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_macros))]
+macro_rules! for_tile_rows {
+    ($r:expr, $tile:ident) => {
+        match $r {
+            1 => $tile!(1),
+            2 => $tile!(2),
+            3 => $tile!(3),
+            4 => $tile!(4),
+            5 => $tile!(5),
+            6 => $tile!(6),
+            7 => $tile!(7),
+            8 => $tile!(8),
+            9 => $tile!(9),
+            10 => $tile!(10),
+            11 => $tile!(11),
+            _ => $tile!(12),
+        }
+    };
+}
+
+/// A dense layer op's evaluation: checks that `x`'s last axis has `k` values, makes the
+/// `[.., n]` f32 output and has `run(x, rows, out)` fill all of it.
+pub(super) fn eval_dense<T: Datum>(
+    op: &str,
+    x: TValue,
+    k: usize,
+    n: usize,
+    run: impl FnOnce(&[T], usize, &mut [f32]),
+) -> TractResult<TVec<TValue>> {
+    let shape = x.shape();
+    ensure!(
+        shape.last() == Some(&k),
+        "{op}: input {shape:?} for {k} inputs"
+    );
+    let rows = shape.iter().rev().skip(1).product::<usize>();
+    let mut out_shape: TVec<usize> = shape.into();
+    *out_shape.last_mut().expect("rank checked") = n;
+    // SAFETY: `run` writes every element (each row, each of the n columns).
+    let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+    {
+        let xv = x.try_as_plain_ram()?;
+        let mut ov = out.try_as_plain_ram_mut()?;
+        run(xv.as_slice::<T>()?, rows, ov.as_slice_mut::<f32>()?);
+    }
+    Ok(tvec!(out.into_tvalue()))
+}
+
+/// A dense layer op's output fact: `x` of datum type `dt` with `k` values on its last
+/// axis (or a symbol) gives f32 with `n`.
+pub(super) fn dense_facts(
+    op: &str,
+    x: &TypedFact,
+    dt: DatumType,
+    k: usize,
+    n: usize,
+) -> TractResult<TVec<TypedFact>> {
+    ensure!(x.datum_type == dt, "{op} takes {dt:?}");
+    ensure!(x.rank() >= 1, "{op}: a scalar input");
+    let last = &x.shape[x.rank() - 1];
+    ensure!(
+        last.as_i64().is_none_or(|d| d as usize == k),
+        "{op}: input {:?} for {k} inputs",
+        x.shape
+    );
+    let mut shape: TVec<TDim> = x.shape.iter().cloned().collect();
+    *shape.last_mut().expect("rank checked") = n.into();
+    Ok(tvec!(f32::fact(shape)))
+}
+
+/// `rows x k x n` multiply-adds of `dt`.
+pub(super) fn dense_cost(x: &TypedFact, dt: DatumType, k: usize, n: usize) -> TVec<(Cost, TDim)> {
+    let rows: TDim = x.shape.iter().rev().skip(1).product();
+    tvec!((Cost::FMA(dt), rows * (k * n)))
+}
+
 impl Op for FusedDense {
     fn name(&self) -> StaticName {
         "FusedDense".into()
@@ -154,55 +232,26 @@ impl EvalOp for FusedDense {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = args_1!(inputs);
-        let (k, n) = (self.packed.k, self.packed.n);
-        let shape = x.shape();
-        ensure!(
-            shape.last() == Some(&k),
-            "FusedDense: input {shape:?} for {k} inputs"
-        );
-        let rows = shape.iter().rev().skip(1).product::<usize>();
-        let mut out_shape: TVec<usize> = shape.into();
-        *out_shape.last_mut().expect("rank checked") = n;
-        // SAFETY: every element is written below (each row, each of the n columns).
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let xv = x.try_as_plain_ram()?;
-            let mut ov = out.try_as_plain_ram_mut()?;
-            dense(
-                xv.as_slice::<f32>()?,
-                rows,
-                &self.packed,
-                ov.as_slice_mut::<f32>()?,
-            );
-        }
-        Ok(tvec!(out.into_tvalue()))
+        let w = &self.packed;
+        eval_dense("FusedDense", args_1!(inputs), w.k, w.n, |x, rows, out| {
+            dense(x, rows, w, out)
+        })
     }
 }
 
 impl TypedOp for FusedDense {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let x = inputs[0];
-        ensure!(x.datum_type == DatumType::F32, "FusedDense takes f32");
-        ensure!(x.rank() >= 1, "FusedDense: a scalar input");
-        let last = &x.shape[x.rank() - 1];
-        ensure!(
-            last.as_i64().is_none_or(|d| d as usize == self.packed.k),
-            "FusedDense: input {:?} for {} inputs",
-            x.shape,
-            self.packed.k
-        );
-        let mut shape: TVec<TDim> = x.shape.iter().cloned().collect();
-        *shape.last_mut().expect("rank checked") = self.packed.n.into();
-        Ok(tvec!(f32::fact(shape)))
+        let (k, n) = (self.packed.k, self.packed.n);
+        dense_facts("FusedDense", inputs[0], DatumType::F32, k, n)
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let rows: TDim = inputs[0].shape.iter().rev().skip(1).product();
-        Ok(tvec!((
-            Cost::FMA(DatumType::F32),
-            rows * (self.packed.k * self.packed.n)
-        )))
+        Ok(dense_cost(
+            inputs[0],
+            DatumType::F32,
+            self.packed.k,
+            self.packed.n,
+        ))
     }
 
     as_op!();
@@ -346,37 +395,20 @@ mod avx512 {
         bias: *const f32,
         pf: *const f32,
     ) {
-        unsafe {
-            if !pf.is_null() {
-                return match r {
-                    1 => tile::<1, true>(a, b, kb, c, ldc, m, bias, pf),
-                    2 => tile::<2, true>(a, b, kb, c, ldc, m, bias, pf),
-                    3 => tile::<3, true>(a, b, kb, c, ldc, m, bias, pf),
-                    4 => tile::<4, true>(a, b, kb, c, ldc, m, bias, pf),
-                    5 => tile::<5, true>(a, b, kb, c, ldc, m, bias, pf),
-                    6 => tile::<6, true>(a, b, kb, c, ldc, m, bias, pf),
-                    7 => tile::<7, true>(a, b, kb, c, ldc, m, bias, pf),
-                    8 => tile::<8, true>(a, b, kb, c, ldc, m, bias, pf),
-                    9 => tile::<9, true>(a, b, kb, c, ldc, m, bias, pf),
-                    10 => tile::<10, true>(a, b, kb, c, ldc, m, bias, pf),
-                    11 => tile::<11, true>(a, b, kb, c, ldc, m, bias, pf),
-                    _ => tile::<12, true>(a, b, kb, c, ldc, m, bias, pf),
-                };
-            }
-            match r {
-                1 => tile::<1, false>(a, b, kb, c, ldc, m, bias, pf),
-                2 => tile::<2, false>(a, b, kb, c, ldc, m, bias, pf),
-                3 => tile::<3, false>(a, b, kb, c, ldc, m, bias, pf),
-                4 => tile::<4, false>(a, b, kb, c, ldc, m, bias, pf),
-                5 => tile::<5, false>(a, b, kb, c, ldc, m, bias, pf),
-                6 => tile::<6, false>(a, b, kb, c, ldc, m, bias, pf),
-                7 => tile::<7, false>(a, b, kb, c, ldc, m, bias, pf),
-                8 => tile::<8, false>(a, b, kb, c, ldc, m, bias, pf),
-                9 => tile::<9, false>(a, b, kb, c, ldc, m, bias, pf),
-                10 => tile::<10, false>(a, b, kb, c, ldc, m, bias, pf),
-                11 => tile::<11, false>(a, b, kb, c, ldc, m, bias, pf),
-                _ => tile::<12, false>(a, b, kb, c, ldc, m, bias, pf),
-            }
+        macro_rules! with_prefetch {
+            ($rows:literal) => {
+                unsafe { tile::<$rows, true>(a, b, kb, c, ldc, m, bias, pf) }
+            };
+        }
+        macro_rules! without {
+            ($rows:literal) => {
+                unsafe { tile::<$rows, false>(a, b, kb, c, ldc, m, bias, pf) }
+            };
+        }
+        if pf.is_null() {
+            for_tile_rows!(r, without)
+        } else {
+            for_tile_rows!(r, with_prefetch)
         }
     }
 
@@ -545,7 +577,7 @@ pub(super) fn is_dense_contraction(op: &EinSum, rank: usize) -> bool {
 mod tests {
     use super::*;
     use crate::fused_ops::test_graph::{
-        f32_initializer, input_info, model, node, op_names_and_output, outputs, values,
+        decluttered, f32_initializer, input_info, model, node, op_names_and_output, outputs, values,
     };
     use tract_onnx::pb;
 
@@ -666,13 +698,7 @@ mod tests {
                     .into_tensor(),
             ];
             let run = |fused: bool| -> (Vec<String>, Vec<f32>) {
-                let mut typed = tract_onnx::onnx()
-                    .model_for_proto_model(&proto)
-                    .unwrap()
-                    .into_typed()
-                    .unwrap()
-                    .into_decluttered()
-                    .unwrap();
+                let mut typed = decluttered(&proto);
                 if fused {
                     assert_eq!(fuse_dense(&mut typed).unwrap(), 1, "one dense layer");
                 }
@@ -711,13 +737,7 @@ mod tests {
             output: outputs(&["out"]),
             ..Default::default()
         };
-        let mut typed = tract_onnx::onnx()
-            .model_for_proto_model(&model(graph))
-            .unwrap()
-            .into_typed()
-            .unwrap()
-            .into_decluttered()
-            .unwrap();
+        let mut typed = decluttered(&model(graph));
         assert_eq!(fuse_dense(&mut typed).unwrap(), 0);
     }
 }

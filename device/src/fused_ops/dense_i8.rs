@@ -24,6 +24,7 @@ use std::sync::Arc;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_hir::internal::*;
 
+use super::dense::{dense_cost, dense_facts, eval_dense};
 use super::quant::FusedDequantizeLinear;
 
 /// `DEVICE_I8_DENSE=0` keeps tract's matmuls for the int8 dense layers (comparisons).
@@ -189,55 +190,26 @@ impl EvalOp for FusedDenseI8 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = args_1!(inputs);
-        let (k, n) = (self.packed.k, self.packed.n);
-        let shape = x.shape();
-        ensure!(
-            shape.last() == Some(&k),
-            "FusedDenseI8: input {shape:?} for {k} inputs"
-        );
-        let rows = shape.iter().rev().skip(1).product::<usize>();
-        let mut out_shape: TVec<usize> = shape.into();
-        *out_shape.last_mut().expect("rank checked") = n;
-        // SAFETY: every element is written below (each row, each of the n columns).
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let xv = x.try_as_plain_ram()?;
-            let mut ov = out.try_as_plain_ram_mut()?;
-            dense_i8(
-                xv.as_slice::<i8>()?,
-                rows,
-                &self.packed,
-                ov.as_slice_mut::<f32>()?,
-            );
-        }
-        Ok(tvec!(out.into_tvalue()))
+        let w = &self.packed;
+        eval_dense("FusedDenseI8", args_1!(inputs), w.k, w.n, |x, rows, out| {
+            dense_i8(x, rows, w, out)
+        })
     }
 }
 
 impl TypedOp for FusedDenseI8 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let x = inputs[0];
-        ensure!(x.datum_type == DatumType::I8, "FusedDenseI8 takes i8");
-        ensure!(x.rank() >= 1, "FusedDenseI8: a scalar input");
-        let last = &x.shape[x.rank() - 1];
-        ensure!(
-            last.as_i64().is_none_or(|d| d as usize == self.packed.k),
-            "FusedDenseI8: input {:?} for {} inputs",
-            x.shape,
-            self.packed.k
-        );
-        let mut shape: TVec<TDim> = x.shape.iter().cloned().collect();
-        *shape.last_mut().expect("rank checked") = self.packed.n.into();
-        Ok(tvec!(f32::fact(shape)))
+        let (k, n) = (self.packed.k, self.packed.n);
+        dense_facts("FusedDenseI8", inputs[0], DatumType::I8, k, n)
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let rows: TDim = inputs[0].shape.iter().rev().skip(1).product();
-        Ok(tvec!((
-            Cost::FMA(DatumType::I32),
-            rows * (self.packed.k * self.packed.n)
-        )))
+        Ok(dense_cost(
+            inputs[0],
+            DatumType::I32,
+            self.packed.k,
+            self.packed.n,
+        ))
     }
 
     as_op!();
@@ -372,22 +344,12 @@ mod vnni {
         e: Epilogue,
         pf: *const i8,
     ) {
-        unsafe {
-            match r {
-                1 => tile::<1>(a, b, quads, c, ldc, m, e, pf),
-                2 => tile::<2>(a, b, quads, c, ldc, m, e, pf),
-                3 => tile::<3>(a, b, quads, c, ldc, m, e, pf),
-                4 => tile::<4>(a, b, quads, c, ldc, m, e, pf),
-                5 => tile::<5>(a, b, quads, c, ldc, m, e, pf),
-                6 => tile::<6>(a, b, quads, c, ldc, m, e, pf),
-                7 => tile::<7>(a, b, quads, c, ldc, m, e, pf),
-                8 => tile::<8>(a, b, quads, c, ldc, m, e, pf),
-                9 => tile::<9>(a, b, quads, c, ldc, m, e, pf),
-                10 => tile::<10>(a, b, quads, c, ldc, m, e, pf),
-                11 => tile::<11>(a, b, quads, c, ldc, m, e, pf),
-                _ => tile::<12>(a, b, quads, c, ldc, m, e, pf),
-            }
+        macro_rules! tile {
+            ($rows:literal) => {
+                unsafe { tile::<$rows>(a, b, quads, c, ldc, m, e, pf) }
+            };
         }
+        for_tile_rows!(r, tile)
     }
 
     /// `R` rows of `c` (stride `ldc`, the columns of mask `m`) = `(a·b - correction) as

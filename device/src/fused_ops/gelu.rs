@@ -164,7 +164,7 @@ fn erf_with<const FMA: bool>(x: f32) -> f32 {
 mod tests {
     use super::*;
     use crate::fused_ops::test_graph::{
-        f32_scalar, input_info, model, node, op_names_and_output, outputs, values,
+        decluttered, f32_scalar, input_info, model, node, op_names_and_output, outputs, values,
     };
     use tract_onnx::pb;
 
@@ -273,13 +273,7 @@ mod tests {
             .unwrap()
             .into_tensor();
         let run = |fused: bool| -> Vec<f32> {
-            let mut typed = tract_onnx::onnx()
-                .model_for_proto_model(&proto)
-                .unwrap()
-                .into_typed()
-                .unwrap()
-                .into_decluttered()
-                .unwrap();
+            let mut typed = decluttered(&proto);
             if fused {
                 assert_eq!(
                     fuse_gelu(&mut typed).unwrap(),

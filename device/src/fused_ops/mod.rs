@@ -31,6 +31,7 @@
 
 pub mod add;
 pub mod attention;
+#[macro_use]
 pub mod dense;
 pub mod dense_i8;
 pub mod gelu;

@@ -18,6 +18,18 @@ pub fn plan(proto: &pb::ModelProto, fused: bool) -> Arc<TypedSimplePlan> {
         .unwrap()
 }
 
+/// `proto` parsed by tract's own parsers, typed and decluttered (where the passes on
+/// the decluttered model run).
+pub fn decluttered(proto: &pb::ModelProto) -> TypedModel {
+    tract_onnx::onnx()
+        .model_for_proto_model(proto)
+        .unwrap()
+        .into_typed()
+        .unwrap()
+        .into_decluttered()
+        .unwrap()
+}
+
 /// The op names of a plan's nodes.
 pub fn op_names(plan: &Arc<TypedSimplePlan>) -> Vec<String> {
     plan.model()

@@ -43,17 +43,54 @@ const NR: usize = 32;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR: usize = 12;
 
-/// One 64-byte line of packed weights (the allocation's alignment).
+/// One 64-byte line of packed weights (`N` values of `T`): a `Vec` of them is 64-byte
+/// aligned, as the tiles' aligned loads need.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([f32; 16]);
+pub(super) struct Line<T, const N: usize>(pub [T; N]);
+
+/// The lines' values back to back.
+pub(super) fn flatten<T, const N: usize>(lines: &[Line<T, N>]) -> &[T] {
+    // SAFETY: `Line` is `repr(C)` around one `[T; N]` of 64 bytes (its alignment only
+    // raises the start's), so the lines are that many arrays back to back.
+    let arrays: &[[T; N]] =
+        unsafe { std::slice::from_raw_parts(lines.as_ptr().cast::<[T; N]>(), lines.len()) };
+    arrays.as_flattened()
+}
+
+/// The tiles' column masks (low and high zmm) for a panel with `cols` (1 to 32) columns.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) fn column_masks(cols: usize) -> (u16, u16) {
+    let mask = if cols >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << cols) - 1
+    };
+    (mask as u16, (mask >> 16) as u16)
+}
+
+/// Has `op`, wired to `input`, take the place of node `last`'s first output (the nodes
+/// it replaces are left unused, for `compact` to drop).
+pub(super) fn replace_with(
+    model: &mut TypedModel,
+    input: OutletId,
+    last: usize,
+    name: String,
+    op: impl TypedOp,
+) -> TractResult<()> {
+    let mut patch = TypedModelPatch::default();
+    let x = patch.tap_model(model, input)?;
+    let out = patch.wire_node(name, op, &[x])?;
+    patch.shunt_outside(model, OutletId::new(last, 0), out[0])?;
+    patch.apply(model)
+}
 
 /// A weight matrix `[k, n]` and its bias, packed: for each block of [`KB`] inputs, for
 /// each panel of [`NR`] outputs (zero-padded past `n`), the block's rows of the panel.
 pub struct PackedDense {
     k: usize,
     n: usize,
-    lines: Vec<Line>,
+    lines: Vec<Line<f32, 16>>,
     /// The bias, zero-padded to whole panels (zeros where the layer has none).
     bias: Vec<f32>,
     has_bias: bool,
@@ -103,12 +140,7 @@ impl PackedDense {
 
     /// The packed weights as one slice of floats.
     fn weights(&self) -> &[f32] {
-        // SAFETY: `Line` is `repr(C)` around one `[f32; 16]` (its alignment only raises
-        // the start's), so the lines are that many arrays back to back.
-        let arrays: &[[f32; 16]] = unsafe {
-            std::slice::from_raw_parts(self.lines.as_ptr().cast::<[f32; 16]>(), self.lines.len())
-        };
-        arrays.as_flattened()
+        flatten(&self.lines)
     }
 }
 
@@ -308,7 +340,7 @@ pub fn dense_portable(x: &[f32], rows: usize, w: &PackedDense, out: &mut [f32]) 
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{panel_offset, PackedDense, KB, MR, NR};
+    use super::{column_masks, panel_offset, PackedDense, KB, MR, NR};
     use std::arch::x86_64::*;
     use std::cell::RefCell;
 
@@ -324,8 +356,8 @@ mod avx512 {
         let (k, n) = (w.k, w.n);
         let panels = n.div_ceil(NR);
         PACKED_ROWS.with_borrow_mut(|a| {
-            // Each tile's rows, interleaved: [k][rows of the tile].
-            a.clear();
+            // Each tile's rows, interleaved: [k][rows of the tile]. Every element is
+            // written, so the buffer is only resized (no clearing pass per call).
             a.resize(rows * k, 0.0);
             for t0 in (0..rows).step_by(MR) {
                 let r = MR.min(rows - t0);
@@ -354,12 +386,7 @@ mod avx512 {
                         std::ptr::null()
                     };
 
-                    let cols = NR.min(n - p * NR);
-                    let mask = if cols == NR {
-                        u32::MAX
-                    } else {
-                        (1u32 << cols) - 1
-                    };
+                    let m = column_masks(NR.min(n - p * NR));
                     let bias = if block == 0 {
                         unsafe { w.bias.as_ptr().add(p * NR) }
                     } else {
@@ -369,7 +396,6 @@ mod avx512 {
                         let r = MR.min(rows - t0);
                         let at = unsafe { a.as_ptr().add(t0 * k + k0 * r) };
                         let c = unsafe { out.as_mut_ptr().add(t0 * n + p * NR) };
-                        let m = (mask as u16, (mask >> 16) as u16);
                         // The first tile reads the panel from memory, and asks for the
                         // next one meanwhile: twice the reads in flight, and the later
                         // tiles (from L1) leave the next panel time to arrive.
@@ -529,14 +555,10 @@ pub fn fuse_dense(model: &mut TypedModel) -> TractResult<usize> {
             Some((add, _)) => (*add, model.nodes()[*add].name.clone()),
             None => (id, node.name.clone()),
         };
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, node.inputs[0])?;
         let op = FusedDense {
             packed: Arc::new(packed),
         };
-        let out = patch.wire_node(name, op, &[x])?;
-        patch.shunt_outside(model, OutletId::new(last, 0), out[0])?;
-        patch.apply(model)?;
+        replace_with(model, node.inputs[0], last, name, op)?;
         fused += 1;
     }
     if fused > 0 {

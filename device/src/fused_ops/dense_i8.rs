@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_hir::internal::*;
 
-use super::dense::{dense_cost, dense_facts, eval_dense};
+use super::dense::{dense_cost, dense_facts, eval_dense, flatten, replace_with, Line};
 use super::quant::FusedDequantizeLinear;
 
 /// `DEVICE_I8_DENSE=0` keeps tract's matmuls for the int8 dense layers (comparisons).
@@ -36,18 +36,13 @@ const NR: usize = 32;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR: usize = 12;
 
-/// One 64-byte line of packed weights (the allocation's alignment).
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([i8; 64]);
-
 /// An i8 weight matrix `[k, n]` with what its dequantisation needs, packed: for each
 /// panel of [`NR`] outputs, for each group of four inputs, the panel's 32 columns of four
 /// bytes (inputs past `k` and columns past `n` zero).
 pub struct PackedDenseI8 {
     k: usize,
     n: usize,
-    lines: Vec<Line>,
+    lines: Vec<Line<i8, 64>>,
     /// `(128 + zero point) · Σᵢ w[i][j]`, per column, padded to whole panels (the VNNI
     /// tiles' u8 offset and zero point, subtracted once).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -130,12 +125,7 @@ impl PackedDenseI8 {
 
     /// The packed weights as bytes.
     fn bytes(&self) -> &[i8] {
-        // SAFETY: `Line` is `repr(C)` around one `[i8; 64]` (its alignment only raises
-        // the start's), so the lines are that many arrays back to back.
-        let arrays: &[[i8; 64]] = unsafe {
-            std::slice::from_raw_parts(self.lines.as_ptr().cast::<[i8; 64]>(), self.lines.len())
-        };
-        arrays.as_flattened()
+        flatten(&self.lines)
     }
 
     /// The exact i32 sum `Σᵢ (x[i] - zero point) · w[i][j]` from the packed bytes.
@@ -260,6 +250,7 @@ pub fn dense_i8_portable(x: &[i8], rows: usize, w: &PackedDenseI8, out: &mut [f3
 #[cfg(target_arch = "x86_64")]
 mod vnni {
     use super::{PackedDenseI8, MR, NR};
+    use crate::fused_ops::dense::column_masks;
     use std::arch::x86_64::*;
     use std::cell::RefCell;
 
@@ -299,13 +290,7 @@ mod vnni {
                 // per-column vectors, the rows' buffers.
                 let b = unsafe { weights.add(p * panel_bytes) };
                 let next = b.wrapping_add(panel_bytes);
-                let cols = NR.min(n - p * NR);
-                let mask = if cols == NR {
-                    u32::MAX
-                } else {
-                    (1u32 << cols) - 1
-                };
-                let m = (mask as u16, (mask >> 16) as u16);
+                let m = column_masks(NR.min(n - p * NR));
                 let epilogue = unsafe {
                     (
                         w.correction.as_ptr().add(p * NR),
@@ -472,14 +457,10 @@ pub fn fuse_dense_i8(model: &mut TypedModel) -> TractResult<usize> {
             scale.as_slice::<f32>()?,
             bias,
         )?;
-        let mut patch = TypedModelPatch::default();
-        let x = patch.tap_model(model, node.inputs[0])?;
         let op = FusedDenseI8 {
             packed: Arc::new(packed),
         };
-        let out = patch.wire_node(dequant.name.clone(), op, &[x])?;
-        patch.shunt_outside(model, OutletId::new(dequant.id, 0), out[0])?;
-        patch.apply(model)?;
+        replace_with(model, node.inputs[0], dequant.id, dequant.name.clone(), op)?;
         fused += 1;
     }
     if fused > 0 {

@@ -222,7 +222,9 @@ pub enum Response {
         crc_failures: u32,
         /// Frames received that failed COBS or postcard decoding (incl. too long).
         decode_errors: u32,
-        /// Requests dropped/refused because the queue was full (answered `Busy`).
+        /// Requests refused because the inference queue was full (answered `Busy`), plus
+        /// `Error` answers to undecodable frames dropped because the device's bounded
+        /// outbox was full (the host was not reading).
         queue_drops: u32,
         /// Classifications performed.
         inferences: u32,

@@ -6,9 +6,14 @@
 //!                        │  (full → Error Busy)                                          │
 //!                        └──Hello/GetLabels/Ping/GetStats/errors──────────────────────▶ outbox ──▶ writer
 //! ```
+//!
+//! Both queues are bounded, so no input makes the service's memory grow: the outbox
+//! holds at most [`OUTBOX_CAPACITY`] answers. Answers to requests wait for room (the
+//! host is slowed down, nothing it asked for is lost); answers to undecodable frames
+//! are dropped when it is full and counted in `Stats.queue_drops`.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -21,6 +26,15 @@ use super::deploy::{current, Deployer, Swap};
 use super::stats::Stats;
 use crate::bundle::{VerifiedBundle, MODEL_FILE};
 use crate::classify::{Classifier, Prediction};
+
+/// Answers waiting for the writer. At 115200 baud a full outbox of typical answers
+/// (10-200 bytes on the wire) drains in well under a second.
+pub const OUTBOX_CAPACITY: usize = 64;
+
+/// The bounded outbox: `(sender for Core and the workers, receiver for the writer)`.
+pub fn outbox() -> (SyncSender<Response>, Receiver<Response>) {
+    mpsc::sync_channel(OUTBOX_CAPACITY)
+}
 
 /// What `Info` reports about the loaded model.
 #[derive(Debug, Clone)]
@@ -95,7 +109,7 @@ pub struct Core {
     info: Swap<ModelInfo>,
     stats: Arc<Stats>,
     jobs: SyncSender<Job>,
-    outbox: Sender<Response>,
+    outbox: SyncSender<Response>,
     /// `Some` with `--state`: model updates over the link are accepted.
     deploy: Option<Deployer>,
 }
@@ -105,7 +119,7 @@ impl Core {
         info: Arc<ModelInfo>,
         stats: Arc<Stats>,
         jobs: SyncSender<Job>,
-        outbox: Sender<Response>,
+        outbox: SyncSender<Response>,
     ) -> Core {
         Core {
             info: Arc::new(RwLock::new(info)),
@@ -138,9 +152,21 @@ impl Core {
         self.send(answer);
     }
 
+    /// Queues the answer to a request: waits for room in the bounded outbox, so a host
+    /// that sends faster than it reads is slowed down (the reader stops reading, the
+    /// serial line fills) instead of growing the device's memory.
     fn send(&self, r: Response) {
         // The writer lives as long as the service; a send error only happens at shutdown.
         let _ = self.outbox.send(r);
+    }
+
+    /// Queues the answer to a frame that could not be decoded, only if the outbox has
+    /// room: garbage on the line must not hold up the reader, and when the other end does
+    /// not read, these answers are dropped and counted in `Stats.queue_drops`.
+    fn send_or_drop(&self, r: Response) {
+        if let Err(TrySendError::Full(_)) = self.outbox.try_send(r) {
+            self.stats.queue_drop();
+        }
     }
 
     /// Handles one result of the frame decoder. Never fails: every problem becomes a
@@ -151,7 +177,7 @@ impl Core {
             Ok(r) => r,
             Err(e) => {
                 self.stats.frame_error(&e);
-                self.send(e.to_response());
+                self.send_or_drop(e.to_response());
                 return;
             }
         };
@@ -260,7 +286,7 @@ pub fn spawn_workers(
     n: usize,
     classifier: Swap<Classifier>,
     jobs: Receiver<Job>,
-    outbox: Sender<Response>,
+    outbox: SyncSender<Response>,
     stats: Arc<Stats>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let jobs = Arc::new(Mutex::new(jobs));
@@ -291,7 +317,7 @@ fn index_of(classifier: &Classifier) -> HashMap<String, u16> {
 fn worker(
     slot: &Swap<Classifier>,
     jobs: &Mutex<Receiver<Job>>,
-    outbox: &Sender<Response>,
+    outbox: &SyncSender<Response>,
     stats: &Stats,
 ) {
     let mut classifier = current(slot);

@@ -6,15 +6,17 @@
 //!   [`FrameDecoder`](protocol::FrameDecoder), hands each frame to [`dispatch::Core`]. On a
 //!   read error (adapter unplugged, pty closed) it closes the port and reopens the same
 //!   path with exponential backoff (100 ms … 2 s); the model stays loaded.
-//! * **writer**: encodes answers from the outbox and writes them to whichever port is
-//!   currently open; while none is, frames are dropped (and counted).
+//! * **writer**: encodes answers from the bounded outbox and writes them to whichever
+//!   port is currently open; while none is, frames are dropped (and counted).
 //! * **workers** (`--workers`, default 1): classify jobs from a bounded queue
 //!   (`--queue`); a `Classify` that finds it full is answered `Busy` at once.
 //! * **input** (optional): local lines, queued with back-pressure.
 //!
 //! Bad input never stops the service: every bad frame is counted in `Stats` and
-//! answered with an `Error` (carrying the request id when it could be recovered), and
-//! the decoder resynchronises at the next `0x00`.
+//! answered with an `Error` (carrying the request id when it could be recovered) while
+//! the outbox has room, and the decoder resynchronises at the next `0x00`. Memory is
+//! bounded whatever arrives: frames at `MAX_FRAME`, the inference queue at `--queue`,
+//! the outbox at [`dispatch::OUTBOX_CAPACITY`] answers.
 
 pub mod deploy;
 pub mod dispatch;
@@ -24,7 +26,7 @@ pub mod stats;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -134,7 +136,7 @@ pub fn serve(cfg: ServeConfig, verified: VerifiedBundle) -> Result<(), ServeErro
     };
 
     let (jobs_tx, jobs_rx) = self::dispatch::queue(cfg.queue);
-    let (out_tx, out_rx) = mpsc::channel::<Response>();
+    let (out_tx, out_rx) = self::dispatch::outbox();
     self::dispatch::spawn_workers(
         cfg.workers,
         Arc::clone(&classifier),

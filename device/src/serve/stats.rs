@@ -72,7 +72,8 @@ impl Stats {
         Self::bump(&self.frames_dropped);
     }
 
-    /// A request was refused with `Busy`.
+    /// A request was refused with `Busy`, or an answer to a bad frame was dropped
+    /// because the outbox was full.
     pub fn queue_drop(&self) {
         Self::bump(&self.queue_drops);
     }

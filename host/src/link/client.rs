@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -141,7 +141,6 @@ pub struct Link {
     writer: Mutex<Box<dyn SerialPort>>,
     shared: Arc<Shared>,
     events: Mutex<Receiver<Event>>,
-    next_id: AtomicU32,
     reader: Option<JoinHandle<()>>,
 }
 
@@ -188,7 +187,6 @@ impl Link {
             writer: Mutex::new(writer),
             shared,
             events: Mutex::new(rx),
-            next_id: AtomicU32::new(1),
             reader: Some(reader),
         })
     }
@@ -214,10 +212,16 @@ impl Link {
         }
     }
 
-    fn fresh_id(&self) -> u32 {
+    /// Registers a new pending request under a random id (never 0, never one in flight)
+    /// and returns it. Random rather than counted from 1: the serial line outlives this
+    /// process, and an answer to a request of an earlier process that timed out must
+    /// not match a request of this one (`docs/protocol.md`, "Choosing ids").
+    fn register(&self, waiter: Sender<Response>) -> u32 {
+        let mut pending = lock(&self.shared.pending);
         loop {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if id != 0 {
+            let id: u32 = rand::random();
+            if id != 0 && !pending.contains_key(&id) {
+                pending.insert(id, waiter);
                 return id;
             }
         }
@@ -232,12 +236,17 @@ impl Link {
         if let Some(why) = self.dead() {
             return Err(LinkError::Disconnected(why));
         }
-        let id = self.fresh_id();
+        let (tx, rx) = mpsc::channel();
+        let id = self.register(tx);
         let req = make(id);
         let mut buf = [0u8; MAX_FRAME];
-        let frame = protocol::encode(&req, &mut buf)?;
-        let (tx, rx) = mpsc::channel();
-        lock(&self.shared.pending).insert(id, tx);
+        let frame = match protocol::encode(&req, &mut buf) {
+            Ok(f) => f,
+            Err(e) => {
+                lock(&self.shared.pending).remove(&id);
+                return Err(e.into());
+            }
+        };
         let pending = Pending {
             link: self,
             id,
@@ -397,7 +406,7 @@ impl Link {
 
     /// Round trip of a `Ping`.
     pub fn ping(&self) -> Result<Duration> {
-        let nonce = self.fresh_id().rotate_left(13);
+        let nonce: u32 = rand::random();
         let a = self.request(|id| Request::Ping { id, nonce })?;
         match a.response {
             Response::Pong { nonce: n, .. } if n == nonce => Ok(a.rtt),

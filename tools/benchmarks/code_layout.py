@@ -29,8 +29,9 @@ Steps:
    the symbolic plan alone and once with the fixed-length plans alone (the race between them
    is timed, so with it two runs of one binary may differ in the last digits).
 7. Measures `device serve` peak RSS (VmHWM), anonymous and file-backed RSS and cold start of both
-   binaries, interleaved (perf.py's serve_probe), and writes tools/benchmarks/code_layout.md,
-   which perf.py includes in docs/benchmarks.md.
+   binaries, interleaved (perf.py's serve_probe), and writes the table beside the laid-out binary
+   (`target/release/device-laid-out.md`); `perf.py --laid-out-only` puts it in this machine's
+   section of docs/benchmarks.md.
 
 The order names symbols of this very build (their hashes change with the code and the target), so
 the script profiles and relinks in one go; a board build would need the profile taken on an
@@ -61,7 +62,7 @@ RELEASE = ROOT / "target/release"
 WORK = RELEASE / "layout"
 PLAIN = WORK / "device-plain"
 LAID_OUT = RELEASE / "device-laid-out"
-MD = ROOT / "tools/benchmarks/code_layout.md"
+MD = RELEASE / "device-laid-out.md"
 
 
 def log(*a):
@@ -226,7 +227,7 @@ def main():
                     help="CSV of measured texts (default: ../shared/data/snips/test.csv, else the demo set)")
     ap.add_argument("--fault-rounds", type=int, default=2, help="native page-fault refinement rounds (0 = off)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds")
-    ap.add_argument("--no-docs", action="store_true", help="do not write tools/benchmarks/code_layout.md")
+    ap.add_argument("--no-docs", action="store_true", help="do not write target/release/device-laid-out.md")
     args = ap.parse_args()
     variants = args.variant or ["int8-compute"]
     bundle = Path(args.bundle).resolve()
@@ -308,27 +309,16 @@ def main():
         cmd += f" --variant {v}"
     load = os.getloadavg()[0]
     mach = perf.machine()
-    md = f"""## Code layout of the device binary (issue #7: serve's resident code)
+    md = f"""### Code layout of the device binary
 
-`{cmd}` ({layout_secs / 60:.0f} min: callgrind profile of `device serve` on the
-{len(profile_texts)} shipped demo texts, {rounds_done} native page-fault round(s) with `perf`, relinks with
-`ld.gold --section-ordering-file` and `-C relocation-model=static`). The functions serve runs sit
-together at the end of `.text` instead of spread over 22.5 MB, and the non-PIE link has no
-`.rela.dyn` for the loader to read and no `.data.rel.ro` to patch (copy-on-write) at start.
-Both binaries answered the {len(texts)} measured texts identically (with the symbolic plan alone and
-with the fixed-length plans alone: the race between them is timed, so with it two runs of one
-binary may differ in the last digits). Machine: {mach["cpu"]}, {mach["cores"]} cores
-({", ".join(mach["isa"])}). Measurement as in "Memory,
-cold start, size" (`device serve`, {len(texts)} texts from `{os.path.relpath(measured_file, ROOT)}`, which the
-profile never saw), median of {args.rounds} interleaved rounds, load average {load:.1f}:
+`{cmd}` ({layout_secs / 60:.0f} min, {rounds_done} native page-fault round(s)). Both binaries answered
+the {len(texts)} measured texts identically. Machine: {mach["cpu"]}, {mach["cores"]} cores
+({", ".join(mach["isa"])}). `device serve`, {len(texts)} texts from `{os.path.relpath(measured_file, ROOT)}`
+(which the profile never saw), median of {args.rounds} interleaved rounds, load average {load:.1f}:
 
 | binary | variant | serve peak RSS | anon / file | cold start | `.rela.dyn` |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
-
-`target/release/device` stays the plain build (tests; perf.py's tables); the laid-out binary is
-`target/release/device-laid-out`, whose serve RSS perf.py adds to the targets table. Its order names this build's symbols, so the script profiles
-and relinks in one run; for a board it has to run where the board's binary runs natively.
 """
     if not args.no_docs:
         MD.write_text(md)

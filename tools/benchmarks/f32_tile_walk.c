@@ -11,7 +11,7 @@
 // than the caches, each panel comes from memory in its first tile and from L2 in the others,
 // as in a query of a model whose weights do not stay cached (MiniLM-L6: 428 panels of 98 KB).
 // WARM=1 prefetches (prefetcht1) the next weight panel, spread over the current panel's
-// tiles after its first. Prints GFLOP/s and µs per tile (docs/benchmarks-xeon.md).
+// tiles after its first. Prints GFLOP/s and µs per tile (docs/performance-notes.md, Intel Xeon entries).
 #include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,8 +1,15 @@
 #!/usr/bin/env python3
-"""Speed and footprint, measured side by side in one run (issue #7). Writes docs/benchmarks.md.
+"""Speed and footprint, measured side by side in one run (issue #7). Updates this machine's
+section of docs/benchmarks.md.
 
-    tools/benchmarks/perf.py [--bundle DIR ...] [--rounds N] [--out FILE] [--no-train-bench]
+    tools/benchmarks/perf.py [--bundle DIR ...] [--rounds N] [--out FILE] [--section NAME] [--no-train-bench]
     SMOKE=1 tools/benchmarks/perf.py          # seconds: demo data, 1 epoch, few queries
+
+The page holds one section per machine class, each between
+`<!-- perf.py:BEGIN NAME -->` and `<!-- perf.py:END NAME -->`; a run replaces only its own
+section (NAME: --section, else derived from the CPU, e.g. `intel-xeon-avx512-amx`) and
+leaves everything else in the file (the shared prose, other machines) as it is. A file or
+section that does not exist yet is created (the section at the end of the file).
 
 Without --bundle it trains the tiny preset on ../shared/data/snips (else the shipped demo
 data), quantises it and exports a float and an int8 bundle. Any bundle written by
@@ -83,7 +90,7 @@ def machine():
                 cpu = line.split(":", 1)[1].strip()
                 break
         flags = open("/proc/cpuinfo").read()
-        isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "asimddp", "fphp") if f" {f}" in flags]
+        isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_int8", "asimddp", "fphp") if f" {f}" in flags]
     except OSError:
         isa = []
     mem = "?"
@@ -109,6 +116,49 @@ def versions():
             v[mod] = None
     v["rustc"] = run(["rustc", "--version"], check=False).stdout.strip()
     return v
+
+
+def machine_class(mach):
+    """The page section a run of this machine belongs to, e.g. intel-xeon-avx512-amx."""
+    cpu = mach["cpu"].lower()
+    vendor = ("intel-xeon" if "xeon" in cpu else "intel" if "intel" in cpu else
+              "amd-epyc" if "epyc" in cpu else "amd" if "amd" in cpu else
+              "arm" if platform.machine() in ("aarch64", "arm64") else "cpu")
+    isa = mach["isa"]
+    tier = ("avx512-amx" if "amx_int8" in isa else "avx512-vnni" if "avx512_vnni" in isa else
+            "avx512" if "avx512f" in isa else "avx2" if "avx2" in isa else
+            "dotprod" if "asimddp" in isa else "generic")
+    return f"{vendor}-{tier}"
+
+
+def section_markers(name):
+    return f"<!-- perf.py:BEGIN {name} -->", f"<!-- perf.py:END {name} -->"
+
+
+def section_text(path, name):
+    """The generated text of section NAME of the page at PATH (between its markers), or None."""
+    if not Path(path).exists():
+        return None
+    begin, end = section_markers(name)
+    text = Path(path).read_text()
+    if begin not in text or end not in text:
+        return None
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
+def write_section(path, name, body, title=None):
+    """Replace section NAME of the page at PATH with BODY, leaving the rest of the file as it is;
+    a missing section is appended under a `## TITLE` heading, a missing file created."""
+    path = Path(path)
+    begin, end = section_markers(name)
+    block = f"{begin}\n{body.strip()}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks: speed and footprint, side by side\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + f"\n\n## {title or name}\n\n{block}\n"
+    path.write_text(text)
 
 
 # ---------------------------------------------------------------- data and bundles
@@ -381,17 +431,16 @@ def serve_probe(bundle, texts, variant=None, device=None):
     return res
 
 
-def tiny_alone(a, bundles):
-    """Headline and command of docs/benchmarks-tiny.md (the tiny model benchmarked on its own),
-    for a run of several bundles that is not itself writing that file; else None."""
-    alone = ROOT / "docs/benchmarks-tiny.md"
-    if len(bundles) < 2 or not alone.exists() or (a.out and Path(a.out).resolve() == alone):
+def tiny_alone(a, bundles, out_md, section):
+    """Headline and command of the tiny model benchmarked on its own on this machine (section
+    SECTION-tiny-alone of the same page), for a run of several bundles; else None."""
+    if len(bundles) < 2 or section.endswith("-tiny-alone"):
         return None
-    text = alone.read_text()
-    if "## Headline" not in text:
+    text = section_text(out_md, section + "-tiny-alone")
+    if not text or "### Headline" not in text:
         return None
     run_line = re.search(r"Run: (`[^`]*`)", text)
-    return {"headline": text.split("## Headline", 1)[1].strip().split("\n\n")[0],
+    return {"headline": text.split("### Headline", 1)[1].strip().split("\n\n")[0],
             "run": run_line.group(1) if run_line else ""}
 
 
@@ -469,17 +518,20 @@ def main():
     ap.add_argument("--train-rounds", type=int, default=1 if SMOKE else 2)
     ap.add_argument("--no-train-bench", action="store_true")
     ap.add_argument("--work", default=str(ROOT / ("runs/perf-smoke" if SMOKE else "runs/perf")))
-    ap.add_argument("--out", default=None, help="markdown output (default: docs/benchmarks.md; smoke: WORK/benchmarks.md)")
+    ap.add_argument("--out", default=None, help="page to update (default: docs/benchmarks.md; smoke: WORK/benchmarks.md)")
+    ap.add_argument("--section", default=None,
+                    help="the page section this run replaces (default: the machine class, e.g. intel-xeon-avx512-amx; "
+                         "a run of the tiny bundle alone: CLASS-tiny-alone)")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--laid-out-only", action="store_true",
                     help="measure only `device serve` of target/release/device-laid-out (tools/benchmarks/"
                          "code_layout.py) on the bundles and texts of WORK/perf.json, add it there and rewrite "
-                         "the markdown")
+                         "this machine's section")
     ap.add_argument("--train-only", action="store_true",
                     help="re-measure only the training throughput (candle vs PyTorch) on the data of WORK/perf.json, "
-                         "replace it there and rewrite the markdown (after a change to training)")
+                         "replace it there and rewrite this machine's section (after a change to training)")
     ap.add_argument("--report-only", action="store_true",
-                    help="rewrite the markdown from WORK/perf.json of the last run (no measuring)")
+                    help="rewrite this machine's section from WORK/perf.json of the last run (no measuring)")
     a = ap.parse_args()
     if a.report_only or a.laid_out_only or a.train_only:
         raw = json.loads((Path(a.work) / "perf.json").read_text())
@@ -497,6 +549,7 @@ def main():
                 sys.exit("perf: no current target/release/device-laid-out: run tools/benchmarks/code_layout.py")
             texts = [r["text"] for r in csv.DictReader(open(raw["test_file"], newline="", encoding="utf-8"))][:200]
             raw["serve_laid_out"] = serve_probes([Path(b) for b in raw["bundles"]], texts, LAID_OUT)
+            raw["code_layout"] = code_layout_fragment()
             raw["serve_laid_out_when"] = (f"measured after the run by `perf.py --laid-out-only`, load average "
                                           f"{os.getloadavg()[0]:.1f}")
             (Path(a.work) / "perf.json").write_text(json.dumps(raw, indent=1))
@@ -504,9 +557,11 @@ def main():
         bundles = [Path(b) for b in raw["bundles"]]
         split = lambda d: {tuple(k.split("|", 1)): v for k, v in d.items()}
         out_md = Path(a.out) if a.out else ROOT / "docs/benchmarks.md"
-        out_md.write_text(report(a, raw, bundles, split(raw["classify"]), split(raw["sizes"]),
-                                 raw["train_file"], raw["test_file"], Path(a.work) / "queries.json"))
-        log(f"wrote {out_md}")
+        section = a.section or raw.get("section") or machine_class(raw["machine"])
+        write_section(out_md, section, report(a, raw, bundles, split(raw["classify"]), split(raw["sizes"]),
+                                              raw["train_file"], raw["test_file"], Path(a.work) / "queries.json",
+                                              out_md, section), section_title(raw["machine"], section))
+        log(f"wrote section {section} of {out_md}")
         return 0
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -593,11 +648,14 @@ def main():
            "sizes": {f"{k[0]}|{k[1]}": v for k, v in sizes.items()}, "peak": [peak1, peakn],
            "train": train_res, "seconds": time.time() - started,
            "bundles": [str(b) for b in bundles], "train_file": str(train), "test_file": str(test),
-           "args": {"rounds": a.rounds, "train_epochs": a.train_epochs, "train_rounds": a.train_rounds}}
+           "args": {"rounds": a.rounds, "train_epochs": a.train_epochs, "train_rounds": a.train_rounds},
+           "code_layout": code_layout_fragment() if serve_laid_out else None}
+    section = a.section or machine_class(mach)
+    raw["section"] = section
     (work / "perf.json").write_text(json.dumps(raw, indent=1, default=str))
-    md = report(a, raw, bundles, classify, sizes, train, test, qfile)
-    out_md.write_text(md)
-    log(f"wrote {out_md} ({time.time() - started:.0f} s)")
+    md = report(a, raw, bundles, classify, sizes, train, test, qfile, out_md, section)
+    write_section(out_md, section, md, section_title(mach, section))
+    log(f"wrote section {section} of {out_md} ({time.time() - started:.0f} s)")
     bad = [c for c in check if not c.get("ok")]
     if bad:
         log("fixed-length plans differ from the symbolic plan:", bad)
@@ -605,17 +663,17 @@ def main():
     return 0
 
 
-def report(a, raw, bundles, classify, sizes, train, test, qfile):
+def report(a, raw, bundles, classify, sizes, train, test, qfile, out_md, section):
+    """This machine's section of the page: its tables only. What the columns mean, how the engine
+    works and how to reproduce are written once in the page around the sections."""
     mach, res = raw["machine"], raw["res"]
     peak1, peakn = raw["peak"]
     nproc = mach["cores"]
     queries = json.load(open(qfile))
     L = []
     w = L.append
-    w("# Benchmarks: speed and footprint, side by side\n")
-    w("Written by `tools/benchmarks/perf.py` (issue #7); every figure below comes from one run on one")
-    w("machine, the contenders interleaved round by round, medians over rounds. Trust the ratios")
-    w("more than the microseconds: the machine is shared.\n")
+    w("Written by `tools/benchmarks/perf.py`: one run, the contenders interleaved round by round, "
+      "medians over rounds.\n")
     w(f"Machine: {mach['cpu']}, {nproc} cores ({', '.join(mach['isa'])}), {mach['mem']}, {mach['os']}; "
       f"load average {mach['load'][0]:.1f} at the start, {mach['load_after'][0]:.1f} at the end "
       + ("(other jobs were running on the same cores)" if max(mach['load'][0], mach['load_after'][0]) > 1.5
@@ -626,7 +684,9 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
       f"long = texts joined to 64 tokens). Run: `tools/benchmarks/perf.py"
       + "".join(f" --bundle {os.path.relpath(b, ROOT)}" for b in bundles)
       + f" --rounds {a.rounds}" + (" --no-train-bench" if a.no_train_bench else "")
-      + (f" --out {os.path.relpath(a.out, ROOT)}" if a.out else "") + f"` ({raw['seconds'] / 60:.0f} min).\n")
+      + (f" --out {os.path.relpath(a.out, ROOT)}" if a.out else "")
+      + (f" --section {section}" if section != machine_class(mach) else "")
+      + f"` ({raw['seconds'] / 60:.0f} min).\n")
 
     # headline + latency
     def dev(b, v, s, mode="buckets", key="e2e_p50_us"):
@@ -637,13 +697,8 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
         return med([x.get(key) for x in res["ort"] if x["bundle"] == str(b) and x["variant"] == v
                     and x.get("set") == s and x["threads"] == t])
 
-    w("## End-to-end latency per query (batch 1)\n")
-    w("End to end = tokenise + run + softmax (device: `Classifier::classify`, which also ranks labels")
-    w("and tokens; onnxruntime: Python `tokenizers` + `InferenceSession.run` + numpy softmax). Model =")
-    w("the run alone on pre-tokenised ids. 1 thread: device as shipped (tract, single-threaded);")
-    w("onnxruntime with intra_op_num_threads=1, inter_op_num_threads=1, sequential execution. p50 / p99 in µs.\n")
-    w("Columns \"before\": the engine as it was before issue #7 (one symbolic plan, every text through the")
-    w("`tokenizers` library), measured in the same rounds (`--modes baseline`).\n")
+    w("### End-to-end latency per query (batch 1)\n")
+    w("p50 / p99 in µs; columns as described in \"How to read the tables\".\n")
     w("| bundle | variant | set (mean tokens) | device e2e p50 / p99 | device model p50 | tokenizer p50: fast path / library | before: e2e p50 (symbolic plan + library tokenizer) | before / now | onnxruntime e2e p50 / p99 (1 thread) | ort model p50 | device / ort e2e | device / ort model | ort e2e p50, " + str(nproc) + " threads |")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     headline = None
@@ -666,11 +721,7 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
                     headline = (bundle_label(b), v, d50, o50, dm, om)
     w("")
     ids_ok = all(x.get("ids_match", True) for x in res["ort"] if "set" in x)
-    w(f"Token ids of Python `tokenizers` equal the device's for every query: {'yes' if ids_ok else 'NO'}.")
-    w("With more threads the device is unchanged: tract runs single-threaded here (its `multithread-mm`")
-    w("feature is off; at batch 1 the tiny model's matmuls are below its threading threshold anyway);")
-    w("parallelism on the board comes from `device serve --workers N`, each worker with its own run")
-    w("state (throughput below).\n")
+    w(f"Token ids of Python `tokenizers` equal the device's for every query: {'yes' if ids_ok else 'NO'}.\n")
     per_round = {}
     for x in res["device"]:
         if x["mode"] == "buckets":
@@ -678,14 +729,8 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
     w("Device e2e p50 per round (µs): " + "; ".join(
         f"{Path(k[0]).name} {k[1]} {k[2]}: {v}" for k, v in per_round.items()) + ".\n")
 
-    w("## Which plan serves a single text: the race\n")
-    w("On its first use each length bucket's fixed-length plan (timed at the bucket's length) races the "
-      "symbolic plan (timed at both ends of the bucket's range), and the fixed plan serves the lengths "
-      "where it beats the symbolic plan's time interpolated between the two (`device/src/engine.rs`, "
-      "`Engine::route`). Device e2e p50 (µs) in the same rounds: `fixed` = every bucket on its "
-      "fixed-length plan, `symbolic` = the symbolic plan alone, `default` = the engine with the race; "
-      "`routes` = each bucket's length → the shortest length its fixed plan served in the last round "
-      "(above the bucket's length: none; – : no text of that length).\n")
+    w("### Which plan serves a single text: the race\n")
+    w("Device e2e p50 (µs) in the same rounds.\n")
     w("| bundle | variant | set | fixed | symbolic | default (race) | routes |")
     w("|---|---|---|---|---|---|---|")
 
@@ -704,9 +749,8 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
                   f"{routes(b, name, s)} |")
     w("")
 
-    w("## Fixed-length plans vs the symbolic plan\n")
-    w("`device bench-latency --check`: every fixed-length plan (batch-1 plans for 8/16/32/64 tokens, padded,")
-    w("mask 0, whichever would win its race) against the plain symbolic plan on every test text and the long set:\n")
+    w("### Fixed-length plans vs the symbolic plan\n")
+    w("`device bench-latency --check` on every test text and the long set.\n")
     w("| bundle | variant | texts | labels differ (of them near-ties) | max |Δp| | max |Δα| | tokenizer fast path: texts differing from the library | within the check's tolerance |")
     w("|---|---|---|---|---|---|---|---|")
     for c in raw["check"]:
@@ -716,13 +760,9 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
         w(f"| {Path(c['bundle']).name} | {c['variant']} | {c['texts']} | {differ} | "
           f"{c['max_prob_diff']:.1e} | {c['max_attention_diff']:.1e} | {c.get('tokens_differ', '–')} | {ok} |")
     w("")
-    w("Tolerance: max |Δp| ≤ 1e-5, or ≤ 2e-2 for int8-compute (its run-time activation rounding "
-      "depends on summation order); a label may differ only at a near-tie of the reference.")
-    w("")
 
-    w("## The hardware limit: FLOPs per query over the measured matmul peak\n")
-    w(f"numpy (OpenBLAS) sgemm, square 256–1024: **{peak1:.0f} GFLOP/s on 1 thread**, {peakn:.0f} on {nproc}. "
-      "FLOPs counted from the ONNX weights: 2 × (per-token weights) × tokens + 2 × classifier + 4 × tokens² × d per layer.\n")
+    w("### The hardware limit: FLOPs per query over the measured matmul peak\n")
+    w(f"numpy (OpenBLAS) sgemm, square 256–1024: **{peak1:.0f} GFLOP/s on 1 thread**, {peakn:.0f} on {nproc}.\n")
     w("| bundle | tokens | MFLOP / query | time at peak (1 thread) | device model p50 | share of peak |")
     w("|---|---|---|---|---|---|")
     for b in bundles:
@@ -736,12 +776,10 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
               f"{fmt(100 * limit / dm if dm else None)} % |")
     w("")
 
-    w("## fastText on the same data\n")
+    w("### fastText on the same data\n")
     ft = raw["ft"]
     if ft:
-        w(f"`fasttext.train_supervised(epoch=25, lr=0.5, wordNgrams=2, dim=50, bucket=200000, thread=1)` on {Path(train).name}, "
-          f"lowercased; test accuracy over {ft['test']} texts; latency of `model.predict` from Python "
-          "(includes the Python call, ~1-2 µs), same short/long queries.\n")
+        w(f"Trained on {Path(train).name}; test accuracy over {ft['test']} texts.\n")
         w("| model | accuracy | size | short p50 / p99 | long p50 / p99 | train time |")
         w("|---|---|---|---|---|---|")
         w(f"| fastText .bin | {ft['accuracy']:.4f} | {ft['bytes'] / 1e6:.1f} MB | "
@@ -749,14 +787,11 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
           f"{ft['latency']['long'][0]:.0f} / {ft['latency']['long'][1]:.0f} µs | {ft['train_s']:.1f} s |")
         w(f"| fastText .ftz (quantised) | {ft['accuracy_ftz']:.4f} | {ft['bytes_ftz'] / 1e6:.2f} MB | | | |")
         w("")
-        w("Accuracy of the bundles on the same test file: `tools eval --model BUNDLE --data TEST` "
-          "(docs/accuracy.md, docs/quantization.md).\n")
     else:
         w("fastText not measured (`pip install fasttext-numpy2`).\n")
 
-    w("## Throughput (file of queries, in process)\n")
-    w("`device bench-latency --throughput-threads N`: every short and long query, N threads each with its")
-    w("own classifier (own tract state), queries/s:\n")
+    w("### Throughput (file of queries, in process)\n")
+    w("Queries/s.\n")
     w("| bundle | variant | engine | " + " | ".join(f"{t} thread{'s' if t > 1 else ''}" for t in sorted({1, nproc})) + " |")
     w("|---|---|---|" + "---|" * len({1, nproc}))
     for b in bundles:
@@ -770,12 +805,8 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
                 w(f"| {bundle_label(b)} | {v} | {label} | " + " | ".join(cells) + " |")
     w("")
 
-    w("## Memory, cold start, size\n")
-    w("`device serve --bundle B --variant V --serial PTY --input -` (only that variant is")
-    w("loaded), 200 texts answered; peak RSS = VmHWM, split into anonymous memory and file-backed pages")
-    w("(the 38 MB binary's code, mapped in 64 KB fault-around blocks: clean, shared, reclaimable). Cold")
-    w("start = process start to the first Result frame on the port. `device classify --variant V TEXT`:")
-    w("max RSS and wall time of the whole process (load + one answer).\n")
+    w("### Memory, cold start, size\n")
+    w("`device serve`, 200 texts answered; `device classify`, one text.\n")
     w("| bundle | variant | bundle bytes (variant's files) | serve peak RSS | anon / file | serve cold start | classify max RSS | classify wall |")
     w("|---|---|---|---|---|---|---|---|")
     for b in bundles:
@@ -791,7 +822,7 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
     if laid:
         w("The same `device serve` probe with the laid-out binary (`target/release/device-laid-out`, "
           "made by tools/benchmarks/code_layout.py from the same sources; "
-          f"{raw.get('serve_laid_out_when') or 'same run'}; see \"Code layout\" below):\n")
+          f"{raw.get('serve_laid_out_when') or 'same run'}):\n")
         w("| bundle | variant | serve peak RSS | anon / file | serve cold start |")
         w("|---|---|---|---|---|")
         for b in bundles:
@@ -802,7 +833,7 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
                       f"{lo['rss_anon_kb'] / 1024:.1f} / {lo['rss_file_kb'] / 1024:.1f} MB | {fmt(lo['cold_start_ms'])} ms |")
         w("")
 
-    w("## Training throughput: candle vs PyTorch (tiny preset)\n")
+    w("### Training throughput: candle vs PyTorch (tiny preset)\n")
     tr = raw["train"]
     if tr["candle"]:
         last = lambda runs, k: med([r[k][-1] for r in runs])
@@ -824,15 +855,13 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
             w("\nPyTorch not installed here: reference not run.\n")
     else:
         w("Not run (--no-train-bench).\n")
-    if tr["candle"] and tr["torch"]:
-        w(TRAINING_PROFILE)
     if headline:
         bl, v, d50, o50, dm, om = headline
-        w("## Headline\n")
+        w("### Headline\n")
         w(f"{bl} {v}, batch 1, 1 thread, ≤ 16 tokens: device end to end p50 **{fmt(d50)} µs**, onnxruntime "
           f"on the same ONNX file {fmt(o50)} µs (**{d50 / o50:.2f}x**); model alone {fmt(dm)} vs {fmt(om)} µs "
           f"({dm / om:.2f}x).\n")
-        w("## Issue #7 targets in this run\n")
+        w("### Issue #7 targets in this run\n")
         w("| target | this run | met |")
         w("|---|---|---|")
         # Every variant of the tiny preset (float and int8 bundles), short queries, same rounds.
@@ -845,7 +874,7 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
           f"**{fmt(fastest[0])} µs**" + (f"; {', '.join(rest)}" if rest else "")
           + f" (load average {mach['load'][0]:.0f} on 2 cores; onnxruntime needed {fmt(o50)} µs for {v} in the "
           f"same rounds) | {'yes (' + fastest[1] + ')' if fastest[0] <= 100 else 'no'} |")
-        alone = tiny_alone(a, bundles)
+        alone = tiny_alone(a, bundles, out_md, section)
         m = re.search(r"\(\*\*([0-9.]+)x\*\*\)", alone["headline"]) if alone else None
         alone_ratio = float(m.group(1)) if m else None
         met = d50 <= o50 and (alone_ratio is None or alone_ratio <= 1.0)
@@ -872,8 +901,8 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
                             met = met and d <= o
                     cells.append(f"{v}: " + ", ".join(rs))
             w(f"| MiniLM-L6 float and int8 ≤ 1.0x onnxruntime (e2e p50, 1 thread) | {'; '.join(cells)} "
-              "(int8-compute on the same file; onnxruntime runs the session-5 element-wise form of it "
-              "~1.5x faster, see the notes below) | "
+              "(int8-compute on the same file; onnxruntime runs the element-wise form of earlier exports "
+              "~1.5x faster: docs/performance-notes.md) | "
               f"{'yes' if met else 'no'} |")
         else:
             w("| MiniLM-L6 float and int8 ≤ 1.0x onnxruntime | not measured: no MiniLM bundle (add it with --bundle) | – |")
@@ -897,232 +926,34 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile):
         if tr["candle"] and tr["torch"]:
             ratio = last(tr["candle"], "examples_per_s") / last(tr["torch"], "examples_per_s")
             w(f"| candle training ≥ 1.0x PyTorch examples/s (1 thread, batch 32) | {ratio:.2f}x | "
-              f"{'yes' if ratio >= 1 else 'no (profile above)'} |")
+              f"{'yes' if ratio >= 1 else 'no'} |")
         w("")
         if alone:
-            w(f"The tiny model measured alone ({alone['run']}, "
-              f"docs/benchmarks-tiny.md): {alone['headline']} The tiny model's times have depended on "
-              "what else the process holds, on both sides: in one four-bundle run onnxruntime's tiny times "
-              "came out ~45 % slower than alone; in another (session 5) the device's tiny float came out at "
-              "343 µs against 265-268 µs with that bundle alone in the process. Run-to-run noise on this "
-              "shared machine is ±10-15 % for the same binary and bundle (alternating processes), so read "
-              "the tiny ratios from the run alone and the table side by side, not from one cell.\n")
-        w("Adding bundles (e.g. MiniLM-L6 float and int8 once exported): "
-          "`tools/benchmarks/perf.py --bundle TINY_FLOAT --bundle TINY_INT8 --bundle MINILM_FLOAT --bundle MINILM_INT8`; "
-          "every variant of every bundle is measured in the same interleaved rounds.\n")
-    w(ENGINE_NOTES)
-    w(MEMORY_STEPS_SECTION)
-    w(CODE_LAYOUT_SECTION)
-    w(TRAINING_THREADS_SECTION)
+            w(f"The tiny model measured alone on this machine ({alone['run']}): {alone['headline']}\n")
+    w("### Code layout of the device binary\n")
+    cl = raw.get("code_layout")
+    if cl:
+        w(cl.split("\n", 1)[1].strip() + "\n" if cl.startswith("#") else cl.strip() + "\n")
+    else:
+        w("Not measured in this run (`tools/benchmarks/code_layout.py --bundle B`, then "
+          "`perf.py --laid-out-only`).\n")
     return "\n".join(L) + "\n"
 
 
-TRAINING_PROFILE = """How candle got here (`perf record` of `tools --threads 1 train`, self time, and `perf.py
---train-only` side by side with PyTorch after each step). Session 4's profile: the matmul
-micro-kernel (gemm's `x2x6`) was only 23-26 % of a step; the rest was candle's generic
-machinery. Session 7 replaced three pieces of it with custom ops that have a one-pass
-backward (`host/src/model/gelu.rs`, `host/src/model/fused_ops.rs`, `host/src/optim.rs`):
-- erf-GELU: candle computes erf element by element through a scalar function (4.4 %) and
-  its backward is nine tensor ops over `[batch, seq, ffn]`; now the device's GELU kernel
-  forward (the function the board runs) and `½(1 + erf(x/√2)) + x·φ(x)` in one pass back;
-- AdamW: the update loop indexed four vectors (no vectorisation, ~10 %); now zipped slices
-  compiled for AVX2, the same operations in the same order;
-  with these two: 775 → 964 examples/s, 0.65x → 0.85x PyTorch;
-- broadcast gradients: every parameter added or multiplied over `[batch, seq]` (LayerNorm's
-  weight and bias, each Linear's bias, the position rows) got its gradient from candle's
-  generic reduction over leading dimensions, which walks strided indices an element at a
-  time (19 % of a step under `reduce_op`, found with `--call-graph dwarf`), and LayerNorm
-  from basic ops was nine passes forward. Now LayerNorm is one op (one pass per row
-  forward; dx, dweight and dbias together backward) and bias addition is one op whose
-  backward is a contiguous column sum: 964 → ~1,430 examples/s, 0.85x → 1.16x.
-Each op's values and gradients are tested against candle's own ops (to 1e-5 / 2e-5), and
-`hidden_states_match_the_checkpoint` still reproduces MiniLM's reference hidden states.
-In the profile taken before the last of the three (gemm's kernel then 30 %), the rest was
-the strided copies after the attention transposes, memset of fresh gradient buffers and
-element-wise ops (residual adds, masks, dropout): the next candidates.
-"""
+def section_title(mach, section):
+    """The heading of a new section: the machine as /proc/cpuinfo names it."""
+    alone = " (the tiny model alone)" if section.endswith("-tiny-alone") else ""
+    return f"{mach['cpu']}, {', '.join(mach['isa'])}{alone}"
 
-ENGINE_NOTES = """## What the device engine does for speed (issue #7)
 
-- **One plan per shape, built once, never per query.** The symbolic plan (batch and seq
-  left symbolic) serves batches; single texts run on **fixed-length plans** for 8, 16, 32
-  and 64 tokens (`device/src/engine.rs`, `LENGTH_BUCKETS`): the graph with batch = 1 and
-  seq concrete, optimised by tract with known shapes. A text is right-padded to the next
-  bucket with mask 0 (session 6: each bucket's fixed plan first **races the symbolic plan**
-  on its first use, see "Which plan serves a single text" above: tract picks the matmul
-  kernel for an exact length from a cost model calibrated on other CPUs, and the fixed plan
-  pays for its padding; the race costs the first query of a bucket a second plan build and
-  the timed runs (session 7: each runs until timed for 20 ms, at least 5 and at most 400
-  runs, because 5 runs of ~200 µs right after the plan builds sometimes kept the tiny
-  preset's slower plan). Session 8: the race times the symbolic plan at both ends of the
-  bucket's range and the fixed plan serves only the lengths where it beats the symbolic
-  plan's interpolated time (before, it served the whole bucket or none of it, judged at the
-  bucket's length alone). Both plans stay when both serve part of a bucket, which costs
-  memory where plans are big (session 8, `device serve` anonymous memory after 200 short
-  SNIPS texts: MiniLM float 144 → 271 MB, weights-int8 111 → 238 MB, int8-compute 71 → 83
-  MB). Session 9: fixed-length plans are only built and raced while they fit a budget,
-  `DEVICE_PLAN_MEMORY_MB` (default 40 MB beside the symbolic plan; each plan priced at what
-  building the symbolic plan added to the process: MiniLM float and weights-int8 43 MB,
-  int8-compute 11 MB, tiny 2.4 MB), so MiniLM float and weights-int8 serve from the
-  symbolic plan alone, which the table above times within noise of the race for float
-  (weights-int8 up to 3 % slower at 64 tokens): on the CLINC150 MiniLM bundles
-  (`tools/benchmarks/plan_memory.py BUNDLE VARIANT 0,default,100000`: 200 SNIPS texts,
-  median of 3, budget 0 / 40 / unlimited) float 148 / 148 / 239 MB anonymous, weights-int8 114 / 114 / 204 MB (peak
-  137 / 137 / 228 MB). Giving each bucket to one plan, the
-  one faster on most of its lengths, was tried and dropped: texts truncated at the model's
-  length all land on the top bucket's last length, and that rule sent them to the
-  symbolic plan (MiniLM int8-compute at 64 tokens 8.47 → 9.89 ms). Both plans are also
-  held briefly during the race: MiniLM int8-compute serve peak 94.5 → 107.6
-  MB; `DEVICE_FIXED_PLANS=1` skips it). Padding gets exactly zero weight in attention and pooling, so labels
-  are identical and probabilities agree to ~1e-7 (table above; `device bench-latency
-  --check` and `tests/tests/perf_smoke.rs`). Each plan is optimised on its **first use**
-  (each holds its own packed copy of the weights, ~2.2 MB on the tiny preset; the first
-  query of a bucket pays ~10-20 ms), so a board only holds the plans its texts need;
-  the host's check of a freshly exported model builds them all. Run states (`SimpleState`,
-  one per plan) are reused from a pool: a query takes an idle set, so `device serve
-  --workers N` threads sharing one engine run in parallel (before, one lock serialised
-  them). `DEVICE_SYMBOLIC_ONLY=1` keeps only the symbolic plan (slower at 64 tokens);
-  `DEVICE_LENGTH_BUCKETS=16,64` changes the set (fewer buckets: less memory, more padding).
-- **Matmul kernels chosen for this CPU, not tract's calibration CPUs** (sessions 7 and 8,
-  `device/src/matmul_kernels.rs`): one more tier in tract's kernel ladder (tract's own
-  extension point, registered through `inventory`), consulted for matmuls of known shape
-  (the fixed-length plans). *f32* (`DEVICE_F32_KERNELS`): tract's AVX-512 cost models were
-  calibrated on cores with two 512-bit FMA ports; this EPYC runs AVX-512 on 256-bit units.
-  Session 7 gave every f32 matmul of such a core what tract's 256-bit `fma` tier picks
-  (tiny float 267 → 252 µs short). Session 8 timed whole plans with every f32 matmul forced
-  to one kernel (MiniLM-L6 and the tiny preset at 8, 16, 32, 64 tokens) and found the
-  weight matrices (≥ 128 rows) fastest on tract's tall zmm tiles, the one that pads the
-  token count least the most (16 tokens: 32x6; 8 and 32: 64x3; 64: 32x5), and the
-  attention's per-head products (16-64 rows) fastest on the 256-bit kernels: MiniLM float
-  plan at 8 / 16 / 32 / 64 tokens 5.3 / 7.9 / 12.6 / 18.0 ms with session 7's choice, 4.1 /
-  6.4 / 11.2 / 17.2 with tract's, **3.5 / 5.4 / 9.0 / 17.4** now; tiny float 168 / 247 / 629
-  / 1,090 µs (session 7), 138 / 256 / 504 / 912 (tract), **134 / 230 / 413 / 855** now
-  (whole plans built from the bundle as the engine builds them, every f32 matmul forced
-  through an extra tier; a scratch program over the device library, one process per
-  figure, best of 5 x 10 runs at 1 thread; not kept in the repository). In isolation (one
-  matmul, weights hot) the kernels were within a few per cent of each other; in the
-  model they were not, which is why the rule comes from whole-plan timings. *int8*
-  (`DEVICE_I8_KERNELS`): tract runs its zmm 16x16 VNNI tile only on cores its probe finds
-  dual-ported (it measured the 16x16 4-11 % slower on a single-port Intel client core);
-  on this AMD core it is faster, so on AMD VNNI cores the device answers the 16x16 where
-  m and n each fill 16, as tract does on dual-port cores. Same binary, alternating
-  processes (`device bench-latency --variants int8-compute`, `DEVICE_I8_KERNELS=tract` vs
-  default): MiniLM short 2.15-2.38 → 1.85-2.17 ms, 64 tokens 8.8-9.4 → 7.7-7.9 ms; tiny
-  172-173 → 157-159 µs, 621-623 → 563-567 µs.
-- **Additions in the symbolic plan** (session 8, `device/src/fused_ops/add.rs`). With
-  symbolic shapes tract can neither fold an `Add` into the matmul before it nor prove
-  `batch · seq · 384` elements worth its vectorised kernel, so the residual additions and
-  the attention mask ran through its generic broadcasting evaluator, ~3.5 ns per element:
-  20 nodes, 433 µs of the MiniLM symbolic plan's 6.05 ms at 16 tokens, the whole gap to the
-  fixed plan (5.58 ms), which it otherwise matched matmul for matmul. The device replaces
-  the f32 `Add` nodes tract left generic, after optimisation, with one pass over rows: 29
-  µs for the 20 (per-node profile, `device bench-latency --profile` with
-  `DEVICE_SYMBOLIC_ONLY=1`). `device bench-latency --check` now also compares the fused
-  symbolic plan with tract's.
-- **onnxruntime computes the weights-int8 file in int8** (session 8). Its graph optimiser
-  turns each `DequantizeLinear → MatMul` of the weights-int8 variant into its
-  `MatMulNBits` (bits 8, block 32) with `accuracy_level` 4: activations quantised to int8
-  at run time (its optimised graph, saved with `optimized_model_filepath`, has 39
-  `MatMulNBits`; its logits differ from the f32 computation's in the third decimal). That
-  is why onnxruntime runs weights-int8 faster than float (3.3 vs 4.8 ms short). The device
-  computes that variant in f32, as its manifest says (`int8 weights dequantised at load;
-  f32 compute`; its export check found the device's logits 4.3e-6 from the host's on the
-  SNIPS MiniLM bundle).
-  Asked to compute it in f32 (`session.qdq_matmulnbits_accuracy_level` = 0), onnxruntime
-  takes ~19 ms per short query. The device's int8 computation is the int8-compute variant.
-- **Exact GELU as one pass** (session 7, `device/src/fused_ops/gelu.rs`). tract matches
-  the exporter's `0.5·x·(1 + erf(x/√2))` into its `GeluExact`: a scaling pass into a
-  scratch buffer allocated per call, its erf kernel and a combining pass (6.0-6.2 µs per
-  layer on 12 x 512, ~24 µs at 64 tokens). The device replaces each f32 `GeluExact` of
-  the decluttered graph with one pass using the rational erf Eigen and XLA use for f32
-  (|error| ≤ 4e-7), with fused multiply-adds where the CPU has them: 3.6-3.9 µs short,
-  14-18 µs long per layer.
-- **Tokenizer fast path** (`device/src/tokenize.rs`, `FastWordPiece`): for the plain BERT
-  pipeline (BertNormalizer + BertPreTokenizer + WordPiece + `[CLS] … [SEP]`) and texts of
-  printable ASCII, normalise / split / WordPiece directly over the bytes with one reused
-  scratch buffer, instead of the `tokenizers` machinery (added-token automaton, alignment
-  tracking, per-piece allocation). Anything else (non-ASCII, `[`) goes to the library; the
-  fast path must reproduce the library on probe texts at load or it is switched off, and
-  it gave identical ids, tokens and special masks on all 45k texts of SNIPS train+test,
-  CLINC150 train and the demo data.
-- **Threads**: tract runs single-threaded (its default; the `multithread-mm` feature is off),
-  onnxruntime was configured to match (intra 1, inter 1, sequential). Parallel queries use
-  `device serve --workers N`, one run state per worker.
-- **The int8 graphs do no per-query work over the weights** (session 3, from tract's
-  per-node profile of MiniLM): embedding tables are gathered while int8 and only the
-  gathered rows are scaled (`Gather → Cast → Mul`; dequantising the whole 30,522 x 384 table
-  first made a MiniLM int8 query take ~35 ms, now 4-8 ms).
-- **Quantise and dequantise in one pass each** (session 6, `device/src/fused_ops/quant.rs`):
-  int8-compute is `QuantizeLinear → MatMulInteger → DequantizeLinear(axis -1) → Add b`, all
-  standard ops. tract 0.23 rounds `QuantizeLinear` one element at a time through a
-  non-inlined call and runs a per-channel `DequantizeLinear` as three nodes, so until
-  session 5 the exporter wrote the quantisation as `Mul/Add/Clip/Cast<u8>` and the
-  dequantisation as `Cast → Mul` (5 tract nodes per matmul, ~1 ns per element each). The
-  device now parses both ops into one vectorised loop each (round half to even by adding
-  1.5·2²³, integer conversions by bit operations; the i32 accumulators become f32 in their
-  own buffer, because a fresh 400 KB output per matmul was new pages every query: 10x the
-  page faults and a slower long query until it went). Same bundle, old vs new export,
-  alternating in one process (`device bench-latency --variants int8-compute`): MiniLM short
-  2.98 → 2.52 ms, long 10.6 → 9.4 ms; tiny short 240 → 181 µs, long 850 → 685 µs.
-  **onnxruntime runs the old element-wise form faster than the standard ops**: the
-  session-5 export (`runs/s3/snips-minilm-bundle-int8-v3`) and this one
-  (`runs/s6/snips-minilm-bundle-int8`, same quantised weights) timed side by side, 3
-  alternating rounds with perf.py's onnxruntime code and `device bench-latency`: onnxruntime
-  1,822 vs 2,841 µs short, 7,192 vs 8,276 µs long (old vs new form); the device 3,085 vs
-  2,603 µs short, 10,644 vs 9,262 µs long. The table's ratios are on the same file, as the
-  issue asks; against onnxruntime on the form it runs best, the device's int8-compute is
-  1.43x short / 1.29x long. One file fast on both would need the device to recognise the
-  element-wise chain (a graph rewrite after typing, not a per-op parser): not done.
-- **Fused LayerNorm and Softmax, and clean vector state** (session 5, `device/src/fused_ops/mod.rs`,
-  from the per-node profile of the tiny preset): tract expands `LayerNormalization` into six
-  nodes (~7.7 µs each time on 16 x 128) and runs a last-axis `Softmax` as three library calls
-  per row (~8 µs for the 4 x 16 x 16 attention scores). The device registers its own parsers
-  for the two ONNX ops: one pass over contiguous rows each, eight-lane accumulators and a
-  branch-free polynomial `exp`, compiled for AVX2+FMA where the CPU has it (`multiversion`)
-  and auto-vectorised for NEON on a board: 1.2 µs per LayerNorm, 2 µs per softmax. The ONNX
-  file is unchanged (onnxruntime runs the same file). A second finding on the way: tract's
-  x86 assembly kernels return without `vzeroupper`, so every SSE-encoded instruction after
-  them (tract's Rust ops, the tokenizer, ours) ran with the upper halves of the AVX registers
-  dirty; the same softmax took 105 µs after the matmuls and 31 µs alone. The engine now
-  clears that state after every node (`clear_upper_vector_state`, one instruction).
-  Measured side by side (`device bench-latency`, tiny float, alternating processes, with
-  `DEVICE_TRACT_OPS=1` giving tract's own ops): short 299-313 → 265-268 µs e2e, long
-  1,040-1,100 → 990-1,000 µs; MiniLM int8-compute short 3.6 → 3.1 ms, long 11.2 → 10.6 ms.
-  `device bench-latency --check` compares the default engine against the symbolic plan with
-  tract's own ops, so the table above covers the fused kernels too.
-- **Memory**: `device serve` loads one variant only: `--variant`, else the one `device tune`
-  recorded, else the manifest's default (`variant::preferred`); see "Memory of `device serve`"
-  below. On MiniLM, int8-compute keeps its weights int8 inside tract (MatMulInteger), so it
-  needs less than half the memory of weights-int8, whose plans each hold an f32 copy.
+def code_layout_fragment():
+    """The table tools/benchmarks/code_layout.py wrote beside the laid-out binary, if any."""
+    md = LAID_OUT.with_name(LAID_OUT.name + ".md")
+    return md.read_text() if md.exists() else None
 
-### Where the rest of the time goes
 
-Per-node wall-clock profile (`device bench-latency --profile --bundle B --texts T`;
-`--profile-nodes N` lists more nodes): after the fused ops, tract's matmuls are
-~200 of the ~260 µs of a short tiny-preset query (the 128 → 512 → 128 FFN pair ~30 µs each
-per layer, ~65-70 GFLOP/s), then activation packing (`OptMatMulPack`, ~20 µs), erf-GELU
-(session 5: tract's, 6.4 µs per layer, where a vectorised A&S erf of ours took 10.8 µs and
-was dropped; session 7: the rational erf above, 3.6-3.9 µs), the
-masked pooling sum (3.6 µs) and small element-wise nodes. Exact-length plans (6, 8, 10 …
-16 tokens; re-checked after the fused ops with `DEVICE_LENGTH_BUCKETS=8,12,16,24,32,48,64`)
-are no faster than padding to 16: the matmul cost is fixed per call, not per token. On
-MiniLM float the 6 x (384 → 1536 → 384) matmuls run at ~49 GFLOP/s: each query streams
-~42 MB of f32 weights through the cache, which is why int8-compute (a quarter of the
-bytes) is the variant to run there. Compiling the whole device binary for x86-64-v3
-(`RUSTFLAGS=-C target-cpu=x86-64-v3`) gave a further ~3 % only, so the shipped binary
-stays portable.
-"""
 
-# The memory work, step by step (measured once by hand; docs/benchmarks.md keeps it verbatim).
-MEMORY_STEPS_SECTION = (ROOT / "tools/benchmarks/memory_steps.md").read_text() \
-    if (ROOT / "tools/benchmarks/memory_steps.md").exists() else ""
 
-# Written by tools/benchmarks/code_layout.py (its own measurement, with its command).
-CODE_LAYOUT_SECTION = (ROOT / "tools/benchmarks/code_layout.md").read_text() \
-    if (ROOT / "tools/benchmarks/code_layout.md").exists() else ""
-
-TRAINING_THREADS_SECTION = (ROOT / "tools/benchmarks/training_threads.md").read_text() \
-    if (ROOT / "tools/benchmarks/training_threads.md").exists() else ""
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,5 @@
 /* One core's read bandwidth from memory and from the last-level cache: what bounds a
- * query whose weights outgrow the L3 (docs/benchmarks-avx2.md, "Session 15").
+ * query whose weights outgrow the L3 (docs/performance-notes.md, "why float MiniLM sits at parity").
  *
  *   gcc -O2 -mavx2 -o /tmp/read_bandwidth tools/benchmarks/read_bandwidth.c && /tmp/read_bandwidth
  *

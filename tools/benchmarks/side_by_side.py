@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The device against onnxruntime on one bundle, interleaved: a few minutes where perf.py takes
-twenty, for checking one change on one CPU (docs/benchmarks-avx2.md).
+twenty, for checking one change on one CPU (docs/benchmarks.md, "How to reproduce").
 
     tools/benchmarks/side_by_side.py BUNDLE [--texts FILE] [--queries N] [--rounds N]
 

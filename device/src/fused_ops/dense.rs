@@ -17,7 +17,7 @@
 //! other tiles compute from L1. The bias is the accumulators' starting value. One packed
 //! copy serves every plan of a model (tract's plans each pack their own). Same machine,
 //! interleaved with onnxruntime: MiniLM float short 2.95 → 2.68 ms with the prefetch
-//! (onnxruntime 2.97), 64 tokens 13.8 → 10.9 ms (onnxruntime 11.9); docs/benchmarks-xeon.md.
+//! (onnxruntime 2.97), 64 tokens 13.8 → 10.9 ms (onnxruntime 11.9); docs/performance-notes.md (2026-12-01).
 //!
 //! [`fuse_dense`] replaces, in a decluttered f32 model, each `EinSum` of an activation
 //! by a constant rank-2 matrix over the activation's last axis (ONNX `MatMul` with a

@@ -64,7 +64,7 @@ fn a_late_answer_to_an_earlier_process_is_never_taken_for_a_new_request() {
         std::thread::spawn(move || {
             let mut dec = RequestDecoder::new();
             let mut buf = [0u8; 256];
-            let mut send = |port: &mut serialport::TTYPort, r: &Response| {
+            let send = |port: &mut serialport::TTYPort, r: &Response| {
                 use std::io::Write;
                 port.write_all(&protocol::encode_to_vec(r).unwrap())
                     .unwrap();

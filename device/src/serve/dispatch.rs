@@ -379,7 +379,7 @@ mod tests {
 
     fn core(cap: usize) -> (Core, Receiver<Job>, Receiver<Response>, Arc<Stats>) {
         let (jtx, jrx) = queue(cap);
-        let (otx, orx) = mpsc::channel();
+        let (otx, orx) = outbox();
         let stats = Arc::new(Stats::new());
         (
             Core::new(info(50), Arc::clone(&stats), jtx, otx),
@@ -407,6 +407,36 @@ mod tests {
                 frames_in: 3,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn answers_to_bad_frames_never_outgrow_the_outbox() {
+        let (core, _jobs, out, stats) = core(2);
+        // Nobody drains the outbox: the reader must neither block nor grow it.
+        for _ in 0..OUTBOX_CAPACITY * 10 {
+            core.handle(Err(FrameError::BadFrame));
+        }
+        assert_eq!(out.try_iter().count(), OUTBOX_CAPACITY);
+        match stats.to_response(0) {
+            Response::Stats {
+                queue_drops,
+                decode_errors,
+                ..
+            } => {
+                assert_eq!(queue_drops as usize, OUTBOX_CAPACITY * 9);
+                assert_eq!(decode_errors as usize, OUTBOX_CAPACITY * 10);
+            }
+            r => panic!("{r:?}"),
+        }
+        // With room again, answers to bad frames flow as before.
+        core.handle(Err(FrameError::BadCrc));
+        assert!(matches!(
+            out.try_recv(),
+            Ok(Response::Error {
+                code: ErrorCode::BadCrc,
+                ..
+            })
         ));
     }
 

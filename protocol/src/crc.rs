@@ -1,9 +1,6 @@
-//! CRC-32/ISO-HDLC (the "IEEE" CRC-32 of Ethernet, zlib, PNG), implemented here.
-//!
-//! We deliberately do not use postcard's `use-crc` flavors: a hand-written,
-//! dependency-free implementation keeps the exact algorithm visible for
-//! the C side of the link, and lets the frame layout (CRC over the postcard
-//! bytes, appended little-endian *inside* the COBS block) be spelled out in one place.
+//! CRC-32/ISO-HDLC (the "IEEE" CRC-32 of Ethernet, zlib, PNG), from the `crc` crate
+//! (the one postcard's `use-crc` flavors use), behind the two names the frame code and a
+//! C implementer need: [`crc32`] and the incremental [`Crc32`].
 //!
 //! | parameter | value |
 //! |---|---|
@@ -15,36 +12,19 @@
 //! | check (`"123456789"`) | `0xCBF43926` |
 //! | residue | `0xDEBB20E3` |
 //!
-//! The 256-entry lookup table (1 KiB) is computed at compile time by a
-//! `const fn`, so it lives in flash/rodata and costs nothing at start-up.
+//! The CRC covers the postcard bytes and is appended little-endian *inside* the COBS
+//! block (`docs/protocol.md` section 2). The crate's 256-entry table is built at compile
+//! time, so it lives in flash/rodata and costs nothing at start-up.
+
+use crc::{Crc, Digest, CRC_32_ISO_HDLC};
 
 /// Reflected CRC-32/ISO-HDLC polynomial.
 pub const POLY_REFLECTED: u32 = 0xEDB8_8320;
 
 /// `crc32(b"123456789")`, the catalogue check value.
-pub const CHECK: u32 = 0xCBF4_3926;
+pub const CHECK: u32 = CRC_32_ISO_HDLC.check;
 
-const fn make_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ POLY_REFLECTED
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-}
-
-static TABLE: [u32; 256] = make_table();
+static CRC: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
 /// Incremental CRC-32/ISO-HDLC.
 ///
@@ -55,9 +35,13 @@ static TABLE: [u32; 256] = make_table();
 /// c.update(b"56789");
 /// assert_eq!(c.finish(), 0xCBF43926);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Crc32 {
-    state: u32,
+#[derive(Clone)]
+pub struct Crc32(Digest<'static, u32>);
+
+impl core::fmt::Debug for Crc32 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("Crc32").field(&self.finish()).finish()
+    }
 }
 
 impl Default for Crc32 {
@@ -67,43 +51,37 @@ impl Default for Crc32 {
 }
 
 impl Crc32 {
-    /// A fresh digest (state `0xFFFFFFFF`).
-    pub const fn new() -> Self {
-        Self { state: 0xFFFF_FFFF }
+    /// A fresh digest.
+    pub fn new() -> Self {
+        Self(CRC.digest())
     }
 
     /// Feed more bytes.
     pub fn update(&mut self, data: &[u8]) {
-        let mut s = self.state;
-        for &b in data {
-            s = (s >> 8) ^ TABLE[((s ^ b as u32) & 0xFF) as usize];
-        }
-        self.state = s;
+        self.0.update(data);
     }
 
     /// Feed one byte.
     pub fn update_byte(&mut self, b: u8) {
-        self.state = (self.state >> 8) ^ TABLE[((self.state ^ b as u32) & 0xFF) as usize];
+        self.0.update(&[b]);
     }
 
-    /// The final CRC value (does not consume the digest).
-    pub const fn finish(&self) -> u32 {
-        self.state ^ 0xFFFF_FFFF
+    /// The CRC of the bytes fed so far (does not consume the digest).
+    pub fn finish(&self) -> u32 {
+        self.0.clone().finalize()
     }
 }
 
 /// CRC-32/ISO-HDLC of `data` in one call.
 pub fn crc32(data: &[u8]) -> u32 {
-    let mut c = Crc32::new();
-    c.update(data);
-    c.finish()
+    CRC.checksum(data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Bit-at-a-time reference, independent of the table.
+    /// Bit-at-a-time reference, independent of the crate's table.
     fn crc32_bitwise(data: &[u8]) -> u32 {
         let mut crc = 0xFFFF_FFFFu32;
         for &b in data {

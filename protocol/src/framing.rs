@@ -9,10 +9,16 @@
 //!   never panics, and resynchronises at the next `0x00` after any bad or
 //!   oversize frame.
 //!
-//! COBS is hand-written here (standard Cheshire–Baker COBS, no
-//! "reduced" variant): each block is a code byte `c` (1..=255) followed by
-//! `c - 1` non-zero data bytes; a block with `c < 255` that is not the last
-//! block stands for its data followed by one zero byte.
+//! The CRC is the `crc` crate's CRC-32/ISO-HDLC ([`crate::crc`]). COBS is written here
+//! (standard Cheshire–Baker COBS, no "reduced" variant): each block is a code byte `c`
+//! (1..=255) followed by `c - 1` non-zero data bytes; a block with `c < 255` that is not
+//! the last block stands for its data followed by one zero byte. Why not postcard's
+//! `Cobs` flavor (the `cobs` crate): it gives the same bytes except when the payload ends
+//! on a full 254-byte block, where it appends an empty `0x01` block, a byte that a bit
+//! flip can turn into a second delimiter without the CRC seeing it (the test
+//! `postcard_flavors_differ_only_on_a_full_last_block` measures it; docs/protocol.md
+//! section 2). The encoder here ends such frames canonically, and the decoder also
+//! validates what the `cobs` crate's would let through (a `0x00` inside a block).
 
 use core::marker::PhantomData;
 
@@ -642,6 +648,47 @@ mod tests {
         assert_eq!(&out[255..n], &[0x01, 0x01]);
         cobs_round_trip(&data);
         cobs_round_trip(&data[..254]);
+    }
+
+    /// The reason COBS is not postcard's `Cobs` flavor: postcard's `CrcModifier` over
+    /// `Cobs` (the `cobs` crate) gives this module's frames byte for byte, except when the
+    /// payload ends on a full block, where it adds an empty `0x01` block.
+    #[test]
+    fn postcard_flavors_differ_only_on_a_full_last_block() {
+        use postcard::ser_flavors::{crc::CrcModifier, Cobs, Slice};
+        static CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+        let text = [b'a'; crate::MAX_TEXT_LEN];
+        let (mut same, mut full_block) = (0, 0);
+        for id in [1u32, 300, 70_000] {
+            for len in 0..=text.len() {
+                let m = Request::classify(id, core::str::from_utf8(&text[..len]).unwrap()).unwrap();
+                let mut ours = [0u8; MAX_FRAME];
+                let ours = encode(&m, &mut ours).unwrap();
+                let mut theirs = [0u8; MAX_FRAME + 8];
+                let flavor = CrcModifier::new(
+                    Cobs::try_new(Slice::new(&mut theirs)).unwrap(),
+                    CRC.digest(),
+                );
+                let theirs = postcard::serialize_with_flavor(&m, flavor).unwrap();
+                if ours == &theirs[..] {
+                    same += 1;
+                } else {
+                    // Same frame plus an empty block before the delimiter.
+                    assert_eq!(theirs.len(), ours.len() + 1, "id {id} len {len}");
+                    assert_eq!(&theirs[theirs.len() - 2..], &[0x01, 0x00]);
+                    assert_eq!(&theirs[..ours.len() - 1], &ours[..ours.len() - 1]);
+                    full_block += 1;
+                }
+            }
+        }
+        extern crate std;
+        std::eprintln!(
+            "postcard flavors: {same} frames identical, {full_block} with an extra 0x01 block"
+        );
+        assert!(
+            full_block > 0 && same > 700,
+            "{same} same, {full_block} differ"
+        );
     }
 
     #[test]

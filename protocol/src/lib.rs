@@ -21,7 +21,7 @@
 //!
 //! At most [`MAX_FRAME`] = 1024 bytes including the delimiter. See
 //! [`framing`] for the encoder and the streaming [`FrameDecoder`], and
-//! [`crc`] for the CRC (implemented here, table built at compile time).
+//! [`crc`] for the CRC (the `crc` crate's CRC-32/ISO-HDLC, table built at compile time).
 //!
 //! # Messages
 //!

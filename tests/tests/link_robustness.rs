@@ -138,7 +138,10 @@ fn a_late_answer_to_an_earlier_process_is_never_taken_for_a_new_request() {
         ],
         None,
     );
-    assert!(!timed_out.status.success(), "the first request must time out");
+    assert!(
+        !timed_out.status.success(),
+        "the first request must time out"
+    );
     assert!(first_classify.lock().unwrap().is_some());
 
     let out = run_ok(

@@ -322,7 +322,7 @@ impl Engine {
         let bytes = std::fs::read(dir.join(file)).map_err(|e| DeviceError::Io {
             dir: dir.to_path_buf(),
             file: file.to_string(),
-            source: e,
+            cause: e,
         })?;
         let origin = format!("{}: {file}", dir.display());
         Self::build(

@@ -67,7 +67,7 @@ pub enum InstallError {
 
     /// The bundle to install failed its signature or sha256 checks.
     #[error("install refused: {0}")]
-    Refused(#[source] SignatureError),
+    Refused(SignatureError),
 
     /// The bundle is intact but does not load or classify correctly on this device.
     #[error("install refused: bundle {}: self-test failed: {problem}", .src.display())]
@@ -318,7 +318,10 @@ impl StateDir {
             write_synced(&staging.join(name), bytes).map_err(|e| write_err(name, e))?;
         }
         for name in [SIGNATURE_FILE, MANIFEST_FILE] {
-            match fs::read(src.join(name)) {
+            match crate::bundle::read_regular_file(
+                &src.join(name),
+                crate::bundle::max_file_bytes(name),
+            ) {
                 Ok(bytes) => {
                     write_synced(&staging.join(name), &bytes).map_err(|e| write_err(name, e))?
                 }
@@ -327,7 +330,7 @@ impl StateDir {
                     return Err(InstallError::Refused(SignatureError::Io {
                         dir: src.to_path_buf(),
                         file: name.into(),
-                        source: e,
+                        cause: e,
                     }))
                 }
             }

@@ -134,15 +134,7 @@ pub fn default_self_test(bundle: &VerifiedBundle) -> std::result::Result<String,
         let best = (0..probs.len())
             .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
             .unwrap_or(0);
-        let diff = if expected.logits.len() == logits.len() {
-            logits
-                .iter()
-                .zip(&expected.logits)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max)
-        } else {
-            f32::INFINITY
-        };
+        let diff = crate::classify::max_abs_diff(&logits, &expected.logits);
         if best != expected.label_index || diff.is_nan() || diff > REFERENCE_TOLERANCE {
             return Err(format!(
                 "reference text {text:?} (variant {variant}): label index {best}, recorded {}; \

@@ -47,7 +47,10 @@ pub use bundle::{
     sha256_hex, write_bundle, Bundle, Manifest, ReadBundle, VerifiedBundle, BUNDLE_FORMAT_VERSION,
     MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE,
 };
-pub use classify::{softmax, Classifier, ClassifyOptions, LabelScore, Prediction, TokenWeight};
+pub use classify::{
+    max_abs_diff, softmax, Classifier, ClassifyOptions, LabelScore, Prediction, RejectReason,
+    TokenWeight, UNKNOWN_LABEL,
+};
 pub use engine::Engine;
 pub use error::{DeviceError, Result};
 pub use rejection::RejectionRule;

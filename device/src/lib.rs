@@ -34,6 +34,7 @@ pub mod error;
 pub mod fused_ops;
 #[cfg(unix)]
 pub mod install;
+pub mod lines;
 pub mod matmul_kernels;
 pub mod rejection;
 pub mod serve;

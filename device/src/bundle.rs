@@ -528,8 +528,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// `manifest.json` last, directory fsynced); then it is renamed into place. If `dir`
 /// already exists it is renamed aside, the new one renamed in, and the old one removed:
 /// at no point is `dir` a mix of old and new files or a partial bundle (between the two
-/// renames it is briefly absent). `files` must contain [`MODEL_FILE`] and
-/// [`TOKENIZER_FILE`] and only plain file names.
+/// renames it is briefly absent). An existing `dir` is only replaced when it is a bundle
+/// (has [`MANIFEST_FILE`]) or empty; anything else is refused. `files` must contain
+/// [`MODEL_FILE`] and [`TOKENIZER_FILE`] and only plain file names.
 pub fn write_bundle(
     dir: &Path,
     mut manifest: Manifest,
@@ -592,6 +593,18 @@ pub fn write_bundle(
         return Err(dir_err(
             "exists and is not a directory; not replacing it".into(),
         ));
+    }
+    // Only a bundle is ever replaced: a directory of anything else (the user's files, a
+    // checkpoint) is refused, not moved aside and deleted.
+    if dir.is_dir() && !dir.join(MANIFEST_FILE).is_file() {
+        let non_empty = fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true);
+        if non_empty {
+            return Err(dir_err(format!(
+                "is a non-empty directory that is not a bundle (no {MANIFEST_FILE}); not replacing it"
+            )));
+        }
     }
     fs::create_dir_all(&parent)
         .map_err(|e| dir_err(format!("cannot create parent {}: {e}", parent.display())))?;

@@ -29,6 +29,9 @@ pub enum HostError {
     Device(#[from] device::DeviceError),
     #[error("export: {0}")]
     Export(String),
+    /// An output the command may not write (see `checkpoint::check_output`).
+    #[error("output {}: {problem}", path.display())]
+    Output { path: PathBuf, problem: String },
     #[error("{0}")]
     Invalid(String),
 }

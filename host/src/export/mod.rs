@@ -11,7 +11,7 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::batching::EncodedExample;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{check_output, Checkpoint, OutputKind};
 use crate::data::{Columns, Dataset};
 use crate::error::{HostError, Result};
 
@@ -105,13 +105,22 @@ pub(crate) fn new_manifest(out: &Path, ckpt: &Checkpoint) -> device::bundle::Man
     manifest
 }
 
-/// Exports `ckpt_dir` to a bundle at `out`.
+/// Exports `ckpt_dir` to a bundle at `out`. `out` must be new, an empty directory, or
+/// (with `force`) an existing bundle, and neither the checkpoint nor a directory holding
+/// it ([`crate::checkpoint::check_output`]); the bundle is built beside it and renamed
+/// into place only once it has checked out.
 pub fn export(
     ckpt_dir: &Path,
     out: &Path,
     check_data: Option<&Path>,
     columns: &Columns,
+    force: bool,
 ) -> Result<ExportReport> {
+    let mut inputs = vec![("the model being exported", ckpt_dir)];
+    if let Some(d) = check_data {
+        inputs.push(("the check data", d));
+    }
+    check_output(out, OutputKind::Bundle, force, &inputs)?;
     let ckpt = Checkpoint::open(ckpt_dir)?;
     if ckpt.quantized {
         return quantized::export_quantized(&ckpt, out, check_data, columns);

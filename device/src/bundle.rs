@@ -419,8 +419,87 @@ impl VerifiedBundle {
     }
 }
 
-fn read_bundle_file(dir: &Path, name: &str) -> Result<Vec<u8>> {
-    fs::read(dir.join(name)).map_err(|e| {
+/// Largest `manifest.json` (or `manifest.sig`) read: a 150-label manifest with reference
+/// logits is about 100 KB, so anything this big is not one of ours.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+/// Largest other bundle file read (MiniLM-L6's float ONNX is ~90 MB).
+pub const MAX_BUNDLE_FILE_BYTES: u64 = 2 << 30;
+
+/// The size cap of bundle file `name`: [`MAX_MANIFEST_BYTES`] for the manifest and its
+/// signature, [`MAX_BUNDLE_FILE_BYTES`] for the rest.
+pub fn max_file_bytes(name: &str) -> u64 {
+    if name == MANIFEST_FILE || name == crate::signature::SIGNATURE_FILE {
+        MAX_MANIFEST_BYTES
+    } else {
+        MAX_BUNDLE_FILE_BYTES
+    }
+}
+
+/// Reads `path`, which must be a regular file (after symlinks) of at most `limit` bytes:
+/// a FIFO would block the reader forever and `/dev/zero` would fill memory, so both are
+/// refused before a byte is read (the file is opened non-blocking and checked with
+/// `fstat`, so it cannot be swapped between the check and the read).
+pub fn read_regular_file(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a regular file ({})", file_type_name(&meta.file_type())),
+        ));
+    }
+    let too_big = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes, the most read from a bundle file"),
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
+fn file_type_name(t: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
+}
+
+/// Reads bundle file `name` from `dir` within its size cap ([`max_file_bytes`]).
+pub(crate) fn read_bundle_file(dir: &Path, name: &str) -> Result<Vec<u8>> {
+    read_regular_file(&dir.join(name), max_file_bytes(name)).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             DeviceError::MissingFile {
                 dir: dir.to_path_buf(),
@@ -430,7 +509,7 @@ fn read_bundle_file(dir: &Path, name: &str) -> Result<Vec<u8>> {
             DeviceError::Io {
                 dir: dir.to_path_buf(),
                 file: name.to_string(),
-                source: e,
+                cause: e,
             }
         }
     })
@@ -449,8 +528,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// `manifest.json` last, directory fsynced); then it is renamed into place. If `dir`
 /// already exists it is renamed aside, the new one renamed in, and the old one removed:
 /// at no point is `dir` a mix of old and new files or a partial bundle (between the two
-/// renames it is briefly absent). `files` must contain [`MODEL_FILE`] and
-/// [`TOKENIZER_FILE`] and only plain file names.
+/// renames it is briefly absent). An existing `dir` is only replaced when it is a bundle
+/// (has [`MANIFEST_FILE`]) or empty; anything else is refused. `files` must contain
+/// [`MODEL_FILE`] and [`TOKENIZER_FILE`] and only plain file names.
 pub fn write_bundle(
     dir: &Path,
     mut manifest: Manifest,
@@ -513,6 +593,18 @@ pub fn write_bundle(
         return Err(dir_err(
             "exists and is not a directory; not replacing it".into(),
         ));
+    }
+    // Only a bundle is ever replaced: a directory of anything else (the user's files, a
+    // checkpoint) is refused, not moved aside and deleted.
+    if dir.is_dir() && !dir.join(MANIFEST_FILE).is_file() {
+        let non_empty = fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true);
+        if non_empty {
+            return Err(dir_err(format!(
+                "is a non-empty directory that is not a bundle (no {MANIFEST_FILE}); not replacing it"
+            )));
+        }
     }
     fs::create_dir_all(&parent)
         .map_err(|e| dir_err(format!("cannot create parent {}: {e}", parent.display())))?;

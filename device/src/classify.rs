@@ -44,10 +44,29 @@ pub struct TokenWeight {
     pub weight: f32,
 }
 
+/// The `label` of a prediction that names no class (see [`RejectReason::Empty`]).
+pub const UNKNOWN_LABEL: &str = "unknown";
+
+/// Why a prediction was rejected (`rejected` is true exactly when there is a reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The text is empty or only whitespace: there is nothing to classify, the model is
+    /// not run. `label` is [`UNKNOWN_LABEL`], `label_index` is the number of labels (no
+    /// class), `confidence` 0, `top_k` and `top_tokens` empty.
+    Empty,
+    /// The bundle's rejection rule applies ([`RejectionRule`]): `label` and `confidence`
+    /// are the model's best guess.
+    Rule,
+}
+
 /// The classification of one text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
+    /// The best class, or [`UNKNOWN_LABEL`] for an empty text.
     pub label: String,
+    /// Index of `label` in the labels; equal to the number of labels (no class) for an
+    /// empty text.
     pub label_index: usize,
     /// Softmax probability of `label`.
     pub confidence: f32,
@@ -57,9 +76,34 @@ pub struct Prediction {
     pub top_tokens: Vec<TokenWeight>,
     /// Wall time of tokenise + run + softmax, microseconds (for a batch: the whole batch's).
     pub inference_us: u64,
-    /// The bundle's rejection rule applies: the answer is "unknown", `label` and
-    /// `confidence` are only the best guess (always false without a rule).
+    /// The answer is "unknown": the text is empty, or the bundle's rejection rule applies
+    /// (then `label` and `confidence` are only the best guess). `reason` says which.
     pub rejected: bool,
+    /// Why the prediction was rejected (`None` when it was not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RejectReason>,
+}
+
+impl Prediction {
+    /// The answer to an empty or whitespace-only text (see [`RejectReason::Empty`]).
+    pub fn empty(num_labels: usize) -> Prediction {
+        Prediction {
+            label: UNKNOWN_LABEL.into(),
+            label_index: num_labels,
+            confidence: 0.0,
+            top_k: Vec::new(),
+            top_tokens: Vec::new(),
+            inference_us: 0,
+            rejected: true,
+            reason: Some(RejectReason::Empty),
+        }
+    }
+}
+
+/// Whether `text` has nothing to classify (empty or only whitespace): such a text is
+/// answered [`RejectReason::Empty`] without running the model.
+pub fn is_blank(text: &str) -> bool {
+    text.trim().is_empty()
 }
 
 /// Stage 4 (ready): a tokenizer and an engine from the same bundle, plus its labels.
@@ -158,6 +202,7 @@ impl Classifier {
         let (logits, _) = self
             .engine
             .run(&batch.ids, &batch.mask, batch.batch, batch.seq)?;
+        check_finite(&logits, self.labels.len(), texts)?;
         Ok(logits.chunks(self.labels.len()).map(softmax).collect())
     }
 
@@ -187,24 +232,42 @@ impl Classifier {
 
     /// Classifies texts in one run, padded to the longest (mask 0 on pads). Each
     /// prediction's `inference_us` is the whole batch's time.
+    ///
+    /// An empty or whitespace-only text ([`is_blank`]) is answered
+    /// [`Prediction::empty`] without running the model. A model output that is not
+    /// finite (NaN or infinite logits: broken weights, or a variant this CPU computes
+    /// wrongly) is an error, never a prediction.
     pub fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let start = Instant::now();
-        let encoded = self.encoder.encode_batch(texts)?;
-        let batch = Batch::from_encoded(&encoded, self.encoder.pad_id());
-        let (logits, attention) =
-            self.engine
-                .run(&batch.ids, &batch.mask, batch.batch, batch.seq)?;
         let c = self.labels.len();
-        let probs: Vec<Vec<f32>> = logits.chunks(c).map(softmax).collect();
-        let elapsed = start.elapsed().as_micros() as u64;
-        Ok(probs
+        let real: Vec<&str> = texts.iter().copied().filter(|t| !is_blank(t)).collect();
+        let mut answers = Vec::with_capacity(real.len()).into_iter();
+        if !real.is_empty() {
+            let start = Instant::now();
+            let encoded = self.encoder.encode_batch(&real)?;
+            let batch = Batch::from_encoded(&encoded, self.encoder.pad_id());
+            let (logits, attention) =
+                self.engine
+                    .run(&batch.ids, &batch.mask, batch.batch, batch.seq)?;
+            check_finite(&logits, c, &real)?;
+            let probs: Vec<Vec<f32>> = logits.chunks(c).map(softmax).collect();
+            let elapsed = start.elapsed().as_micros() as u64;
+            answers = probs
+                .iter()
+                .zip(&encoded)
+                .zip(attention.chunks(batch.seq))
+                .map(|((p, enc), alpha)| self.prediction(p, enc, alpha, elapsed))
+                .collect::<Vec<_>>()
+                .into_iter();
+        }
+        Ok(texts
             .iter()
-            .zip(&encoded)
-            .zip(attention.chunks(batch.seq))
-            .map(|((p, enc), alpha)| self.prediction(p, enc, alpha, elapsed))
+            .map(|t| {
+                if is_blank(t) {
+                    Prediction::empty(c)
+                } else {
+                    answers.next().expect("one answer per non-blank text")
+                }
+            })
             .collect())
     }
 
@@ -229,6 +292,10 @@ impl Classifier {
                 weight: weights[j],
             })
             .collect();
+        let rejected = self
+            .rejection
+            .as_ref()
+            .is_some_and(|(r, oos)| r.rejects(probs, *oos));
         Prediction {
             label: self.labels[best].clone(),
             label_index: best,
@@ -236,12 +303,39 @@ impl Classifier {
             top_k,
             top_tokens,
             inference_us: us,
-            rejected: self
-                .rejection
-                .as_ref()
-                .is_some_and(|(r, oos)| r.rejects(probs, *oos)),
+            rejected,
+            reason: rejected.then_some(RejectReason::Rule),
         }
     }
+}
+
+/// Refuses model outputs that are not finite, naming the first text that got one.
+fn check_finite(logits: &[f32], c: usize, texts: &[&str]) -> Result<()> {
+    match logits
+        .chunks(c.max(1))
+        .position(|row| row.iter().any(|v| !v.is_finite()))
+    {
+        None => Ok(()),
+        Some(i) => Err(DeviceError::Inference(format!(
+            "the model's output for {:?} is not finite (NaN or infinite logits): its weights \
+             are broken or this CPU cannot run this variant",
+            texts.get(i).copied().unwrap_or_default()
+        ))),
+    }
+}
+
+/// Largest |a − b| over two logit vectors, for comparing a model against a reference.
+/// NaN when either side holds a non-finite value or the lengths differ, so a check
+/// `diff <= tolerance` fails on a broken model instead of passing (a plain fold with
+/// `f32::max` drops NaN and reports 0).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || a.iter().chain(b).any(|v| !v.is_finite()) {
+        return f32::NAN;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
 }
 
 /// Numerically stable softmax (max subtracted, sums in f64). NaN inputs give NaN outputs.
@@ -283,6 +377,32 @@ mod tests {
     fn classifier_can_be_shared_between_threads() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Classifier>();
+    }
+
+    #[test]
+    fn max_abs_diff_fails_on_non_finite_values() {
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 1.0]), 1.0);
+        assert!(max_abs_diff(&[f32::NAN, 2.0], &[f32::NAN, 2.0]).is_nan());
+        assert!(max_abs_diff(&[1.0, f32::INFINITY], &[1.0, f32::INFINITY]).is_nan());
+        assert!(max_abs_diff(&[1.0], &[1.0, 2.0]).is_nan());
+        // What the old fold said about two NaN vectors.
+        let old = [f32::NAN]
+            .iter()
+            .zip(&[f32::NAN])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert_eq!(old, 0.0);
+    }
+
+    #[test]
+    fn blank_texts() {
+        assert!(is_blank("") && is_blank(" \t\r\n") && is_blank("\u{3000}"));
+        assert!(!is_blank(" a "));
+        let p = Prediction::empty(4);
+        assert_eq!((p.label.as_str(), p.label_index), (UNKNOWN_LABEL, 4));
+        assert!(p.rejected && p.reason == Some(RejectReason::Empty));
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["reason"], "empty");
     }
 
     #[test]

@@ -322,7 +322,7 @@ impl Engine {
         let bytes = std::fs::read(dir.join(file)).map_err(|e| DeviceError::Io {
             dir: dir.to_path_buf(),
             file: file.to_string(),
-            source: e,
+            cause: e,
         })?;
         let origin = format!("{}: {file}", dir.display());
         Self::build(
@@ -349,6 +349,13 @@ impl Engine {
             origin: origin.clone(),
             problem,
         };
+        if options.f16 && !native_fp16() {
+            return Err(err(
+                "f16 compute needs native fp16 arithmetic, which this CPU lacks (every \
+                 output would be NaN)"
+                    .into(),
+            ));
+        }
         // The protobuf and the external data's bytes are dropped as soon as tract has
         // parsed them (they would otherwise sit beside the weights tract copied).
         let fused =

@@ -14,12 +14,13 @@ pub type Result<T, E = DeviceError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// A file of the bundle could not be read or written.
-    #[error("bundle {}: file {file}: {source}", .dir.display())]
+    /// (The cause is in the message and not a `source`, so an error chain printed with
+    /// anyhow's `{:#}` shows it once.)
+    #[error("bundle {}: file {file}: {cause}", .dir.display())]
     Io {
         dir: PathBuf,
         file: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// The bundle directory itself is missing or unreadable.

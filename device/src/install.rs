@@ -67,7 +67,7 @@ pub enum InstallError {
 
     /// The bundle to install failed its signature or sha256 checks.
     #[error("install refused: {0}")]
-    Refused(#[source] SignatureError),
+    Refused(SignatureError),
 
     /// The bundle is intact but does not load or classify correctly on this device.
     #[error("install refused: bundle {}: self-test failed: {problem}", .src.display())]
@@ -134,15 +134,7 @@ pub fn default_self_test(bundle: &VerifiedBundle) -> std::result::Result<String,
         let best = (0..probs.len())
             .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
             .unwrap_or(0);
-        let diff = if expected.logits.len() == logits.len() {
-            logits
-                .iter()
-                .zip(&expected.logits)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max)
-        } else {
-            f32::INFINITY
-        };
+        let diff = crate::classify::max_abs_diff(&logits, &expected.logits);
         if best != expected.label_index || diff.is_nan() || diff > REFERENCE_TOLERANCE {
             return Err(format!(
                 "reference text {text:?} (variant {variant}): label index {best}, recorded {}; \
@@ -318,7 +310,10 @@ impl StateDir {
             write_synced(&staging.join(name), bytes).map_err(|e| write_err(name, e))?;
         }
         for name in [SIGNATURE_FILE, MANIFEST_FILE] {
-            match fs::read(src.join(name)) {
+            match crate::bundle::read_regular_file(
+                &src.join(name),
+                crate::bundle::max_file_bytes(name),
+            ) {
                 Ok(bytes) => {
                     write_synced(&staging.join(name), &bytes).map_err(|e| write_err(name, e))?
                 }
@@ -327,7 +322,7 @@ impl StateDir {
                     return Err(InstallError::Refused(SignatureError::Io {
                         dir: src.to_path_buf(),
                         file: name.into(),
-                        source: e,
+                        cause: e,
                     }))
                 }
             }

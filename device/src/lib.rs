@@ -34,6 +34,7 @@ pub mod error;
 pub mod fused_ops;
 #[cfg(unix)]
 pub mod install;
+pub mod lines;
 pub mod matmul_kernels;
 pub mod rejection;
 pub mod serve;
@@ -47,7 +48,10 @@ pub use bundle::{
     sha256_hex, write_bundle, Bundle, Manifest, ReadBundle, VerifiedBundle, BUNDLE_FORMAT_VERSION,
     MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE,
 };
-pub use classify::{softmax, Classifier, ClassifyOptions, LabelScore, Prediction, TokenWeight};
+pub use classify::{
+    max_abs_diff, softmax, Classifier, ClassifyOptions, LabelScore, Prediction, RejectReason,
+    TokenWeight, UNKNOWN_LABEL,
+};
 pub use engine::Engine;
 pub use error::{DeviceError, Result};
 pub use rejection::RejectionRule;

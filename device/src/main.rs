@@ -3,13 +3,14 @@
 //! Errors go to stderr as one readable chain (no backtrace) with a non-zero exit code;
 //! results go to stdout as one JSON object per line.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use device::lines::{BoundedLines, Line, MAX_LINE_BYTES};
 use device::{Classifier, ClassifyOptions, Prediction};
 
 mod bench_cli;
@@ -59,10 +60,18 @@ Environment (engine settings, for comparisons; defaults are the fast ones):
 enum Command {
     /// Classify texts, printing one JSON line per input.
     ///
-    /// Each line is {"text", "label", "label_index", "confidence", "top_k": [{"label", "p"}],
-    /// "top_tokens": [{"token", "weight"}], "inference_us"}. Texts come from the TEXT arguments, or, when there are none, from stdin, one per
-    /// line. A stdin line that is not valid UTF-8 (or fails to classify) prints
-    /// {"line": N, "error": "..."} and processing continues.
+    /// Each line is {"text", "answer", "label", "label_index", "confidence", "top_k":
+    /// [{"label", "p"}], "top_tokens": [{"token", "weight"}], "inference_us", "rejected"},
+    /// plus "reason" when the answer is "unknown": "empty" for an empty or whitespace-only
+    /// text (not classified; label "unknown"), "rule" when the bundle's rejection rule
+    /// applies (label and confidence are then the best guess). Texts come from the TEXT
+    /// arguments, or, when there are none, from stdin, one per line. An input that is not
+    /// valid UTF-8, longer than 65536 bytes, or fails to classify prints {"line": N,
+    /// "error": "..."} and processing continues.
+    ///
+    /// Exit status: 0 when at least one input was classified (or there was none); 1 on an
+    /// error that stops the command (bundle, variant, reading stdin); 2 on bad usage; 3
+    /// when there were inputs and every one failed (each has its error line).
     Classify(ClassifyArgs),
     /// Answer the serial protocol (docs/protocol.md, docs/link.md) on a serial port, and
     /// push a Result frame for each line of local input. Runs until killed.
@@ -104,7 +113,10 @@ struct ClassifyArgs {
 }
 
 /// The `answer` of a rejected text.
-const UNKNOWN: &str = "unknown";
+const UNKNOWN: &str = device::UNKNOWN_LABEL;
+
+/// Exit status of `device classify` when there were inputs and none could be classified.
+const EXIT_ALL_FAILED: u8 = 3;
 
 /// One output line for a classified text.
 #[derive(Serialize)]
@@ -132,7 +144,16 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Classify(args) => classify(args),
+        Command::Classify(args) => match classify(args) {
+            Ok(Tally {
+                answered: 0,
+                failed,
+            }) if failed > 0 => {
+                eprintln!("device: error: none of the {failed} inputs could be classified");
+                return ExitCode::from(EXIT_ALL_FAILED);
+            }
+            other => other.map(|_| ()),
+        },
         Command::Serve(args) => serve_cli::run(args),
         Command::Tune(args) => tune_cli::run(args),
         Command::BenchLatency(args) => bench_cli::run(args),
@@ -147,7 +168,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn classify(args: ClassifyArgs) -> Result<()> {
+/// How many inputs got an answer and how many an error line.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    answered: usize,
+    failed: usize,
+}
+
+fn classify(args: ClassifyArgs) -> Result<Tally> {
     let classifier = trust_cli::open(&args.source, &args.trust, |v| {
         tune_cli::load_selected(v, args.variant.as_deref())
     })?
@@ -157,68 +185,73 @@ fn classify(args: ClassifyArgs) -> Result<()> {
     });
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
+    let mut tally = Tally::default();
 
     if !args.texts.is_empty() {
         for (i, text) in args.texts.iter().enumerate() {
-            emit(&mut out, &classifier, i + 1, text)?;
-        }
-        return Ok(out.flush()?);
-    }
-
-    let mut input = io::stdin().lock();
-    let mut buf = Vec::new();
-    let mut line = 0;
-    loop {
-        buf.clear();
-        let n = input.read_until(b'\n', &mut buf).context("reading stdin")?;
-        if n == 0 {
-            break;
-        }
-        line += 1;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
+            if text.len() > MAX_LINE_BYTES {
+                fail(&mut out, &mut tally, i + 1, too_long(text.len() as u64))?;
+            } else {
+                emit(&mut out, &mut tally, &classifier, i + 1, text)?;
             }
         }
-        match std::str::from_utf8(&buf) {
-            Ok(text) => emit(&mut out, &classifier, line, text)?,
-            Err(e) => write_json(
-                &mut out,
-                &Failed {
-                    line,
-                    error: format!("not valid UTF-8: {e}"),
-                },
-            )?,
+        out.flush()?;
+        return Ok(tally);
+    }
+
+    let mut lines = BoundedLines::new(io::stdin().lock(), MAX_LINE_BYTES);
+    let mut line = 0;
+    while let Some(next) = lines.next_line().context("reading stdin")? {
+        line += 1;
+        match next {
+            Line::Text(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => emit(&mut out, &mut tally, &classifier, line, text)?,
+                Err(e) => fail(&mut out, &mut tally, line, format!("not valid UTF-8: {e}"))?,
+            },
+            Line::TooLong { bytes } => fail(&mut out, &mut tally, line, too_long(bytes))?,
         }
         // Flush per line so a pipe reader sees each answer as it is made.
         out.flush()?;
     }
-    Ok(out.flush()?)
+    out.flush()?;
+    Ok(tally)
+}
+
+fn too_long(bytes: u64) -> String {
+    format!("line is {bytes} bytes, longer than {MAX_LINE_BYTES} bytes: skipped")
+}
+
+/// Writes an error line for input `line`.
+fn fail(out: &mut impl Write, tally: &mut Tally, line: usize, error: String) -> Result<()> {
+    tally.failed += 1;
+    write_json(out, &Failed { line, error })
 }
 
 /// Classifies one text and writes its JSON line (or an error line).
-fn emit(out: &mut impl Write, classifier: &Classifier, line: usize, text: &str) -> Result<()> {
+fn emit(
+    out: &mut impl Write,
+    tally: &mut Tally,
+    classifier: &Classifier,
+    line: usize,
+    text: &str,
+) -> Result<()> {
     match classifier.classify(text) {
-        Ok(prediction) => write_json(
-            out,
-            &Classified {
-                text,
-                answer: if prediction.rejected {
-                    UNKNOWN
-                } else {
-                    &prediction.label
+        Ok(prediction) => {
+            tally.answered += 1;
+            write_json(
+                out,
+                &Classified {
+                    text,
+                    answer: if prediction.rejected {
+                        UNKNOWN
+                    } else {
+                        &prediction.label
+                    },
+                    prediction: &prediction,
                 },
-                prediction: &prediction,
-            },
-        ),
-        Err(e) => write_json(
-            out,
-            &Failed {
-                line,
-                error: e.to_string(),
-            },
-        ),
+            )
+        }
+        Err(e) => fail(out, tally, line, e.to_string()),
     }
 }
 

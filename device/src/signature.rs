@@ -92,12 +92,11 @@ pub enum SignatureError {
     Changed { dir: PathBuf },
 
     /// Reading or writing a bundle file failed.
-    #[error("bundle {}: file {file}: {source}", .dir.display())]
+    #[error("bundle {}: file {file}: {cause}", .dir.display())]
     Io {
         dir: PathBuf,
         file: String,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
 
     /// The bundle itself is unreadable or fails its sha256 checks.
@@ -512,13 +511,13 @@ impl fmt::Display for Trust {
 }
 
 fn read_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
-    match fs::read(dir.join(name)) {
+    match crate::bundle::read_regular_file(&dir.join(name), crate::bundle::max_file_bytes(name)) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(SignatureError::Io {
             dir: dir.to_path_buf(),
             file: name.into(),
-            source: e,
+            cause: e,
         }),
     }
 }
@@ -610,10 +609,10 @@ pub fn sign_bundle(dir: &Path, key: &SecretKey) -> Result<ManifestSignature> {
     }
     read.verify()?;
     let sig = key.sign_manifest(&manifest_bytes);
-    let io_err = |file: &str, source: io::Error| SignatureError::Io {
+    let io_err = |file: &str, cause: io::Error| SignatureError::Io {
         dir: dir.to_path_buf(),
         file: file.into(),
-        source,
+        cause,
     };
     let tmp_name = format!(".{SIGNATURE_FILE}.tmp-{}", std::process::id());
     let tmp = dir.join(&tmp_name);

@@ -52,7 +52,8 @@ pub fn pack(dir: &Path) -> Result<Archive, String> {
     for n in names {
         check_name(&n)?;
         let bytes =
-            fs::read(dir.join(&n)).map_err(|e| format!("{}: {e}", dir.join(&n).display()))?;
+            crate::bundle::read_regular_file(&dir.join(&n), crate::bundle::max_file_bytes(&n))
+                .map_err(|e| format!("{}: {e}", dir.join(&n).display()))?;
         files.insert(n, bytes);
     }
     let manifest_sha256: [u8; 32] = Sha256::digest(&files[MANIFEST_FILE]).into();

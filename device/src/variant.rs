@@ -68,6 +68,25 @@ impl Choice {
         }
     }
 
+    /// Why this CPU cannot run the choice, or `None` when it can. tract's f16 transform
+    /// needs native fp16 arithmetic (without it every answer is NaN), and applies only to
+    /// variants that compute in f32. Tuning skips such candidates for the same reason.
+    pub fn unsupported(&self) -> Option<String> {
+        if !self.f16 {
+            return None;
+        }
+        if !FLOAT_COMPUTE.contains(&self.variant.as_str()) {
+            return Some(format!(
+                "{F16_SUFFIX} applies only to the f32-compute variants ({})",
+                FLOAT_COMPUTE.join(", ")
+            ));
+        }
+        if !native_fp16() {
+            return Some("this CPU has no native fp16".into());
+        }
+        None
+    }
+
     fn options(&self) -> EngineOptions {
         EngineOptions {
             f16: self.f16,
@@ -151,35 +170,49 @@ pub fn fingerprint(bundle: &VerifiedBundle) -> String {
 pub fn candidates(bundle: &VerifiedBundle) -> (Vec<Choice>, Vec<String>) {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
-    let fp16 = native_fp16();
     for v in bundle.manifest().variant_list() {
         out.push(Choice {
             variant: v.name.clone(),
             f16: false,
         });
         if FLOAT_COMPUTE.contains(&v.name.as_str()) {
-            let label = format!("{}{F16_SUFFIX}", v.name);
-            if fp16 {
-                out.push(Choice {
-                    variant: v.name,
-                    f16: true,
-                });
-            } else {
-                skipped.push(format!("{label}: this CPU has no native fp16"));
+            let f16 = Choice {
+                variant: v.name,
+                f16: true,
+            };
+            match f16.unsupported() {
+                None => out.push(f16),
+                Some(why) => skipped.push(format!("{}: {why}", f16.label())),
             }
         }
     }
     (out, skipped)
 }
 
-/// Loads the classifier for `choice` from a verified bundle.
+/// Loads the classifier for `choice` from a verified bundle; a choice this CPU cannot run
+/// ([`Choice::unsupported`]) is refused.
 pub fn load(bundle: &VerifiedBundle, choice: &Choice) -> Result<Classifier> {
+    check_supported(bundle, choice)?;
     let encoder = TextEncoder::from_bundle(bundle)?;
     let engine = Engine::load_variant(bundle, &choice.variant, choice.options())?;
     Ok(
         Classifier::new(encoder, engine, bundle.manifest().labels.clone())?
             .with_rejection(bundle.manifest().rejection.clone()),
     )
+}
+
+fn check_supported(bundle: &VerifiedBundle, choice: &Choice) -> Result<()> {
+    match choice.unsupported() {
+        None => Ok(()),
+        Some(why) => Err(DeviceError::Model {
+            origin: format!("bundle {}", bundle.dir().display()),
+            problem: format!(
+                "variant {} cannot run here: {why} (its answers would be NaN); use {}",
+                choice.label(),
+                choice.variant
+            ),
+        }),
+    }
 }
 
 /// Measures every candidate and returns the report (choice = fastest that agrees).
@@ -215,13 +248,16 @@ pub fn tune(bundle: &VerifiedBundle, options: TuneOptions) -> Result<TuneReport>
                 Ok(logits) => {
                     checked += 1;
                     let best = argmax(&logits);
-                    let diff = logits
-                        .iter()
-                        .zip(&expected.logits)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0f32, f32::max);
-                    max_diff = max_diff.max(diff);
-                    if best != expected.label_index {
+                    let diff = crate::classify::max_abs_diff(&logits, &expected.logits);
+                    max_diff = if diff.is_nan() || max_diff.is_nan() {
+                        f32::NAN
+                    } else {
+                        max_diff.max(diff)
+                    };
+                    if diff.is_nan() {
+                        agrees = false;
+                        note = format!("{:?}: non-finite logits", r.text);
+                    } else if best != expected.label_index {
                         agrees = false;
                         note = format!(
                             "{:?}: label {best}, reference {}",
@@ -321,7 +357,9 @@ pub fn choice_path(dir: &Path) -> PathBuf {
 pub fn recorded(bundle: &VerifiedBundle) -> Option<TuneReport> {
     let text = std::fs::read(choice_path(bundle.dir())).ok()?;
     let report: TuneReport = serde_json::from_slice(&text).ok()?;
-    (report.fingerprint == fingerprint(bundle)).then_some(report)
+    // A record made on another CPU may name a variant this one cannot run: re-tune.
+    (report.fingerprint == fingerprint(bundle) && report.chosen.unsupported().is_none())
+        .then_some(report)
 }
 
 /// Writes the report next to the manifest, atomically. Returns where, or why not (a
@@ -383,6 +421,7 @@ pub fn select(
                 field: "variants",
                 problem,
             })?;
+        check_supported(bundle, &choice)?;
         return Ok(Selection {
             choice,
             source: "override".into(),

@@ -82,12 +82,17 @@ fn score_table() -> Vec<f32> {
 
 /// logits = mean over real tokens of table[id]; attention = mask / count.
 fn bag_model_onnx() -> Vec<u8> {
+    bag_model_onnx_with(score_table())
+}
+
+/// The bag model with its own score table (e.g. one with NaN rows: a broken model).
+fn bag_model_onnx_with(scores: Vec<f32>) -> Vec<u8> {
     use pb::tensor_proto::DataType;
     let table = pb::TensorProto {
         name: "table".into(),
         dims: vec![TINY_VOCAB.len() as i64, LABELS.len() as i64],
         data_type: DataType::Float as i32,
-        float_data: score_table(),
+        float_data: scores,
         ..Default::default()
     };
     let graph = pb::GraphProto {
@@ -150,7 +155,10 @@ fn bag_model_onnx() -> Vec<u8> {
 }
 
 fn write_test_bundle(dir: &Path) -> Manifest {
-    let model = bag_model_onnx();
+    write_bag_bundle(dir, bag_model_onnx())
+}
+
+fn write_bag_bundle(dir: &Path, model: Vec<u8>) -> Manifest {
     let tok = tiny_tokenizer_json();
     let manifest = Manifest::new("bag", "test", LABELS.map(String::from).to_vec(), 8);
     write_bundle(
@@ -182,9 +190,48 @@ fn classifies_and_explains() {
 
     let p = c.classify("the mat at the cafe").unwrap();
     assert_eq!(p.label, "place");
-    let p = c.classify("").unwrap();
-    assert_eq!(p.label, "other");
-    assert!(p.top_tokens.is_empty());
+    // Nothing to classify: rejected as empty, the model is not run.
+    for blank in ["", "  \t "] {
+        let p = c.classify(blank).unwrap();
+        assert_eq!(p.label, device::UNKNOWN_LABEL);
+        assert_eq!(p.label_index, LABELS.len());
+        assert!(p.rejected);
+        assert_eq!(p.reason, Some(device::RejectReason::Empty));
+        assert!(p.top_k.is_empty() && p.top_tokens.is_empty());
+    }
+    assert_eq!(c.classify("the cat").unwrap().reason, None);
+}
+
+#[test]
+fn a_non_finite_model_output_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    // "cat" scores NaN for every class.
+    let mut scores = score_table();
+    let cat = TINY_VOCAB.iter().position(|t| *t == "cat").unwrap();
+    scores[cat * LABELS.len()..(cat + 1) * LABELS.len()].fill(f32::NAN);
+    write_bag_bundle(&dir, bag_model_onnx_with(scores));
+    let c = Classifier::open(&dir).unwrap();
+    let err = c.classify("the cat").unwrap_err();
+    assert!(matches!(err, DeviceError::Inference(_)), "{err}");
+    assert!(err.to_string().contains("not finite"), "{err}");
+    assert!(c.classify_batch(&["the mat", "the cat"]).is_err());
+    assert!(c.probabilities(&["the cat"]).is_err());
+    assert_eq!(c.classify("the mat").unwrap().label, "place");
+
+    // The CLI: an error line, never "confidence": null; every input failed: exit 3.
+    let out = device_bin()
+        .args(["classify", "--bundle"])
+        .arg(&dir)
+        .arg("the cat")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        line["error"].as_str().unwrap().contains("not finite"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -350,7 +397,8 @@ fn the_manifest_rejection_rule_is_applied() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bundle");
     write_test_bundle(&dir);
-    let texts = ["the cat sat", "the mat at the cafe", ""];
+    // The last has no class words: "other" (an empty text is rejected as empty instead).
+    let texts = ["the cat sat", "the mat at the cafe", "the"];
     let load = || Classifier::load(&Bundle::read(&dir).unwrap().verify().unwrap()).unwrap();
 
     // No rule: never rejected.
@@ -375,7 +423,7 @@ fn the_manifest_rejection_rule_is_applied() {
         .unwrap()
         .iter()
         .all(|p| !p.rejected));
-    // ... but with an out-of-scope class, predicting it is a rejection ("" → "other").
+    // ... but with an out-of-scope class, predicting it is a rejection ("the" → "other").
     set_rule(
         &dir,
         Some(device::RejectionRule::new(0.0, Some("other".into()))),

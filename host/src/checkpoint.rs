@@ -51,13 +51,281 @@ pub fn replace_atomically(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -
     result
 }
 
-/// Saves the VarMap's tensors as `model.safetensors` in `dir`, atomically.
+/// What an output directory of ours holds: a command may only replace a directory that
+/// already holds one of its own kind (and only with `--force`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// A training checkpoint (`config.json` and `model.safetensors` or
+    /// `model.int8.safetensors`): `tools train`, `distill`, `soup`, `quantize`.
+    Checkpoint,
+    /// A device bundle (`manifest.json`): `tools export`.
+    Bundle,
+}
+
+impl OutputKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputKind::Checkpoint => "checkpoint",
+            OutputKind::Bundle => "bundle",
+        }
+    }
+
+    /// Whether `dir` is an artefact of this kind (recognised by its files).
+    pub fn recognises(self, dir: &Path) -> bool {
+        match self {
+            OutputKind::Checkpoint => {
+                Checkpoint::is_checkpoint(dir) && dir.join(CONFIG_FILE).is_file()
+            }
+            OutputKind::Bundle => dir.join(device::bundle::MANIFEST_FILE).is_file(),
+        }
+    }
+}
+
+/// `p` made absolute with symlinks resolved as far as it exists (its parent, when `p`
+/// itself does not exist yet), so two spellings of one place compare equal.
+fn resolved(p: &Path) -> PathBuf {
+    if let Ok(c) = p.canonicalize() {
+        return c;
+    }
+    if let (Some(parent), Some(name)) = (p.parent(), p.file_name()) {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if let Ok(c) = parent.canonicalize() {
+            return c.join(name);
+        }
+    }
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Checks, before any work, that a command may write a `kind` to `out`:
+///
+/// * `out` must not be, nor contain, one of `inputs` (`(what, path)`, e.g. `("the
+///   model", ckpt)`): replacing it would destroy what is being read;
+/// * a missing `out` or an empty directory is fine;
+/// * anything else must be a directory holding a `kind` of ours, and `force` given.
+///
+/// Nothing is deleted or written here; the output is then built beside `out` and renamed
+/// into place ([`StagedDir`]).
+pub fn check_output(
+    out: &Path,
+    kind: OutputKind,
+    force: bool,
+    inputs: &[(&str, &Path)],
+) -> Result<()> {
+    let refuse = |problem: String| HostError::Output {
+        path: out.to_path_buf(),
+        problem,
+    };
+    let target = resolved(out);
+    for (what, input) in inputs {
+        let input_at = resolved(input);
+        if input_at == target {
+            return Err(refuse(format!(
+                "is {what} ({}); write the {} somewhere else",
+                input.display(),
+                kind.name()
+            )));
+        }
+        if input_at.starts_with(&target) {
+            return Err(refuse(format!(
+                "contains {what} ({}); replacing it would delete it",
+                input.display()
+            )));
+        }
+    }
+    let meta = match std::fs::symlink_metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(HostError::io(out, e)),
+    };
+    if !meta.is_dir() {
+        return Err(refuse(format!(
+            "exists and is not a directory; not replacing it with a {}",
+            kind.name()
+        )));
+    }
+    let mut entries: Vec<String> = std::fs::read_dir(out)
+        .map_err(|e| HostError::io(out, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    if !kind.recognises(out) {
+        entries.sort();
+        let shown = entries
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = if entries.len() > 5 { ", ..." } else { "" };
+        return Err(refuse(format!(
+            "is a non-empty directory that is not a {} (it holds {shown}{more}); not \
+             writing into it: choose a new or empty directory",
+            kind.name()
+        )));
+    }
+    if !force {
+        return Err(refuse(format!(
+            "already holds a {}; pass --force to replace it",
+            kind.name()
+        )));
+    }
+    Ok(())
+}
+
+/// A new output directory built beside its destination: a fresh hidden sibling of `out`
+/// that [`StagedDir::commit`] renames into place (moving an existing `out` aside first,
+/// and removing it after), so `out` is never a mix of old and new files or half
+/// written. Dropped without a commit, the staging directory is removed and `out` is
+/// untouched.
+#[derive(Debug)]
+pub struct StagedDir {
+    out: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+impl StagedDir {
+    /// Creates the staging directory next to `out` (creating `out`'s parent if needed).
+    pub fn new(out: &Path) -> Result<StagedDir> {
+        let (parent, base) = parent_and_name(out)?;
+        std::fs::create_dir_all(&parent).map_err(|e| HostError::io(&parent, e))?;
+        let tmp = sibling(&parent, &base, "tmp");
+        std::fs::create_dir(&tmp).map_err(|e| HostError::io(&tmp, e))?;
+        Ok(StagedDir {
+            out: out.to_path_buf(),
+            tmp,
+            committed: false,
+        })
+    }
+
+    /// Where to write the new directory's files.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Renames the staged directory to `out`; an existing `out` is moved aside first,
+    /// put back if the rename fails, and removed once the new one is in place.
+    pub fn commit(mut self) -> Result<()> {
+        let out = self.out.clone();
+        let (parent, base) = parent_and_name(&out)?;
+        if let Ok(d) = std::fs::File::open(&self.tmp) {
+            let _ = d.sync_all();
+        }
+        let old = sibling(&parent, &base, "old");
+        let had_old = std::fs::symlink_metadata(&out).is_ok();
+        if had_old {
+            std::fs::rename(&out, &old).map_err(|e| HostError::io(&out, e))?;
+        }
+        if let Err(e) = std::fs::rename(&self.tmp, &out) {
+            if had_old {
+                let _ = std::fs::rename(&old, &out);
+            }
+            return Err(HostError::io(&out, e));
+        }
+        self.committed = true;
+        if let Ok(d) = std::fs::File::open(&parent) {
+            let _ = d.sync_all();
+        }
+        if had_old {
+            std::fs::remove_dir_all(&old).map_err(|e| HostError::io(&old, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Builds a directory with `fill` (given the staging path) and puts it at `out`
+/// all-or-nothing ([`StagedDir`]); the directory-sized sibling of [`replace_atomically`].
+pub fn replace_dir_atomically<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let stage = StagedDir::new(out)?;
+    let value = fill(stage.path())?;
+    stage.commit()?;
+    Ok(value)
+}
+
+fn parent_and_name(out: &Path) -> Result<(PathBuf, String)> {
+    let base = out
+        .file_name()
+        .ok_or_else(|| HostError::Output {
+            path: out.to_path_buf(),
+            problem: "has no final path component".into(),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((parent, base))
+}
+
+/// `parent/.base.kind-PID-NANOS`: hidden, unique, on the same file system as the target.
+fn sibling(parent: &Path, base: &str, kind: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    parent.join(format!(".{base}.{kind}-{}-{nanos}", std::process::id()))
+}
+
+/// Every floating-point tensor's values are finite; otherwise an error naming the
+/// first tensor that is not (a diverged training must not leave NaN weights behind).
+pub fn check_finite<'a>(
+    tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+    what: &Path,
+) -> Result<()> {
+    for (name, t) in tensors {
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let values = t
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(HostError::Checkpoint {
+                path: what.to_path_buf(),
+                problem: format!("weights are not finite (tensor {name} holds {bad})"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Saves the VarMap's tensors as `model.safetensors` in `dir`, atomically, after
+/// checking they are finite.
 pub fn save_weights(varmap: &VarMap, dir: &Path) -> Result<()> {
+    {
+        let vars = varmap.data().lock().map_err(|_| {
+            HostError::Invalid("the weights are poisoned by an earlier panic".into())
+        })?;
+        let tensors: Vec<(String, Tensor)> = vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        check_finite(tensors.iter().map(|(k, t)| (k, t)), dir)?;
+    }
     replace_atomically(&dir.join(WEIGHTS_FILE), |tmp| Ok(varmap.save(tmp)?))
 }
 
-/// Saves named tensors as `model.safetensors` in `dir`, atomically.
+/// Saves named tensors as `model.safetensors` in `dir`, atomically, after checking they
+/// are finite.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, dir: &Path) -> Result<()> {
+    check_finite(tensors, dir)?;
     replace_atomically(&dir.join(WEIGHTS_FILE), |tmp| {
         Ok(candle_core::safetensors::save(tensors, tmp)?)
     })
@@ -177,5 +445,103 @@ impl Checkpoint {
             &self.tokenizer_json,
             self.config.max_len,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ckpt_like(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(WEIGHTS_FILE), b"w").unwrap();
+        std::fs::write(dir.join(CONFIG_FILE), b"{}").unwrap();
+    }
+
+    #[test]
+    fn outputs_are_only_replaced_when_ours_and_forced() {
+        let t = tempfile::tempdir().unwrap();
+        let new = t.path().join("new");
+        check_output(&new, OutputKind::Checkpoint, false, &[]).unwrap();
+        std::fs::create_dir(&new).unwrap();
+        check_output(&new, OutputKind::Checkpoint, false, &[]).unwrap();
+
+        let mine = t.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::write(mine.join("notes.txt"), b"x").unwrap();
+        for kind in [OutputKind::Checkpoint, OutputKind::Bundle] {
+            let e = check_output(&mine, kind, true, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("not a {}", kind.name())), "{e}");
+        }
+        let file = t.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(check_output(&file, OutputKind::Bundle, true, &[]).is_err());
+
+        let ck = t.path().join("ck");
+        ckpt_like(&ck);
+        let e = check_output(&ck, OutputKind::Checkpoint, false, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--force"), "{e}");
+        check_output(&ck, OutputKind::Checkpoint, true, &[]).unwrap();
+        // A checkpoint is not a bundle.
+        assert!(check_output(&ck, OutputKind::Bundle, true, &[]).is_err());
+        // Never the input, nor a directory holding it (under another spelling too).
+        let other = t.path().join("other");
+        ckpt_like(&other);
+        let dotted = t.path().join(".").join("other");
+        let e = check_output(
+            &dotted,
+            OutputKind::Checkpoint,
+            true,
+            &[("the model", &other)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is the model"), "{e}");
+        let e = check_output(t.path(), OutputKind::Bundle, true, &[("the model", &other)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("contains the model"), "{e}");
+    }
+
+    #[test]
+    fn a_staged_directory_replaces_all_or_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        ckpt_like(&out);
+        // A failure leaves the old directory and no staging directory.
+        let r: Result<()> = replace_dir_atomically(&out, |tmp| {
+            std::fs::write(tmp.join("half"), b"x").unwrap();
+            Err(HostError::Invalid("failed".into()))
+        });
+        assert!(r.is_err());
+        assert!(out.join(WEIGHTS_FILE).is_file());
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+        // Success replaces it whole.
+        replace_dir_atomically(&out, |tmp| {
+            std::fs::write(tmp.join("new"), b"y").map_err(|e| HostError::io(tmp, e))
+        })
+        .unwrap();
+        assert!(out.join("new").is_file() && !out.join(WEIGHTS_FILE).exists());
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn non_finite_weights_are_not_saved() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = Device::Cpu;
+        let mut w = HashMap::new();
+        w.insert(
+            "a".to_string(),
+            Tensor::new(&[1f32, f32::NAN], &dev).unwrap(),
+        );
+        let e = save_tensors(&w, t.path()).unwrap_err().to_string();
+        assert!(e.contains("not finite") && e.contains("tensor a"), "{e}");
+        assert!(!t.path().join(WEIGHTS_FILE).exists());
+        w.insert("a".to_string(), Tensor::new(&[1f32, 2.0], &dev).unwrap());
+        save_tensors(&w, t.path()).unwrap();
     }
 }

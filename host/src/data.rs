@@ -43,6 +43,9 @@ impl Default for Columns {
     }
 }
 
+/// The UTF-8 byte order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// File formats, chosen by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -72,13 +75,15 @@ impl Format {
 }
 
 impl Dataset {
-    /// Reads a data file; the format follows the extension.
+    /// Reads a data file; the format follows the extension. A UTF-8 byte order mark at
+    /// the start (as spreadsheet programs write) is skipped.
     pub fn load(path: &Path, columns: &Columns) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| HostError::io(path, e))?;
+        let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
         let examples = match Format::from_path(path)? {
-            Format::Csv => read_delimited(path, &bytes, b',', columns)?,
-            Format::Tsv => read_delimited(path, &bytes, b'\t', columns)?,
-            Format::JsonLines => read_jsonl(path, &bytes, columns)?,
+            Format::Csv => read_delimited(path, bytes, b',', columns)?,
+            Format::Tsv => read_delimited(path, bytes, b'\t', columns)?,
+            Format::JsonLines => read_jsonl(path, bytes, columns)?,
         };
         if examples.is_empty() {
             return Err(HostError::data(path, None, "no examples"));
@@ -197,16 +202,30 @@ fn read_delimited(
         .map(|h| String::from_utf8_lossy(h).trim().to_string())
         .collect();
     let find = |name: &str| {
-        header.iter().position(|h| h == name).ok_or_else(|| {
-            HostError::data(
+        let at: Vec<usize> = (0..header.len()).filter(|&i| header[i] == name).collect();
+        match at[..] {
+            [i] => Ok(i),
+            [] => Err(HostError::data(
                 path,
                 Some(1),
                 format!(
                     "missing column '{name}' (header has: {})",
                     header.join(", ")
                 ),
-            )
-        })
+            )),
+            _ => Err(HostError::data(
+                path,
+                Some(1),
+                format!(
+                    "column '{name}' appears twice or more (columns {}): which one holds the \
+                     data is ambiguous; rename the others",
+                    at.iter()
+                        .map(|i| (i + 1).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
     };
     let (ti, li) = (find(&columns.text)?, find(&columns.label)?);
     let mut out = Vec::new();
@@ -290,4 +309,38 @@ fn read_jsonl(path: &Path, bytes: &[u8], columns: &Columns) -> Result<Vec<Exampl
         out.push(Example { text, label, line });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(name: &str, bytes: &[u8]) -> Result<Dataset> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        Dataset::load(&p, &Columns::default())
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let csv = load("a.csv", b"\xEF\xBB\xBFtext,label\nhello,greet\n").unwrap();
+        assert_eq!(csv.examples[0].text, "hello");
+        let jsonl = load(
+            "a.jsonl",
+            b"\xEF\xBB\xBF{\"text\":\"hi\",\"label\":\"greet\"}\n",
+        )
+        .unwrap();
+        assert_eq!(jsonl.examples[0].label, "greet");
+    }
+
+    #[test]
+    fn a_duplicated_column_is_refused() {
+        let e = load("d.csv", b"text,label,text\nhello,greet,x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("d.csv:1: column 'text' appears twice or more (columns 1, 3): which one holds the data is ambiguous; rename the others"), "{e}");
+        // Duplicates of columns not read are harmless.
+        load("e.csv", b"text,label,note,note\nhello,greet,a,b\n").unwrap();
+    }
 }

@@ -31,7 +31,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::batching::{sorted_batches, Batch, EncodedExample};
-use crate::checkpoint::{save_weights, write_atomic, Checkpoint, CONFIG_FILE, TOKENIZER_FILE};
+use crate::checkpoint::{
+    check_output, save_weights, write_atomic, Checkpoint, OutputKind, StagedDir, CONFIG_FILE,
+    TOKENIZER_FILE,
+};
 use crate::data::Columns;
 use crate::error::{HostError, Result};
 use crate::model::{AttentionClassifier, Dropout};
@@ -178,6 +181,9 @@ pub struct DistillJob {
     /// Start the student from this pretrained BERT-family encoder (a Hugging Face folder,
     /// as `tools train --init`): its sizes and tokenizer replace the preset's.
     pub init: Option<PathBuf>,
+    /// Replace `out` if it already holds a checkpoint (never anything else:
+    /// [`crate::checkpoint::check_output`]).
+    pub force: bool,
 }
 
 /// The `distillation` section of a distilled checkpoint's `training.json`.
@@ -498,6 +504,22 @@ fn accuracy(predicted: &[usize], gold: &[u32]) -> f64 {
 /// Runs a whole distillation job and leaves an ordinary checkpoint in `job.out`.
 pub fn run(job: &DistillJob) -> Result<DistillSummary> {
     job.preset.validate()?;
+    {
+        let mut inputs = vec![
+            ("the teacher", job.teacher.as_path()),
+            ("the training data", job.train.as_path()),
+        ];
+        if let Some(v) = &job.val {
+            inputs.push(("the validation data", v));
+        }
+        if let Some(i) = &job.init {
+            inputs.push(("the pretrained encoder", i));
+        }
+        if let StudentTokenizer::File(t) = &job.tokenizer {
+            inputs.push(("the tokenizer", t));
+        }
+        check_output(&job.out, OutputKind::Checkpoint, job.force, &inputs)?;
+    }
     let kd = job.options.distill.unwrap_or_default();
     kd.validate()?;
     if !(0.0..=0.4).contains(&job.augment_prob) {
@@ -676,9 +698,10 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
     let p = &job.preset;
     let config =
         crate::pipeline::model_config(pretrained.as_ref(), p, encoder.vocab_size(), &labels)?;
-    std::fs::create_dir_all(&job.out).map_err(|e| HostError::io(&job.out, e))?;
-    write_atomic(&job.out.join(TOKENIZER_FILE), &tokenizer_json)?;
-    write_json(&job.out.join(CONFIG_FILE), &config)?;
+    let stage = StagedDir::new(&job.out)?;
+    let out = stage.path().to_path_buf();
+    write_atomic(&out.join(TOKENIZER_FILE), &tokenizer_json)?;
+    write_json(&out.join(CONFIG_FILE), &config)?;
 
     let (model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
     let init = crate::pipeline::load_pretrained(pretrained.as_ref(), &varmap, &config, progress)?;
@@ -720,7 +743,6 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
     let mut options = job.options.clone();
     options.distill = Some(kd);
     let special = SpecialIds::from_encoder(&encoder);
-    let out = job.out.clone();
     let outcome = train(
         &model,
         &varmap,
@@ -771,13 +793,14 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
         },
     };
     crate::pipeline::write_records(
-        &job.out,
+        &out,
         &summary,
         &summary.train.outcome.log,
         &val_set,
         summary.train.val_file.as_deref(),
         progress,
     )?;
+    stage.commit()?;
     Ok(summary)
 }
 

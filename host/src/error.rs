@@ -12,30 +12,41 @@ pub enum HostError {
         line: Option<u64>,
         problem: String,
     },
-    #[error("{path}: {source}")]
+    // The cause is part of the message, not a `source`: anyhow's `{:#}` would print it
+    // a second time (the same for every variant below that shows its cause).
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("model: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
     #[error("checkpoint {path}: {problem}")]
     Checkpoint { path: PathBuf, problem: String },
     #[error(transparent)]
     Device(#[from] device::DeviceError),
     #[error("export: {0}")]
     Export(String),
+    /// An output the command may not write (see `checkpoint::check_output`).
+    #[error("output {}: {problem}", path.display())]
+    Output { path: PathBuf, problem: String },
     #[error("{0}")]
     Invalid(String),
 }
 
+impl From<candle_core::Error> for HostError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(e)
+    }
+}
+
 impl HostError {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
     pub fn data(path: impl Into<PathBuf>, line: Option<u64>, problem: impl Into<String>) -> Self {

@@ -6,7 +6,10 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::batching::EncodedExample;
-use crate::checkpoint::{save_weights, write_atomic, CONFIG_FILE, TOKENIZER_FILE, TRAINING_FILE};
+use crate::checkpoint::{
+    check_output, save_weights, write_atomic, OutputKind, StagedDir, CONFIG_FILE, TOKENIZER_FILE,
+    TRAINING_FILE,
+};
 use crate::config::ModelConfig;
 use crate::data::{Columns, Dataset};
 use crate::error::{HostError, Result};
@@ -32,6 +35,26 @@ pub struct TrainJob {
     /// tokenizer and the random initialisation.
     pub init: Option<PathBuf>,
     pub options: TrainOptions,
+    /// Replace `out` if it already holds a checkpoint (it is never replaced otherwise,
+    /// and nothing but a checkpoint ever is: [`check_output`]).
+    pub force: bool,
+}
+
+impl TrainJob {
+    /// The files and folders the job reads, which its output must not replace.
+    fn inputs(&self) -> Vec<(&'static str, &Path)> {
+        let mut inputs = vec![("the training data", self.train.as_path())];
+        if let Some(v) = &self.val {
+            inputs.push(("the validation data", v));
+        }
+        if let Some(t) = &self.tokenizer {
+            inputs.push(("the tokenizer", t));
+        }
+        if let Some(i) = &self.init {
+            inputs.push(("the pretrained encoder", i));
+        }
+        inputs
+    }
 }
 
 /// What `tools train` reports at the end (also saved as `training.json`).
@@ -210,9 +233,12 @@ pub fn load_pretrained(
     Ok(Some(report))
 }
 
-/// Runs a whole training job and leaves a checkpoint in `job.out`.
+/// Runs a whole training job and leaves a checkpoint in `job.out`. The checkpoint is
+/// built in a directory beside `job.out` and renamed into place at the end, so a failed
+/// run leaves `job.out` as it was.
 pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     job.preset.validate()?;
+    check_output(&job.out, OutputKind::Checkpoint, job.force, &job.inputs())?;
     let (labels, train_set, val_set) = crate::pipeline::load_splits(
         &job.train,
         job.val.as_deref(),
@@ -244,9 +270,10 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     let train_enc = encode(&encoder, &train_set, &labels)?;
     let val_enc = encode(&encoder, &val_set, &labels)?;
 
-    std::fs::create_dir_all(&job.out).map_err(|e| HostError::io(&job.out, e))?;
-    write_atomic(&job.out.join(TOKENIZER_FILE), &tokenizer_json)?;
-    write_json(&job.out.join(CONFIG_FILE), &config)?;
+    let stage = StagedDir::new(&job.out)?;
+    let out = stage.path().to_path_buf();
+    write_atomic(&out.join(TOKENIZER_FILE), &tokenizer_json)?;
+    write_json(&out.join(CONFIG_FILE), &config)?;
 
     let device = Device::Cpu;
     let (model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
@@ -264,7 +291,6 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
             labels.len()
         );
     }
-    let out = job.out.clone();
     let special = crate::train::SpecialIds::from_encoder(&encoder);
     let outcome = train(
         &model,
@@ -290,12 +316,13 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         outcome,
     };
     write_records(
-        &job.out,
+        &out,
         &summary,
         &summary.outcome.log,
         &val_set,
         summary.val_file.as_deref(),
         job.options.progress,
     )?;
+    stage.commit()?;
     Ok(summary)
 }

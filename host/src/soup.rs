@@ -58,6 +58,9 @@ pub struct SoupJob {
     pub val: Option<PathBuf>,
     pub columns: Columns,
     pub progress: bool,
+    /// Replace `out` if it already holds a checkpoint (never anything else:
+    /// [`crate::checkpoint::check_output`]).
+    pub force: bool,
 }
 
 /// One ingredient's validation figures.
@@ -252,6 +255,22 @@ pub fn run(job: &SoupJob) -> Result<SoupReport> {
             i.display()
         )));
     }
+    {
+        let mut inputs: Vec<(&str, &Path)> = job
+            .ingredients
+            .iter()
+            .map(|i| ("an ingredient", i.as_path()))
+            .collect();
+        if let Some(v) = &job.val {
+            inputs.push(("the validation data", v));
+        }
+        crate::checkpoint::check_output(
+            &job.out,
+            crate::checkpoint::OutputKind::Checkpoint,
+            job.force,
+            &inputs,
+        )?;
+    }
     let mut ckpts: Vec<Checkpoint> = Vec::new();
     let mut weights: Vec<Weights> = Vec::new();
     for dir in &job.ingredients {
@@ -375,8 +394,8 @@ fn write_soup(
     report: &SoupReport,
     (val_set, val_name, probs): (&Dataset, &str, &[Vec<f32>]),
 ) -> Result<()> {
-    let out = &job.out;
-    std::fs::create_dir_all(out).map_err(|e| HostError::io(out, e))?;
+    let stage = crate::checkpoint::StagedDir::new(&job.out)?;
+    let out = stage.path();
     write_atomic(&out.join(TOKENIZER_FILE), &base.tokenizer_json)?;
     write_json(&out.join(CONFIG_FILE), &base.config)?;
     crate::checkpoint::save_tensors(soup, out)?;
@@ -411,6 +430,7 @@ fn write_soup(
     let on = format!("{val_name} ({} examples)", val_set.examples.len());
     let cal = rejection::calibrate(&scored, &opts, &on);
     rejection::write_checkpoint(out, &cal)?;
+    stage.commit()?;
     if job.progress {
         eprintln!("{}", rejection::summary_line(&cal));
     }

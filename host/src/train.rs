@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::batching::{bucketed_batches, sorted_batches, Batch, EncodedExample};
-use crate::error::Result;
+use crate::error::{HostError, Result};
 use crate::metrics::Report;
 use crate::model::{AttentionClassifier, Dropout};
 use crate::optim::FusedAdamW;
@@ -286,7 +286,7 @@ pub fn train(
         );
         bar.set_prefix(format!("{epoch}/{}", opts.epochs));
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for indices in &batches {
+        for (batch_no, indices) in batches.iter().enumerate() {
             let lr = lr_at(step, total_steps, warmup, opts.lr);
             let batch = Batch::new(train_set, indices, &device)?;
             let batch = mask_tokens(batch, opts.token_dropout, special, &mut rng)?;
@@ -301,6 +301,18 @@ pub fn train(
                 )?,
                 _ => loss(&out.logits, &batch.labels, opts.label_smoothing)?,
             };
+            let loss_value = l.to_scalar::<f32>()?;
+            if !loss_value.is_finite() {
+                return Err(HostError::Invalid(format!(
+                    "training diverged at epoch {epoch}, step {} (batch {} of {}): the loss is \
+                     not finite ({loss_value}); lower the learning rate (--lr {:e}, {lr:.3e} at \
+                     this step) or check the data",
+                    step + 1,
+                    batch_no + 1,
+                    batches.len(),
+                    opts.lr
+                )));
+            }
             let grads = l.backward()?;
             optimizer.step(&grads, lr, opts.clip_norm)?;
             step += 1;
@@ -310,7 +322,7 @@ pub fn train(
                 .to_dtype(DType::F32)?
                 .sum_all()?
                 .to_scalar::<f32>()? as usize;
-            loss_sum += l.to_scalar::<f32>()? as f64 * indices.len() as f64;
+            loss_sum += loss_value as f64 * indices.len() as f64;
             seen += indices.len();
             let rate = seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!(
@@ -326,6 +338,13 @@ pub fn train(
         // Validate (and save) the averaged weights, then continue training the live ones.
         optimizer.swap_ema()?;
         let val = predict(model, val_set, &device)?;
+        if !val.loss.is_finite() {
+            return Err(HostError::Invalid(format!(
+                "training diverged at epoch {epoch}, step {step}: the validation loss is not \
+                 finite ({}); lower the learning rate (--lr {:e}) or check the data",
+                val.loss, opts.lr
+            )));
+        }
         let gold: Vec<usize> = val_set.iter().map(|e| e.label as usize).collect();
         let report = Report::new(&labels, &gold, &val.predicted, None);
         let entry = EpochLog {

@@ -51,6 +51,7 @@ fn float_checkpoint() -> &'static Path {
                     progress: false,
                     ..Default::default()
                 },
+                force: false,
             };
             host::pipeline::run(&job).expect("training the demo model");
             (tmp, out)
@@ -70,6 +71,7 @@ fn job(out: &Path) -> QuantizeJob {
         max_drop: 2.0,
         columns: columns(),
         oos_label: Some("oos".into()),
+        force: false,
     }
 }
 
@@ -91,7 +93,8 @@ fn quantized_bundle() -> &'static Path {
     &B.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("bundle_q");
-        host::export::export(quantized_checkpoint(), &out, None, &columns()).expect("export");
+        host::export::export(quantized_checkpoint(), &out, None, &columns(), false)
+            .expect("export");
         (tmp, out)
     })
     .1
@@ -246,7 +249,7 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
     // Size: one int8 copy of the weights; well under the float bundle.
     let float_dir = tempfile::tempdir().unwrap();
     let fb = float_dir.path().join("b");
-    host::export::export(float_checkpoint(), &fb, None, &columns()).unwrap();
+    host::export::export(float_checkpoint(), &fb, None, &columns(), false).unwrap();
     let size = |d: &Path| -> u64 {
         std::fs::read_dir(d)
             .unwrap()
@@ -523,7 +526,7 @@ fn onnxruntime_and_tract_agree_on_every_exported_variant() {
     let qdir = quantized_bundle();
     let float_tmp = tempfile::tempdir().unwrap();
     let fdir = float_tmp.path().join("float");
-    host::export::export(float_checkpoint(), &fdir, None, &columns()).unwrap();
+    host::export::export(float_checkpoint(), &fdir, None, &columns(), false).unwrap();
     // A copy of the quantised bundle, so the checker's scratch file does not touch it.
     let qcopy = float_tmp.path().join("q");
     std::fs::create_dir(&qcopy).unwrap();

@@ -11,10 +11,10 @@ cargo build --release -p tools -p device
 bin=target/release
 
 echo "== train the tiny preset on models/demo/train.csv"
-"$bin/tools" train --train models/demo/train.csv --out "$out/ckpt" --preset tiny
+"$bin/tools" train --train models/demo/train.csv --out "$out/ckpt" --preset tiny --force
 
 echo "== export to a bundle (ONNX + tokenizer + manifest), checked with tract"
-"$bin/tools" export --model "$out/ckpt" --out "$out/bundle"
+"$bin/tools" export --model "$out/ckpt" --out "$out/bundle" --force
 
 echo "== classify the test set with the device runtime"
 tail -n +2 models/demo/test.csv | python3 -c 'import csv,sys; [print(r[0]) for r in csv.reader(sys.stdin)]' \

@@ -50,6 +50,7 @@ enum Command {
 }
 
 fn main() {
+    restore_sigpipe();
     let cli = Cli::parse();
     let threads = cli.threads.or(match &cli.command {
         Command::Train(a) => a.default_threads(),
@@ -75,5 +76,20 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Lets a closed stdout end `tools` quietly, as it ends other Unix tools (`tools eval …
+/// | head -1`): Rust ignores SIGPIPE, so every `println!` after the reader left would
+/// panic with "failed printing to stdout: Broken pipe" (exit 101). With the default
+/// disposition the process ends on the first write to the closed pipe, with the status
+/// a shell reports as 141. `tools` writes to no other pipe or socket (the board link is
+/// a serial device), so nothing else is affected.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: resets one signal's disposition to its default, first thing in main,
+    // before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -2,10 +2,13 @@
 //! grows (like `tail -F`: a truncated or replaced file is read again from its start), or
 //! a FIFO (reopened whenever its last writer closes it). Each complete line is queued
 //! for inference as `Source::Local { seq }`; the queue applies back-pressure (the line
-//! waits, it is never dropped).
+//! waits, it is never dropped). A line longer than [`MAX_LINE_BYTES`] is reported on
+//! stderr and skipped without being held in memory; reading resumes at the next line.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
+
+use crate::lines::{BoundedLines, Line, MAX_LINE_BYTES};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
@@ -73,18 +76,27 @@ pub fn run(source: InputSource, jobs: SyncSender<Job>) {
     }
 }
 
-/// Reads `r` to its end, submitting each line. `Ok(false)` if the queue closed.
-fn read_lines(mut r: impl BufRead, submit: &mut impl FnMut(&[u8]) -> bool) -> io::Result<bool> {
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        if r.read_until(b'\n', &mut buf)? == 0 {
-            return Ok(true);
-        }
-        if !submit(&buf) {
-            return Ok(false);
+/// Reads `r` to its end, submitting each line (over-long ones reported and skipped).
+/// `Ok(false)` if the queue closed.
+fn read_lines(r: impl BufRead, submit: &mut impl FnMut(&[u8]) -> bool) -> io::Result<bool> {
+    let mut lines = BoundedLines::new(r, MAX_LINE_BYTES);
+    while let Some(line) = lines.next_line()? {
+        match line {
+            Line::Text(text) => {
+                if !submit(text) {
+                    return Ok(false);
+                }
+            }
+            Line::TooLong { bytes } => report_too_long(bytes),
         }
     }
+    Ok(true)
+}
+
+fn report_too_long(bytes: u64) {
+    eprintln!(
+        "device serve: local input: line of {bytes} bytes is longer than {MAX_LINE_BYTES} bytes; skipped"
+    );
 }
 
 fn follow(path: &Path, submit: &mut impl FnMut(&[u8]) -> bool) -> io::Result<()> {
@@ -102,22 +114,45 @@ fn follow(path: &Path, submit: &mut impl FnMut(&[u8]) -> bool) -> io::Result<()>
     let mut file = File::open(path)?;
     let mut ino = meta.ino();
     let mut pos: u64 = 0;
+    // The line read so far (at most MAX_LINE_BYTES + "\r\n"), or, once it is too long,
+    // only its length: the rest is skipped up to its newline.
     let mut partial: Vec<u8> = Vec::new();
+    let mut skipping: Option<u64> = None;
     let mut chunk = vec![0u8; 8192];
     loop {
         let n = file.read(&mut chunk)?;
         if n > 0 {
             pos += n as u64;
             let mut data = &chunk[..n];
-            while let Some(nl) = data.iter().position(|&b| b == b'\n') {
-                partial.extend_from_slice(&data[..=nl]);
-                data = &data[nl + 1..];
-                if !submit(&partial) {
-                    return Ok(());
+            loop {
+                let nl = data.iter().position(|&b| b == b'\n');
+                let piece = &data[..nl.map_or(data.len(), |i| i + 1)];
+                data = &data[piece.len()..];
+                match &mut skipping {
+                    Some(len) => *len += piece.len() as u64,
+                    None if partial.len() + piece.len() > MAX_LINE_BYTES + 2 => {
+                        skipping = Some((partial.len() + piece.len()) as u64);
+                        partial = Vec::new();
+                    }
+                    None => partial.extend_from_slice(piece),
                 }
-                partial.clear();
+                if nl.is_none() {
+                    break;
+                }
+                match skipping.take() {
+                    Some(len) => report_too_long(len - 1),
+                    None => {
+                        let line = partial.strip_suffix(b"\n").unwrap_or(&partial);
+                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        if line.len() > MAX_LINE_BYTES {
+                            report_too_long(line.len() as u64);
+                        } else if !submit(line) {
+                            return Ok(());
+                        }
+                        partial.clear();
+                    }
+                }
             }
-            partial.extend_from_slice(data);
             continue;
         }
         std::thread::sleep(POLL);
@@ -129,6 +164,7 @@ fn follow(path: &Path, submit: &mut impl FnMut(&[u8]) -> bool) -> io::Result<()>
                     ino = m.ino();
                     pos = 0;
                     partial.clear();
+                    skipping = None;
                 }
             }
         }
@@ -176,6 +212,28 @@ mod tests {
         // Truncated and rewritten: read again from the start.
         std::fs::write(&path, b"new\n").unwrap();
         assert_eq!(texts(&rx, 1), [("new".to_string(), 3)]);
+    }
+
+    #[test]
+    fn over_long_lines_are_skipped_in_files_and_streams() {
+        let mut data = vec![b'x'; 3 * MAX_LINE_BYTES];
+        data.extend_from_slice(b"\nafter\n");
+        // A followed file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, &data).unwrap();
+        let (tx, rx) = mpsc::sync_channel(4);
+        let p = path.clone();
+        std::thread::spawn(move || run(InputSource::Path(p), tx));
+        assert_eq!(texts(&rx, 1), [("after".to_string(), 0)]);
+        // A stream (stdin, FIFO).
+        let mut got = Vec::new();
+        read_lines(&data[..], &mut |l: &[u8]| {
+            got.push(l.to_vec());
+            true
+        })
+        .unwrap();
+        assert_eq!(got, [b"after".to_vec()]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::batching::EncodedExample;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{check_output, Checkpoint, OutputKind};
 use crate::data::{Columns, Dataset};
 use crate::error::{HostError, Result};
 
@@ -82,6 +82,17 @@ pub(crate) fn check_texts(
     ))
 }
 
+/// "finite" or what a logit vector holds that is not.
+pub(crate) fn finiteness(v: &[f32]) -> &'static str {
+    if v.iter().any(|x| x.is_nan()) {
+        "NaN"
+    } else if v.iter().any(|x| x.is_infinite()) {
+        "infinite"
+    } else {
+        "finite"
+    }
+}
+
 /// A manifest for a bundle written to `out` from `ckpt`: named after the bundle
 /// directory, with the checkpoint's preset, labels and maximum length.
 pub(crate) fn new_manifest(out: &Path, ckpt: &Checkpoint) -> device::bundle::Manifest {
@@ -105,19 +116,29 @@ pub(crate) fn new_manifest(out: &Path, ckpt: &Checkpoint) -> device::bundle::Man
     manifest
 }
 
-/// Exports `ckpt_dir` to a bundle at `out`.
+/// Exports `ckpt_dir` to a bundle at `out`. `out` must be new, an empty directory, or
+/// (with `force`) an existing bundle, and neither the checkpoint nor a directory holding
+/// it ([`crate::checkpoint::check_output`]); the bundle is built beside it and renamed
+/// into place only once it has checked out.
 pub fn export(
     ckpt_dir: &Path,
     out: &Path,
     check_data: Option<&Path>,
     columns: &Columns,
+    force: bool,
 ) -> Result<ExportReport> {
+    let mut inputs = vec![("the model being exported", ckpt_dir)];
+    if let Some(d) = check_data {
+        inputs.push(("the check data", d));
+    }
+    check_output(out, OutputKind::Bundle, force, &inputs)?;
     let ckpt = Checkpoint::open(ckpt_dir)?;
     if ckpt.quantized {
         return quantized::export_quantized(&ckpt, out, check_data, columns);
     }
     let device = Device::Cpu;
     let weights = candle_core::safetensors::load(ckpt.weights_path(), &device)?;
+    crate::checkpoint::check_finite(&weights, &ckpt.weights_path())?;
     let onnx_bytes =
         onnx::build_onnx(&ckpt.config, &weights).map_err(|e| HostError::Export(e.to_string()))?;
 
@@ -145,16 +166,20 @@ pub fn export(
             let mask = vec![1i64; enc.ids.len()];
             let (logits, _) = engine.run(&enc.ids, &mask, 1, enc.ids.len())?;
             let argmax = |v: &[f32]| (0..c).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0);
-            let diff = logits
-                .iter()
-                .zip(&reference[i])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            // NaN when either side is not finite: a NaN model fails here instead of
+            // matching itself with a difference of 0.
+            let diff = device::max_abs_diff(&logits, &reference[i]);
+            if diff.is_nan() {
+                return Err(HostError::Export(format!(
+                    "the logits for {:?} are not finite (tract {}, candle {}); nothing was \
+                     written",
+                    chunk[i],
+                    finiteness(&logits),
+                    finiteness(&reference[i])
+                )));
+            }
             max_diff = max_diff.max(diff);
-            if argmax(&logits) != argmax(&reference[i])
-                || diff > LOGIT_TOLERANCE
-                || !diff.is_finite()
-            {
+            if argmax(&logits) != argmax(&reference[i]) || diff > LOGIT_TOLERANCE {
                 return Err(HostError::Export(format!(
                     "tract and candle disagree on {:?}: max logit difference {diff:.2e} (tolerance {LOGIT_TOLERANCE:.0e}), \
                      argmax {} vs {}; nothing was written",

@@ -68,11 +68,10 @@ pub enum OnnxError {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
-    #[error("weight {name}: cannot read values: {source}")]
+    #[error("weight {name}: cannot read values: {cause}")]
     Tensor {
         name: String,
-        #[source]
-        source: candle_core::Error,
+        cause: candle_core::Error,
     },
     #[error("config: {0}")]
     Config(String),
@@ -534,9 +533,9 @@ impl<'w> GraphBuilder<'w> {
                 got: t.dims().to_vec(),
             });
         }
-        let tensor_err = |source| OnnxError::Tensor {
+        let tensor_err = |cause| OnnxError::Tensor {
             name: name.into(),
-            source,
+            cause,
         };
         t.to_dtype(DType::F32)
             .and_then(|t| t.flatten_all())

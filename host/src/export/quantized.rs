@@ -139,15 +139,14 @@ pub(super) fn export_quantized(
         for (i, enc) in encoded.iter().enumerate() {
             let mask = vec![1i64; enc.ids.len()];
             let (l, _) = engine.run(&enc.ids, &mask, 1, enc.ids.len())?;
-            let diff = l
-                .iter()
-                .zip(&candle[i])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            if !diff.is_finite() {
+            let diff = device::max_abs_diff(&l, &candle[i]);
+            if diff.is_nan() {
                 return Err(export_err(format!(
-                    "{variant}: non-finite logits from tract on {:?}; nothing was written",
-                    texts[i]
+                    "{variant}: the logits for {:?} are not finite (tract {}, candle {}); \
+                     nothing was written",
+                    texts[i],
+                    super::finiteness(&l),
+                    super::finiteness(&candle[i])
                 )));
             }
             max_diff = max_diff.max(diff);

@@ -484,6 +484,9 @@ pub struct QuantizeJob {
     pub max_drop: f64,
     pub columns: Columns,
     pub oos_label: Option<String>,
+    /// Replace `out` if it already holds a checkpoint (never anything else:
+    /// [`crate::checkpoint::check_output`]).
+    pub force: bool,
 }
 
 /// The validation set a checkpoint was trained with (its `--val` file, or the same
@@ -538,6 +541,21 @@ pub fn quantize(job: &QuantizeJob) -> Result<QuantReport> {
     }
     if job.max_drop.is_nan() || job.max_drop < 0.0 {
         return Err(invalid(format!("--max-drop {} must be >= 0", job.max_drop)));
+    }
+    {
+        let mut inputs = vec![("the model being quantised", job.model.as_path())];
+        if let Some(c) = &job.calib {
+            inputs.push(("the calibration data", c));
+        }
+        if let Some(v) = &job.val {
+            inputs.push(("the validation data", v));
+        }
+        crate::checkpoint::check_output(
+            &job.out,
+            crate::checkpoint::OutputKind::Checkpoint,
+            job.force,
+            &inputs,
+        )?;
     }
     let ckpt = Checkpoint::open(&job.model)?;
     if ckpt.quantized {
@@ -653,53 +671,14 @@ pub fn quantize(job: &QuantizeJob) -> Result<QuantReport> {
 }
 
 /// Writes `files` into a fresh sibling directory and renames it to `out` (an existing
-/// `out` is moved aside first and removed after): `out` is never half-written.
+/// `out` is moved aside first and removed after): `out` is never half-written. Whether
+/// `out` may be replaced at all is [`crate::checkpoint::check_output`]'s decision.
 pub fn replace_dir(out: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let base = out
-        .file_name()
-        .ok_or_else(|| invalid(format!("{}: no final path component", out.display())))?
-        .to_string_lossy()
-        .into_owned();
-    if out.exists() && !out.is_dir() {
-        return Err(invalid(format!(
-            "{} exists and is not a directory; not replacing it",
-            out.display()
-        )));
-    }
-    std::fs::create_dir_all(&parent).map_err(|e| HostError::io(&parent, e))?;
-    let tmp = parent.join(format!(".{base}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(|e| HostError::io(&tmp, e))?;
-    let staged = files
-        .iter()
-        .try_for_each(|(name, bytes)| write_atomic(&tmp.join(name), bytes));
-    if let Err(e) = staged {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let old = parent.join(format!(".{base}.old-{}", std::process::id()));
-    let had_old = out.exists();
-    if had_old {
-        std::fs::rename(out, &old).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&tmp);
-            HostError::io(out, e)
-        })?;
-    }
-    if let Err(e) = std::fs::rename(&tmp, out) {
-        if had_old {
-            let _ = std::fs::rename(&old, out);
-        }
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(HostError::io(out, e));
-    }
-    if had_old {
-        let _ = std::fs::remove_dir_all(&old);
-    }
-    Ok(())
+    crate::checkpoint::replace_dir_atomically(out, |tmp| {
+        files
+            .iter()
+            .try_for_each(|(name, bytes)| write_atomic(&tmp.join(name), bytes))
+    })
 }
 
 #[cfg(test)]

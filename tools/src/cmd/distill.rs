@@ -28,9 +28,13 @@ pub struct Args {
     /// Share of each class held out for validation when --val is not given.
     #[arg(long, default_value_t = 0.1, value_name = "F")]
     val_fraction: f64,
-    /// Student checkpoint directory to write (same layout as `tools train`).
+    /// Student checkpoint directory to write (same layout and rules as `tools train`).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Replace --out if it already holds a checkpoint. A directory that is not a
+    /// checkpoint (or holds an input of this command) is never replaced or written into.
+    #[arg(long)]
+    force: bool,
     /// Softmax temperature of the soft targets (and of the student in the soft term).
     #[arg(long, default_value_t = KdParams::default().temperature, value_name = "T")]
     temperature: f64,
@@ -123,6 +127,7 @@ pub fn run(a: Args) -> Result<()> {
         teacher_batch_size: a.teacher_batch_size,
         teacher_embeddings: a.teacher_embeddings,
         init: a.pretrained.init,
+        force: a.force,
     };
     let summary = run_job(&job).context("distillation failed")?;
     let o = &summary.train.outcome;

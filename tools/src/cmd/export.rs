@@ -11,9 +11,15 @@ pub struct Args {
     /// Checkpoint directory written by `tools train`.
     #[arg(long, value_name = "CKPT")]
     model: PathBuf,
-    /// Bundle directory to write (replaced all-or-nothing if it exists).
+    /// Bundle directory to write: a new or empty directory, or with --force an existing
+    /// bundle (replaced all-or-nothing). Never the checkpoint itself or a directory
+    /// holding it.
     #[arg(long, value_name = "BUNDLE")]
     out: PathBuf,
+    /// Replace --out if it already holds a bundle (has manifest.json). A directory that
+    /// is not a bundle is never replaced or written into.
+    #[arg(long)]
+    force: bool,
     /// Labelled or unlabelled text to check tract against candle on (default: the
     /// checkpoint's validation data).
     #[arg(long, value_name = "FILE")]
@@ -45,6 +51,7 @@ pub fn run(a: Args) -> Result<()> {
         &a.out,
         a.check_data.as_deref(),
         &a.columns.columns(),
+        a.force,
     )
     .with_context(|| format!("export of {} failed", a.model.display()))?;
     if let Some(key) = &key {

@@ -13,10 +13,14 @@ pub struct Args {
     #[arg(long, value_name = "CKPT")]
     model: PathBuf,
     /// Quantised checkpoint directory to write (model.int8.safetensors, quantization.json,
-    /// config, tokenizer); replaced all-or-nothing, and left untouched when the accuracy
-    /// gate fails.
+    /// config, tokenizer): a new or empty directory, or with --force an existing
+    /// checkpoint; written all-or-nothing, and left untouched when the accuracy gate fails.
     #[arg(long, value_name = "CKPT_Q")]
     out: PathBuf,
+    /// Replace --out if it already holds a checkpoint. A directory that is not a
+    /// checkpoint (or holds an input of this command) is never replaced or written into.
+    #[arg(long)]
+    force: bool,
     /// Labelled text to calibrate activation ranges on (its labels must be the model's).
     /// Default: the checkpoint's training data without its validation part.
     #[arg(long, value_name = "FILE")]
@@ -66,6 +70,7 @@ pub fn run(a: Args) -> Result<()> {
         max_drop: a.max_drop,
         columns: a.columns.columns(),
         oos_label: Some(a.oos_label),
+        force: a.force,
     };
     eprintln!(
         "quantising {} → {} (int8 per-channel weights, {:?} activation ranges)…",

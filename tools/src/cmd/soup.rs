@@ -26,6 +26,10 @@ pub struct Args {
     /// training.json with the soup's record, the rejection rule calibrated on --val).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Replace --out if it already holds a checkpoint. A directory that is not a
+    /// checkpoint (or holds an input of this command) is never replaced or written into.
+    #[arg(long)]
+    force: bool,
     /// `greedy`: ingredients best-first by validation accuracy, each kept only if the
     /// soup's validation accuracy does not fall (Wortsman et al. 2022); `uniform`: the
     /// mean of all.
@@ -57,6 +61,7 @@ pub fn run(a: Args) -> Result<()> {
         val: a.val.clone(),
         columns: a.columns.columns(),
         progress: !a.quiet,
+        force: a.force,
     };
     let report = run_soup(&job).with_context(|| format!("making the soup {}", a.out.display()))?;
     if a.json {

@@ -19,9 +19,15 @@ pub struct Args {
     /// Share of each class held out for validation when --val is not given.
     #[arg(long, default_value_t = 0.1, value_name = "F")]
     val_fraction: f64,
-    /// Checkpoint directory to write (model.safetensors, config.json, tokenizer.json, logs, plots).
+    /// Checkpoint directory to write (model.safetensors, config.json, tokenizer.json, logs,
+    /// plots): a new or empty directory, or with --force an existing checkpoint. Built
+    /// beside it and renamed into place when training ends.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Replace --out if it already holds a checkpoint. A directory that is not a
+    /// checkpoint (or holds an input of this command) is never replaced or written into.
+    #[arg(long)]
+    force: bool,
     /// Size preset: `tiny`, `small`, `minilm`, or a path to a preset .json (see
     /// models/presets/). Default: `tiny`, or `minilm` (fine-tuning defaults) with --init.
     #[arg(long, value_name = "NAME|FILE")]
@@ -71,6 +77,7 @@ pub fn run(a: Args) -> Result<()> {
         tokenizer: a.tokenizer,
         init: a.pretrained.init,
         options,
+        force: a.force,
     };
     let summary = run_job(&job).context("training failed")?;
     let o = &summary.outcome;

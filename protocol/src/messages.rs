@@ -200,7 +200,8 @@ pub enum Response {
         /// Inference time in microseconds.
         inference_us: u32,
         /// The model's rejection rule applies (version 2): the answer is "unknown" and
-        /// `label_index` / `confidence` are only the best guess.
+        /// `label_index` / `confidence` are only the best guess. An empty text is
+        /// answered rejected with `label_index` = the label count (no guess).
         rejected: bool,
     },
     /// Tag 3. Answer to [`Request::Ping`].

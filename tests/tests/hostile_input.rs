@@ -598,6 +598,26 @@ fn each_cause_is_printed_once() {
     );
     let cause = e.matches("Is a directory").count() + e.matches("not a regular file").count();
     assert_eq!(cause, 1, "{e}");
+    // A serial port that does not exist, on both ends of the link.
+    let e = run_err(
+        "tools",
+        &["classify", "--serial", "/nonexistent/tty", "hello"],
+        None,
+    );
+    assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
+    let e = run_err(
+        "device",
+        &[
+            "serve",
+            "--bundle",
+            s(bundle()),
+            "--allow-unsigned",
+            "--serial",
+            "/nonexistent/tty",
+        ],
+        None,
+    );
+    assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
 }
 
 // ---- device classify: exit codes, long lines ----

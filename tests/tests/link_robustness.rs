@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use e2e::{run, run_ok, train_demo_bundle};
-use link_support::{pty, RawHost, Rng, Serve};
+use link_support::{pty, RawHost, Relay, Rng, Serve};
 use protocol::{truncated, Request, RequestDecoder, Response, Source, TopK, TopTokens};
 use serde_json::Value;
 
@@ -280,4 +280,55 @@ fn a_flood_of_bad_frames_keeps_memory_bounded_and_the_service_correct() {
     };
     assert!(decode_errors >= 1_000_000, "decode_errors {decode_errors}");
     assert!(queue_drops > 0, "dropped error answers are counted");
+}
+
+/// An empty or blank text over the link is answered as rejected with no label (there is
+/// nothing to classify), both to a raw `Classify` and through `tools classify`.
+#[test]
+fn empty_text_over_the_link_is_answered_unknown() {
+    let bundle = demo_bundle();
+    let p = pty();
+    let serve = Serve::start(bundle, &p.path, &[]);
+    let mut host = RawHost::new(p.master.try_clone_native().unwrap());
+    host.send_bytes(&[0]);
+    host.send(&Request::hello(1));
+    let Response::Info { label_count, .. } = answer(&mut host, 1) else {
+        panic!("expected Info");
+    };
+    for (id, text) in [(2, ""), (3, "   \t ")] {
+        host.send(&Request::classify(id, text).unwrap());
+        match answer(&mut host, id) {
+            Response::Result {
+                rejected,
+                label_index,
+                top_k,
+                ..
+            } => {
+                assert!(rejected, "{text:?} must be rejected");
+                assert_eq!(label_index, label_count, "{text:?}: no label");
+                assert!(top_k.is_empty());
+            }
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+    drop((host, serve, p));
+
+    // Through `tools classify` (host end of a relay: tools and device on two ptys).
+    let relay = Relay::new(3);
+    let _serve = Serve::start(bundle, relay.device_path(), &[]);
+    let out = run_ok(
+        "tools",
+        &["classify", "--serial", &relay.host_path, "--json", "  "],
+        None,
+    );
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["label"], "unknown", "{out}");
+    assert_eq!(v["reason"], "empty", "{out}");
+    assert_eq!(v["rejected"], true, "{out}");
+    let text = run_ok(
+        "tools",
+        &["classify", "--serial", &relay.host_path, ""],
+        None,
+    );
+    assert!(text.starts_with("unknown (empty text)"), "{text}");
 }

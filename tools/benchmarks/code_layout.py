@@ -179,7 +179,7 @@ def relink(hot, present):
 def restore_plain():
     # `cargo build` treats the `cargo rustc` output as fresh; touching the bin's source makes it
     # relink the normal (PIE, default layout) binary that tests and perf.py use.
-    os.utime(ROOT / "device/src/main.rs")
+    os.utime(ROOT / "device/src/bin/device/main.rs")
     run(["cargo", "build", "--release", "-p", "device"], cwd=ROOT)
     kind = run(["readelf", "-h", RELEASE / "device"]).stdout
     if "DYN" not in kind:

@@ -67,22 +67,18 @@ pub enum ServeError {
     Bundle(#[from] crate::error::DeviceError),
     #[error(transparent)]
     State(#[from] crate::install::InstallError),
-    #[error("cannot open serial port {port}: {source}")]
+    // Causes are part of the messages, not error sources: `{:#}` would print them twice.
+    #[error("cannot open serial port {port}: {cause}")]
     Open {
         port: String,
-        #[source]
-        source: serialport::Error,
+        cause: serialport::Error,
     },
     #[error("invalid baud rate {0}: must be between 50 and 4000000")]
     Baud(u32),
-    #[error("local input {path}: {source}")]
-    Input {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("local input {path}: {cause}")]
+    Input { path: PathBuf, cause: io::Error },
     #[error("cannot start thread: {0}")]
-    Thread(#[source] io::Error),
+    Thread(io::Error),
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -106,9 +102,9 @@ pub fn serve(cfg: ServeConfig, verified: VerifiedBundle) -> Result<(), ServeErro
         return Err(ServeError::Baud(cfg.baud));
     }
     if let Some(InputSource::Path(p)) = &cfg.input {
-        std::fs::metadata(p).map_err(|source| ServeError::Input {
+        std::fs::metadata(p).map_err(|cause| ServeError::Input {
             path: p.clone(),
-            source,
+            cause,
         })?;
     }
     let info = Arc::new(ModelInfo::from_bundle(&verified));
@@ -191,9 +187,9 @@ fn open(cfg: &ServeConfig) -> Result<Box<dyn SerialPort>, ServeError> {
     serialport::new(&cfg.port, cfg.baud)
         .timeout(READ_TIMEOUT)
         .open()
-        .map_err(|source| ServeError::Open {
+        .map_err(|cause| ServeError::Open {
             port: cfg.port.clone(),
-            source,
+            cause,
         })
 }
 

@@ -159,9 +159,9 @@ impl Link {
         if !(50..=4_000_000).contains(&opts.baud) {
             return Err(LinkError::Baud(opts.baud));
         }
-        let open_err = |source| LinkError::Open {
+        let open_err = |cause| LinkError::Open {
             port: port.to_string(),
-            source,
+            cause,
         };
         let reader_port = serialport::new(port, opts.baud)
             .timeout(Duration::from_millis(50))

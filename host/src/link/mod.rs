@@ -31,16 +31,16 @@ pub use client::{Classification, DeviceInfo, DeviceStats, Event, Link, LinkOptio
 /// Errors of the serial link.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("cannot open serial port {port}: {source}")]
+    // The cause is part of the message, not an error source: `{:#}` would print it twice.
+    #[error("cannot open serial port {port}: {cause}")]
     Open {
         port: String,
-        #[source]
-        source: serialport::Error,
+        cause: serialport::Error,
     },
     #[error("invalid baud rate {0}: must be between 50 and 4000000")]
     Baud(u32),
     #[error("writing to the serial port: {0}")]
-    Write(#[source] std::io::Error),
+    Write(std::io::Error),
     #[error("serial port closed or failed: {0}")]
     Disconnected(String),
     #[error("no answer to request {id} within {ms} ms (frame lost or device busy)")]
@@ -63,7 +63,7 @@ pub enum LinkError {
     #[error(transparent)]
     Host(#[from] crate::error::HostError),
     #[error("cannot start thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
 }
 
 impl LinkError {

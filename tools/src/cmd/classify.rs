@@ -32,10 +32,14 @@ pub fn run(a: Args) -> Result<()> {
             .cloned()
             .unwrap_or_else(|| format!("#{i}"))
     };
+    // A rejected answer whose index names no label has no best guess: the text was
+    // empty (docs/protocol.md, `Result.rejected`).
+    let no_guess = c.rejected && usize::from(c.label_index) >= info.labels.len();
     if a.json {
         let v = json!({
             "text": a.text,
-            "label": name(c.label_index),
+            "label": if no_guess { "unknown".to_string() } else { name(c.label_index) },
+            "reason": if no_guess { Some("empty") } else if c.rejected { Some("rule") } else { None },
             "label_index": c.label_index,
             "confidence": c.confidence,
             "rejected": c.rejected,
@@ -47,7 +51,9 @@ pub fn run(a: Args) -> Result<()> {
         });
         println!("{v}");
     } else {
-        if c.rejected {
+        if no_guess {
+            println!("unknown (empty text)");
+        } else if c.rejected {
             println!(
                 "unknown (best guess: {} {:.2})",
                 name(c.label_index),

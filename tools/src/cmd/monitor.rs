@@ -142,7 +142,10 @@ fn print_frame(r: &Response, info: &DeviceInfo, a: &Args) {
                     Some(s) => format!("local #{s}"),
                     None => format!("late answer to {id}"),
                 };
-                let answer = if *rejected {
+                let no_guess = *rejected && usize::from(*label_index) >= info.labels.len();
+                let answer = if no_guess {
+                    "unknown (empty text)".to_string()
+                } else if *rejected {
                     format!(
                         "unknown (best guess: {} {confidence:.2})",
                         name(*label_index)

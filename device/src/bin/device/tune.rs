@@ -7,15 +7,15 @@ use device::bundle::VerifiedBundle;
 use device::variant::{self, Selection, TuneOptions};
 use device::Classifier;
 
-use crate::trust_cli;
+use crate::trust;
 
 #[derive(Debug, clap::Args)]
 pub struct TuneArgs {
     #[command(flatten)]
-    source: trust_cli::SourceArgs,
+    source: trust::SourceArgs,
 
     #[command(flatten)]
-    trust: trust_cli::TrustArgs,
+    trust: trust::TrustArgs,
 
     /// Untimed passes over the reference texts per variant before timing.
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -44,7 +44,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         warmup: args.warmup,
         runs: args.runs,
     };
-    let (report, record) = trust_cli::open(&args.source, &args.trust, |v| {
+    let (report, record) = trust::open(&args.source, &args.trust, |v| {
         let report = variant::tune(v, options)?;
         let record = variant::record(v, &report);
         Ok((report, record))

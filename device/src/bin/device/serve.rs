@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use device::serve::{serve, InputSource, ServeConfig};
 use device::ClassifyOptions;
 
-use crate::trust_cli::{SourceArgs, TrustArgs};
+use crate::trust::{SourceArgs, TrustArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -71,7 +71,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         (None, Some(s)) => format!("state {}", s.display()),
         (None, None) => "no bundle".to_string(),
     };
-    let verified = crate::trust_cli::open(&a.source, &a.trust, |v| Ok(v.clone()))?;
+    let verified = crate::trust::open(&a.source, &a.trust, |v| Ok(v.clone()))?;
     // Model updates over the link install into the state directory, under the same
     // trust policy the service started with.
     let deploy = match (&a.source.state, a.trust.policy_quiet()?) {

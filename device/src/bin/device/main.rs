@@ -13,10 +13,10 @@ use serde::Serialize;
 use device::lines::{BoundedLines, Line, MAX_LINE_BYTES};
 use device::{Classifier, ClassifyOptions, Prediction};
 
-mod bench_cli;
-mod serve_cli;
-mod trust_cli;
-mod tune_cli;
+mod bench;
+mod serve;
+mod trust;
+mod tune;
 
 /// Offline text classifier for small boards: runs a model bundle written by the host.
 #[derive(Debug, Parser)]
@@ -75,23 +75,23 @@ enum Command {
     Classify(ClassifyArgs),
     /// Answer the serial protocol (docs/protocol.md, docs/link.md) on a serial port, and
     /// push a Result frame for each line of local input. Runs until killed.
-    Serve(serve_cli::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Time every model variant of a bundle on this board, keep the fastest whose outputs
     /// match the manifest's reference outputs, and record the choice next to the bundle
     /// (variant-choice.json; a read-only bundle directory is reported, not an error).
-    Tune(tune_cli::TuneArgs),
+    Tune(tune::TuneArgs),
     /// Per-query latency of bundles and variants as JSON lines (benchmark suite).
     #[command(hide = true)]
-    BenchLatency(bench_cli::BenchArgs),
+    BenchLatency(bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct ClassifyArgs {
     #[command(flatten)]
-    source: trust_cli::SourceArgs,
+    source: trust::SourceArgs,
 
     #[command(flatten)]
-    trust: trust_cli::TrustArgs,
+    trust: trust::TrustArgs,
 
     /// Number of best labels to report in "top_k", with their probabilities.
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -154,9 +154,9 @@ fn main() -> ExitCode {
             }
             other => other.map(|_| ()),
         },
-        Command::Serve(args) => serve_cli::run(args),
-        Command::Tune(args) => tune_cli::run(args),
-        Command::BenchLatency(args) => bench_cli::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Tune(args) => tune::run(args),
+        Command::BenchLatency(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -176,8 +176,8 @@ struct Tally {
 }
 
 fn classify(args: ClassifyArgs) -> Result<Tally> {
-    let classifier = trust_cli::open(&args.source, &args.trust, |v| {
-        tune_cli::load_selected(v, args.variant.as_deref())
+    let classifier = trust::open(&args.source, &args.trust, |v| {
+        tune::load_selected(v, args.variant.as_deref())
     })?
     .with_options(ClassifyOptions {
         top_k: args.top_k,

@@ -379,7 +379,7 @@ mod tests {
 
     fn core(cap: usize) -> (Core, Receiver<Job>, Receiver<Response>, Arc<Stats>) {
         let (jtx, jrx) = queue(cap);
-        let (otx, orx) = mpsc::channel();
+        let (otx, orx) = outbox();
         let stats = Arc::new(Stats::new());
         (
             Core::new(info(50), Arc::clone(&stats), jtx, otx),

@@ -6,6 +6,15 @@
 //! in code, keeping `[CLS] … [SEP]`, and padding is switched off (pretrained tokenizer
 //! files often fix both at 128). Batches are padded by [`Batch::from_encoded`] instead,
 //! to the longest text of the batch, with mask 0 on the pads.
+//!
+//! **CJK fallback.** A vocabulary that ends in the reserved tokens `[CJK000]`, `[CJK001]`,
+//! … (K of them, consecutive ids; `host::tokenizer` adds them when the training texts
+//! contain CJK ideographs) turns on a fallback for CJK ideographs the vocabulary lacks:
+//! instead of `[UNK]`, such a character gets the id of `[CJK{b:03}]` with
+//! `b = fnv1a32(UTF-8 bytes of the character) % K`, and its token string is the character
+//! itself (so `top_tokens` shows it). Only a `[UNK]` whose text is exactly one CJK
+//! ideograph (the ranges BERT's normaliser isolates) is replaced; everything else is as
+//! the `tokenizers` library encodes it. Tokenizers without these tokens are unaffected.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -51,6 +60,66 @@ pub struct TextEncoder {
     /// The ASCII fast path, when the tokenizer is the plain BERT WordPiece pipeline and the
     /// fast path reproduced the library on every probe text at load.
     fast: Option<Arc<FastWordPiece>>,
+    /// The CJK fallback, when the vocabulary reserves `[CJK000]`… (see the module docs).
+    cjk: Option<CjkFallback>,
+}
+
+/// Name of the first reserved CJK fallback token; the others count up (`[CJK001]`, …).
+pub fn cjk_fallback_token(bucket: usize) -> String {
+    format!("[CJK{bucket:03}]")
+}
+
+/// The CJK fallback of a tokenizer: `[UNK]`'s id and the reserved ids `base..base + buckets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CjkFallback {
+    pub unk: u32,
+    pub base: u32,
+    pub buckets: u32,
+}
+
+impl CjkFallback {
+    /// Reads the reserved tokens of a tokenizer: `[CJK000]` and the consecutive ids after
+    /// it; none (no fallback) without `[CJK000]` or `[UNK]`.
+    pub fn of(tokenizer: &Tokenizer) -> Option<CjkFallback> {
+        let unk = tokenizer.token_to_id("[UNK]")?;
+        let base = tokenizer.token_to_id(&cjk_fallback_token(0))?;
+        let mut buckets = 1u32;
+        while tokenizer.token_to_id(&cjk_fallback_token(buckets as usize)) == Some(base + buckets) {
+            buckets += 1;
+        }
+        Some(CjkFallback { unk, base, buckets })
+    }
+
+    /// The fallback id of a CJK ideograph (any character: callers check [`is_cjk_ideograph`]).
+    pub fn id_of(&self, c: char) -> u32 {
+        let mut buf = [0u8; 4];
+        self.base + fnv1a32(c.encode_utf8(&mut buf).as_bytes()) % self.buckets
+    }
+}
+
+/// 32-bit FNV-1a.
+pub fn fnv1a32(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in bytes {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The CJK ideograph ranges BERT's normaliser puts spaces around (one token each).
+pub fn is_cjk_ideograph(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x4E00..=0x9FFF
+            | 0x3400..=0x4DBF
+            | 0x20000..=0x2A6DF
+            | 0x2A700..=0x2B73F
+            | 0x2B740..=0x2B81F
+            | 0x2B920..=0x2CEAF
+            | 0xF900..=0xFAFF
+            | 0x2F800..=0x2FA1F
+    )
 }
 
 impl TextEncoder {
@@ -112,12 +181,14 @@ impl TextEncoder {
                 .map(|(id, _)| *id),
         );
         let pad_id = tokenizer.token_to_id(PAD_TOKEN).unwrap_or(0) as i64;
+        let cjk = CjkFallback::of(&tokenizer);
         let mut encoder = TextEncoder {
             tokenizer,
             max_len,
             pad_id,
             special_ids,
             fast: None,
+            cjk,
         };
         encoder.fast = FastWordPiece::new(json, &encoder).map(Arc::new);
         // A tokenizer that turns "" into nothing would feed the model an empty sequence.
@@ -151,6 +222,11 @@ impl TextEncoder {
         &self.tokenizer
     }
 
+    /// The CJK fallback, when the vocabulary has one.
+    pub fn cjk_fallback(&self) -> Option<CjkFallback> {
+        self.cjk
+    }
+
     /// The same encoder without the ASCII fast path (every text through `tokenizers`;
     /// for comparisons).
     pub fn without_fast_path(mut self) -> TextEncoder {
@@ -180,14 +256,28 @@ impl TextEncoder {
             .tokenizer
             .encode(text, true)
             .map_err(|e| DeviceError::Encode(e.to_string()))?;
-        let ids: Vec<i64> = enc.get_ids().iter().map(|&i| i64::from(i)).collect();
+        let mut ids: Vec<i64> = enc.get_ids().iter().map(|&i| i64::from(i)).collect();
         let special = enc
             .get_ids()
             .iter()
             .zip(enc.get_special_tokens_mask())
             .map(|(id, &m)| m == 1 || self.special_ids.contains(id))
             .collect();
-        let tokens = enc.get_tokens().to_vec();
+        let mut tokens = enc.get_tokens().to_vec();
+        if let Some(cjk) = &self.cjk {
+            for (i, &(start, end)) in enc.get_offsets().iter().enumerate() {
+                if ids[i] != i64::from(cjk.unk) {
+                    continue;
+                }
+                let mut chars = text.get(start..end).unwrap_or("").chars();
+                if let (Some(c), None) = (chars.next(), chars.next()) {
+                    if is_cjk_ideograph(c) {
+                        ids[i] = i64::from(cjk.id_of(c));
+                        tokens[i] = c.to_string();
+                    }
+                }
+            }
+        }
         if ids.len() > self.max_len {
             return Err(DeviceError::Encode(format!(
                 "{} tokens after truncation to {}",
@@ -676,6 +766,68 @@ mod tests {
         for text in ["[PAD] cat", "CAFÉ is playing", "🦀 dog"] {
             assert_eq!(enc.encode(text).unwrap(), enc.encode_slow(text).unwrap());
         }
+    }
+
+    /// The tiny tokenizer plus `灯` and four reserved CJK fallback tokens.
+    fn cjk_encoder() -> TextEncoder {
+        let mut v: serde_json::Value = serde_json::from_str(&tiny_tokenizer_json()).unwrap();
+        let vocab = v["model"]["vocab"].as_object_mut().unwrap();
+        let mut next = vocab.len() as u64;
+        for t in ["灯".to_string()]
+            .into_iter()
+            .chain((0..4).map(cjk_fallback_token))
+        {
+            vocab.insert(t, next.into());
+            next += 1;
+        }
+        TextEncoder::from_bytes(v.to_string().as_bytes(), 32).unwrap()
+    }
+
+    #[test]
+    fn unseen_cjk_characters_fall_back_to_hashed_reserved_ids() {
+        let enc = cjk_encoder();
+        let fb = enc.cjk_fallback().unwrap();
+        assert_eq!((fb.unk, fb.base, fb.buckets), (1, 25, 4));
+        let e = enc.encode("打开 the 灯, 🦀 cat 客厅").unwrap();
+        assert_eq!(
+            e.tokens,
+            ["[CLS]", "打", "开", "the", "灯", ",", "[UNK]", "cat", "客", "厅", "[SEP]"]
+        );
+        let bucket = |c: char| {
+            let mut b = [0u8; 4];
+            25 + i64::from(fnv1a32(c.encode_utf8(&mut b).as_bytes()) % 4)
+        };
+        assert_eq!(
+            e.ids,
+            [
+                2,
+                bucket('打'),
+                bucket('开'),
+                5,
+                24,
+                20,
+                1,
+                6,
+                bucket('客'),
+                bucket('厅'),
+                3
+            ]
+        );
+        assert!(e.ids.iter().all(|&i| i <= 28));
+        // Offsets are the original text's: accents and control characters before a CJK
+        // character do not shift which character is hashed.
+        let e = enc.encode("CAFÉ\u{1}打").unwrap();
+        assert_eq!(e.tokens, ["[CLS]", "cafe", "打", "[SEP]"]);
+        assert_eq!(e.ids[2], bucket('打'));
+        // FNV-1a of "a" (a published test vector) pins the hash.
+        assert_eq!(fnv1a32(b"a"), 0xe40c292c);
+        // Without the reserved tokens: `[UNK]`, as before.
+        let plain = encoder(32);
+        assert!(plain.cjk_fallback().is_none());
+        assert_eq!(
+            plain.encode("打").unwrap().tokens,
+            ["[CLS]", "[UNK]", "[SEP]"]
+        );
     }
 
     #[test]

@@ -186,6 +186,54 @@ pub fn load_splits(
 
 /// The model's shape: the pretrained encoder's sizes (with the preset's head, length and
 /// dropout) when there is one, else the preset's.
+/// Name of the training-only n-gram table in the VarMap (never saved).
+const NGRAM_WEIGHTS: &str = "embeddings.ngram_embeddings.weight";
+/// Name of the word-embedding table (saved with the n-gram vectors folded in).
+const WORD_WEIGHTS: &str = "embeddings.word_embeddings.weight";
+
+/// A seeded N(0, 0.02) n-gram table of `buckets` rows, registered in `varmap` (so the
+/// optimizer trains it), with the index tables of the encoder's vocabulary.
+fn ngram_embeddings(
+    encoder: &device::tokenize::TextEncoder,
+    varmap: &candle_nn::VarMap,
+    buckets: usize,
+    hidden: usize,
+    seed: u64,
+) -> Result<crate::model::layers::NgramEmbeddings> {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let vocab = encoder.tokenizer().get_vocab(true);
+    let mut tokens = vec![String::new(); encoder.vocab_size()];
+    for (t, id) in vocab {
+        if let Some(slot) = tokens.get_mut(id as usize) {
+            *slot = t;
+        }
+    }
+    let device = Device::Cpu;
+    let (index, weight) = crate::model::layers::NgramEmbeddings::tables(&tokens, buckets, &device)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x6e67_7261_6d73);
+    let normal = rand_distr::Normal::new(0.0f32, 0.02).expect("valid std");
+    let values: Vec<f32> = (0..buckets * hidden)
+        .map(|_| normal.sample(&mut rng))
+        .collect();
+    let var = candle_core::Var::from_tensor(&candle_core::Tensor::from_vec(
+        values,
+        (buckets, hidden),
+        &device,
+    )?)?;
+    let table = var.as_tensor().clone();
+    varmap
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .insert(NGRAM_WEIGHTS.into(), var);
+    Ok(crate::model::layers::NgramEmbeddings {
+        table,
+        index,
+        weight,
+    })
+}
+
 pub fn model_config(
     pretrained: Option<&crate::pretrained::PretrainedEncoder>,
     p: &Preset,
@@ -276,10 +324,20 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     write_json(&out.join(CONFIG_FILE), &config)?;
 
     let device = Device::Cpu;
-    let (model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
+    let (mut model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
     let init = load_pretrained(pretrained.as_ref(), &varmap, &config, job.options.progress)?;
     drop(pretrained);
+    // The deployed parameters: an n-gram table is folded into the word embeddings.
     let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    if p.ngram_buckets > 0 {
+        model.embeddings.ngrams = Some(ngram_embeddings(
+            &encoder,
+            &varmap,
+            p.ngram_buckets,
+            config.hidden,
+            job.options.seed,
+        )?);
+    }
     if job.options.progress {
         eprintln!(
             "training {} ({} parameters, vocab {}) on {} examples, validating on {}, {} labels",
@@ -299,7 +357,21 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         &val_enc,
         &job.options,
         &special,
-        |_| save_weights(&varmap, &out),
+        |_| match &model.embeddings.ngrams {
+            None => save_weights(&varmap, &out),
+            Some(ng) => {
+                let mut tensors: std::collections::HashMap<String, candle_core::Tensor> = varmap
+                    .data()
+                    .lock()
+                    .expect("varmap lock")
+                    .iter()
+                    .filter(|(name, _)| name.as_str() != NGRAM_WEIGHTS)
+                    .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+                    .collect();
+                tensors.insert(WORD_WEIGHTS.into(), ng.fold(&model.embeddings.word)?);
+                crate::checkpoint::save_tensors(&tensors, &out)
+            }
+        },
     )?;
 
     let summary = TrainSummary {

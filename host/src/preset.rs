@@ -27,6 +27,12 @@ pub struct Preset {
     pub token_dropout: f64,
     pub ema_decay: f64,
     pub patience: usize,
+    /// Hashed character n-gram buckets added to each vocabulary token's embedding during
+    /// training (0 = off; see `host::model::layers::NgramEmbeddings`). Folded into the
+    /// word-embedding table when saved: the checkpoint, the ONNX graph and the device do
+    /// not change.
+    #[serde(default)]
+    pub ngram_buckets: usize,
 }
 
 const SHIPPED: [(&str, &str); 3] = [

@@ -19,15 +19,36 @@ use crate::error::{HostError, Result};
 /// The special tokens, in id order 0..=4.
 pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
+/// Reserved CJK fallback ids added when the training texts contain CJK ideographs: an
+/// ideograph the vocabulary lacks is read as one of these (hashed), not as `[UNK]`
+/// (`device::tokenize`, "CJK fallback"). At most this many, and at most a tenth of the
+/// requested vocabulary size.
+pub const CJK_FALLBACK_BUCKETS: usize = 64;
+
 /// Trains a WordPiece vocabulary of at most `vocab_size` tokens on `texts` and returns the
 /// tokenizer as `tokenizer.json` bytes (lower-casing, accent stripping, one token per CJK
-/// character, `[CLS] … [SEP]` template).
+/// character, `[CLS] … [SEP]` template). Every character of the texts is in the
+/// vocabulary; when they contain CJK ideographs, the last [`CJK_FALLBACK_BUCKETS`] ids are
+/// the reserved `[CJK000]`… tokens (see [`CJK_FALLBACK_BUCKETS`]) for ideographs the
+/// texts did not contain. (Every
+/// character of the texts is kept even when that exceeds `vocab_size`.)
 pub fn train_wordpiece(texts: &[&str], vocab_size: usize) -> Result<Vec<u8>> {
     if vocab_size < SPECIAL_TOKENS.len() + 10 {
         return Err(HostError::Invalid(format!(
             "vocabulary size {vocab_size} is too small (minimum 15)"
         )));
     }
+    let has_cjk = texts
+        .iter()
+        .any(|t| t.chars().any(device::tokenize::is_cjk_ideograph));
+    let reserved = if has_cjk {
+        CJK_FALLBACK_BUCKETS.min(vocab_size / 10)
+    } else {
+        0
+    };
+    let vocab_size = vocab_size
+        .saturating_sub(reserved)
+        .max(SPECIAL_TOKENS.len() + 10);
     let normalizer = BertNormalizer::new(true, true, Some(true), true);
     // Every character of the normalised corpus is in the alphabet, so none becomes [UNK];
     // `continuing` holds those that occur inside a word (after its first character).
@@ -108,6 +129,19 @@ pub fn train_wordpiece(texts: &[&str], vocab_size: usize) -> Result<Vec<u8>> {
                 .and_then(|c| c.as_str())
                 .is_some_and(|c| SPECIAL_TOKENS.contains(&c))
         });
+    }
+    if reserved > 0 {
+        let vocab = value
+            .pointer_mut("/model/vocab")
+            .and_then(|v| v.as_object_mut())
+            .ok_or_else(|| HostError::Tokenizer("tokenizer.json has no model.vocab".into()))?;
+        let next = vocab.values().filter_map(|v| v.as_u64()).max().unwrap_or(0) + 1;
+        for b in 0..reserved {
+            vocab.insert(
+                device::tokenize::cjk_fallback_token(b),
+                serde_json::Value::from(next + b as u64),
+            );
+        }
     }
     let tokenizer = Tokenizer::from_bytes(value.to_string().as_bytes()).map_err(tok_err)?;
     let json = tokenizer.to_string(true).map_err(tok_err)?;
@@ -209,6 +243,42 @@ mod tests {
                 "two trainings on the same texts gave different tokenizers"
             );
         }
+    }
+
+    #[test]
+    fn cjk_texts_reserve_fallback_ids_and_no_ideograph_is_unk() {
+        let texts = corpus();
+        let t: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let json = train_wordpiece(&t, 1000).unwrap();
+        assert!(train_wordpiece(&t, 1000).unwrap() == json, "deterministic");
+        let enc = device::tokenize::TextEncoder::from_bytes(&json, 32).unwrap();
+        let fb = enc
+            .cjk_fallback()
+            .expect("the corpus has CJK: fallback reserved");
+        assert_eq!(fb.buckets as usize, CJK_FALLBACK_BUCKETS);
+        assert_eq!(
+            (fb.base + fb.buckets) as usize,
+            enc.vocab_size(),
+            "the reserved ids come last"
+        );
+        assert!(enc.vocab_size() <= 1000, "{}", enc.vocab_size());
+        let e = enc.encode("打开客厅的灯").unwrap();
+        assert_eq!(
+            e.tokens,
+            ["[CLS]", "打", "开", "客", "厅", "的", "灯", "[SEP]"]
+        );
+        assert!(!e.ids.contains(&i64::from(fb.unk)));
+        // seen characters keep their own ids, unseen ones take reserved ids
+        let seen = |i: usize| e.ids[i] < i64::from(fb.base);
+        assert!(seen(1) && seen(2) && seen(6), "{:?}", e.ids);
+        assert!(!seen(3) && !seen(4) && !seen(5), "{:?}", e.ids);
+        // No CJK in the texts: nothing reserved, the vocabulary is as before.
+        let latin: Vec<String> = texts.iter().map(|s| s.replace("打开灯", "")).collect();
+        let latin: Vec<&str> = latin.iter().map(|s| s.as_str()).collect();
+        let enc =
+            device::tokenize::TextEncoder::from_bytes(&train_wordpiece(&latin, 80).unwrap(), 32)
+                .unwrap();
+        assert!(enc.cjk_fallback().is_none());
     }
 
     #[test]

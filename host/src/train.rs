@@ -148,10 +148,15 @@ pub fn loss(logits: &Tensor, labels: &Tensor, eps: f64) -> candle_core::Result<T
 
 /// The token ids word dropout needs: what to write (`[MASK]`, or `[UNK]` when the
 /// tokenizer has no mask token) and which ids never to touch (`[CLS]`, `[SEP]`, `[PAD]`).
+/// With a CJK fallback (`device::tokenize`), `cjk_fallback` maps the id of each CJK
+/// ideograph in the vocabulary to its reserved fallback id: word dropout writes that
+/// instead of `[MASK]`, so the reserved ids are trained as "some ideograph, read from
+/// context" — what they stand for at inference (ideographs the training texts lacked).
 #[derive(Debug, Clone, Default)]
 pub struct SpecialIds {
     pub mask: Option<u32>,
     pub keep: Vec<u32>,
+    pub cjk_fallback: std::collections::HashMap<u32, u32>,
 }
 
 impl SpecialIds {
@@ -162,11 +167,27 @@ impl SpecialIds {
             .iter()
             .filter_map(|s| t.token_to_id(s))
             .collect();
-        Self { mask, keep }
+        let mut cjk_fallback = std::collections::HashMap::new();
+        if let Some(fb) = encoder.cjk_fallback() {
+            for (token, id) in t.get_vocab(false) {
+                let mut chars = token.chars();
+                if let (Some(c), None) = (chars.next(), chars.next()) {
+                    if device::tokenize::is_cjk_ideograph(c) {
+                        cjk_fallback.insert(id, fb.id_of(c));
+                    }
+                }
+            }
+        }
+        Self {
+            mask,
+            keep,
+            cjk_fallback,
+        }
     }
 }
 
-/// Word dropout: replaces each non-special token with `[MASK]` with probability `p`.
+/// Word dropout: replaces each non-special token with `[MASK]` (a CJK ideograph with its
+/// fallback id, see [`SpecialIds`]) with probability `p`.
 fn mask_tokens(mut batch: Batch, p: f64, special: &SpecialIds, rng: &mut StdRng) -> Result<Batch> {
     let Some(mask_id) = special.mask else {
         return Ok(batch);
@@ -178,7 +199,7 @@ fn mask_tokens(mut batch: Batch, p: f64, special: &SpecialIds, rng: &mut StdRng)
     let mut ids = batch.ids.flatten_all()?.to_vec1::<u32>()?;
     for id in ids.iter_mut() {
         if !special.keep.contains(id) && rng.random::<f64>() < p {
-            *id = mask_id;
+            *id = special.cjk_fallback.get(id).copied().unwrap_or(mask_id);
         }
     }
     batch.ids = Tensor::from_vec(ids, shape, batch.ids.device())?;

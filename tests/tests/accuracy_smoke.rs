@@ -36,9 +36,22 @@ fn accuracy_benchmark_smoke_run() {
         .is_file();
     let models = if minilm { 3 } else { 2 };
     assert_eq!(rows.len(), 2 * models, "{rows:?}");
+    let sklearn = std::process::Command::new("python3")
+        .args(["-c", "import sklearn"])
+        .status()
+        .is_ok_and(|s| s.success());
     for r in &rows {
         let acc = r["accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc), "{r}");
+        // Every row carries the TF-IDF + SVM baseline of its data set (scikit-learn), or
+        // none when scikit-learn is missing (the script then says so in one line).
+        if sklearn {
+            let svm = r["svm"]["accuracy"].as_f64().unwrap_or(-1.0);
+            assert!((0.0..=1.0).contains(&svm), "{r}");
+        } else {
+            assert!(r["svm"].is_null(), "{r}");
+            assert!(stderr.contains("no TF-IDF + SVM baseline"), "{stderr}");
+        }
         let run = tmp.path().join(format!(
             "{}-{}",
             r["dataset"].as_str().unwrap(),
@@ -80,6 +93,7 @@ fn accuracy_benchmark_smoke_run() {
     }
     let doc = std::fs::read_to_string(tmp.path().join("accuracy.md")).unwrap();
     assert!(doc.contains("| clinc150 | tiny |"), "{doc}");
+    assert!(doc.contains("| TF-IDF + SVM |"), "{doc}");
 }
 
 /// The full run's training commands (`accuracy.py --dry-run`, every model) never repeat a

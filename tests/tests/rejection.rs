@@ -57,7 +57,7 @@ fn rejection_from_training_to_the_device() {
     // Eval reports both ways, through tract (bundle) and candle (checkpoint).
     let b = eval_json(&bundle, &[]);
     let r = &b["rejection"];
-    assert_eq!(r["out_of_scope"], 20, "{r}");
+    assert_eq!(r["out_of_scope"], 40, "{r}");
     // Class only = the argmax figures of the main report.
     assert_eq!(
         f(&r["class_only"]["in_scope_accuracy"]),
@@ -142,7 +142,7 @@ fn rejection_from_training_to_the_device() {
     );
 
     // Bench counts a rejected query right exactly when its gold label is oos: with every
-    // answer rejected, the correct ones are the 20 out-of-scope test queries.
+    // answer rejected, the correct ones are the 40 out-of-scope test queries.
     let bench: Value = serde_json::from_str(&run_ok(
         "tools",
         &[
@@ -160,7 +160,7 @@ fn rejection_from_training_to_the_device() {
     ))
     .unwrap();
     assert_eq!(bench["rejected"], bench["n"]);
-    assert_eq!(bench["correct"], 20, "{bench}");
+    assert_eq!(bench["correct"], 40, "{bench}");
 }
 
 #[test]
@@ -209,7 +209,7 @@ fn a_model_without_an_oos_class_gets_a_threshold_rule() {
         .iter()
         .find(|c| c["label"] == "oos")
         .expect("oos row");
-    assert_eq!(oos["support"], 20);
+    assert_eq!(oos["support"], 40);
     let r = &v["rejection"];
     assert_eq!(r["oos_class"], false);
     assert_eq!(f(&r["class_only"]["oos_recall"]), 0.0);

@@ -2,7 +2,9 @@
 """Accuracy benchmark on the public data sets in ../shared/data (not shipped with the
 project): for each data set and model, train (or fine-tune, or distil) → quantise to int8
 → export → evaluate the int8 bundle through tract (the device's engine) on the test split,
-and write docs/accuracy.md with the results, the time each step took and the commands.
+and write docs/accuracy.md with the results, the time each step took and the commands,
+each row beside a TF-IDF + linear SVM baseline fitted on the same files (scikit-learn;
+skipped with a note when it is not installed).
 
 Models:
   tiny            the tiny preset from scratch (tools train)
@@ -248,6 +250,64 @@ def build(args, ds, model, files, out, teacher):
     }
 
 
+def svm_baseline(ds, files, out, reuse):
+    """The TF-IDF + linear SVM reference on one data set (scikit-learn): word 1-2-grams and
+    char_wb 2-5-grams, sublinear TF, LinearSVC with C chosen on the validation split (a
+    seeded stratified 10% of train when the data set has none), then fitted on train and
+    scored on test. None, with a one-line note, when scikit-learn is missing."""
+    cache = out / f"{ds}-svm.json"
+    if reuse and cache.is_file():
+        return json.loads(cache.read_text())
+    try:
+        from sklearn.model_selection import train_test_split
+        from sklearn.pipeline import make_pipeline, make_union
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.svm import LinearSVC
+    except ImportError:
+        log("note: scikit-learn is not installed: no TF-IDF + SVM baseline (pip install scikit-learn)")
+        return None
+    start = time.time()
+    train, test = read_rows(files["train"]), read_rows(files["test"])
+    if "val" in files:
+        fit_rows, val = train, read_rows(files["val"])
+    else:
+        labels = [r["label"] for r in train]
+        strat = labels if min(labels.count(l) for l in set(labels)) >= 2 else None
+        fit_rows, val = train_test_split(train, test_size=0.1, random_state=0, stratify=strat)
+
+    def model(c):
+        feats = make_union(
+            TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True))
+        return make_pipeline(feats, LinearSVC(C=c))
+
+    def texts(rows):
+        return [r["text"] for r in rows], [r["label"] for r in rows]
+
+    best = None
+    for c in (0.1, 0.3, 1.0, 3.0):
+        m = model(c).fit(*texts(fit_rows))
+        x, y = texts(val)
+        acc = sum(p == t for p, t in zip(m.predict(x), y)) / len(y)
+        if best is None or acc > best[1]:
+            best = (c, acc)
+    m = model(best[0]).fit(*texts(train))
+    x, y = texts(test)
+    pred = list(m.predict(x))
+    inscope = [(p, t) for p, t in zip(pred, y) if t != "oos"]
+    result = {
+        "C": best[0],
+        "val_accuracy": best[1],
+        "accuracy": sum(p == t for p, t in zip(pred, y)) / len(y),
+        "in_scope": sum(p == t for p, t in inscope) / len(inscope) if "oos" in y else None,
+        "seconds": round(time.time() - start, 1),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(result))
+    log(f"{ds}: TF-IDF + SVM {json.dumps(result)}")
+    return result
+
+
 def fmt(x, digits=4):
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -279,17 +339,25 @@ def write_doc(rows, args, path):
         "query counts as wrong). *class* = `oos` as a trained class only; *rule* = with the rejection "
         "rule calibrated on the validation split and carried in the manifest (docs/rejection.md).",
         "",
+        "*TF-IDF + SVM* is the linear baseline recomputed on the same files by this script "
+        "(scikit-learn: word 1-2-gram + char_wb 2-5-gram TF-IDF, LinearSVC, C chosen on the "
+        "validation split — for SNIPS, which has none, a seeded 10% of train), shown as "
+        "accuracy / in-scope accuracy (the oos class) beside each model.",
+        "",
         "| data set | model | params | accuracy | macro-F1 | in-scope (class) | oos recall (class) "
-        "| in-scope (rule) | oos recall (rule) | int8 bundle | training |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| in-scope (rule) | oos recall (rule) | int8 bundle | training | TF-IDF + SVM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         params = f"{r['parameters'] / 1e6:.1f} M" if r["parameters"] else "–"
+        svm = r.get("svm")
+        svm_cell = "– (no scikit-learn)" if svm is None else (
+            f"{fmt(svm['accuracy'])} / {fmt(svm['in_scope'])} (C={svm['C']:g}, {svm['seconds']:.0f} s)")
         lines.append(
             f"| {r['dataset']} | {r['model']} | {params} | {fmt(r['accuracy'])} | {fmt(r['macro_f1'])} | "
             f"{fmt(r['in_scope'])} | {fmt(r['oos_recall'])} | {fmt(r['in_scope_rule'])} | "
             f"{fmt(r['oos_recall_rule'])} | {r['bundle_mb']:.1f} MB | {mins(r['train_seconds'])} "
-            f"({r['epochs']} ep) |"
+            f"({r['epochs']} ep) | {svm_cell} |"
         )
     lines += [
         "",
@@ -355,6 +423,7 @@ def main():
     rows = []
     for ds in args.datasets:
         files = dataset_files(shared, ds, args.smoke, out)
+        svm = svm_baseline(ds, files, out, args.reuse)
         for model in models:
             # The distilled models learn from this run's minilm model (or one a --reuse run
             # finds), else from the tiny one.
@@ -362,6 +431,7 @@ def main():
             teacher_model = "minilm" if has_minilm else "tiny"
             teacher = out / f"{ds}-{teacher_model}" / "ckpt"
             row = build(args, ds, model, files, out, teacher)
+            row["svm"] = svm
             log(json.dumps({k: v for k, v in row.items() if k != "steps"}))
             rows.append(row)
     (out / "results.json").write_text(json.dumps(rows, indent=1))

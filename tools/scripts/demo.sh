@@ -25,5 +25,8 @@ echo "... $(wc -l < "$out/predictions.jsonl") predictions in $out/predictions.js
 echo "== report: bundle (tract) on the test set"
 "$bin/tools" eval --model "$out/bundle" --data models/demo/test.csv
 echo
+echo "== by language (device classify on the test set)"
+python3 tools/scripts/demo_report.py models/demo/test.csv "$out/predictions.jsonl"
+echo
 echo "training curves: $out/ckpt/training_curves.svg; confusion matrix: $out/bundle.confusion.svg"
 echo "out-of-scope trade-off: $out/bundle.rejection_curve.svg (validation: $out/ckpt/rejection_curve.svg)"

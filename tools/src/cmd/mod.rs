@@ -89,6 +89,11 @@ pub struct RecipeArgs {
     /// Decay of the weight average that is validated and saved (0 = off; preset default).
     #[arg(long, value_name = "F")]
     pub ema_decay: Option<f64>,
+    /// Hashed character 3-5-gram buckets whose vectors are added to each token's embedding
+    /// in training, fastText-style, and folded into the embedding table when saved (the
+    /// bundle does not change; 0 = off; preset default).
+    #[arg(long, value_name = "N")]
+    pub ngram_buckets: Option<usize>,
     /// Epochs without a better validation macro-F1 before stopping.
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
@@ -137,7 +142,8 @@ impl RecipeArgs {
             label_smoothing,
             token_dropout,
             ema_decay,
-            patience
+            patience,
+            ngram_buckets
         );
         if self.changes_shape() {
             p.name = format!("{}-custom", p.name);

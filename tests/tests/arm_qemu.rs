@@ -172,9 +172,93 @@ fn aarch64_predictions_match_x86() {
     }
 }
 
+/// The tract-linalg matmul kernels (`armv7neon_mmm_*`, `armvfpv2_mmm_*`) one armv7
+/// classification enters: qemu-arm logs the address of every block it translates
+/// (`-d in_asm`) and where it loaded the binary (`-d page`); the kernels' addresses come
+/// from the binary's symbols (`arm-linux-gnueabihf-nm`). None when nm is missing.
+fn armv7_kernels_entered(bin: &Path, env: &[(&str, &str)]) -> Option<Vec<String>> {
+    let nm = Command::new("arm-linux-gnueabihf-nm")
+        .arg(bin)
+        .output()
+        .ok()?;
+    if !nm.status.success() {
+        return None;
+    }
+    let kernels: Vec<(u64, String)> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (addr, kind, name) = (f.next()?, f.next()?, f.next()?);
+            let kernel = name.starts_with("armv7neon_mmm_") || name.starts_with("armvfpv2_mmm_");
+            (kernel && (kind == "T" || kind == "t"))
+                .then(|| Some((u64::from_str_radix(addr, 16).ok()?, name.to_string())))
+                .flatten()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("qemu.log");
+    let out = Command::new(ARMV7.qemu)
+        .args([
+            "-cpu",
+            "cortex-a7",
+            "-L",
+            ARMV7.sysroot,
+            "-d",
+            "page,in_asm",
+            "-D",
+        ])
+        .arg(&log)
+        .arg(bin)
+        .args([
+            "classify",
+            "--bundle",
+            s(&setup().bundle),
+            "turn on the lights",
+        ])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    let base = log
+        .lines()
+        .find_map(|l| l.strip_prefix("start_code"))
+        .and_then(|v| u64::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
+        .expect("qemu -d page prints start_code");
+    let entered: std::collections::HashSet<u64> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("0x")?.split(':').next())
+        .filter_map(|a| u64::from_str_radix(a, 16).ok())
+        .collect();
+    let mut names: Vec<String> = kernels
+        .into_iter()
+        .filter(|(a, _)| entered.contains(&(base + a)))
+        .map(|(_, n)| n)
+        .collect();
+    names.sort();
+    Some(names)
+}
+
 #[test]
 fn armv7_predictions_match_x86() {
     let Some(bin) = ARMV7.device() else { return };
+    match armv7_kernels_entered(&bin, &[("TRACT_CPU_ARM32_NEON", "true")]) {
+        Some(k) => {
+            println!("armv7 with NEON runs tract's kernels {k:?}");
+            assert!(
+                !k.is_empty() && k.iter().all(|n| n.starts_with("armv7neon_mmm_f32")),
+                "{k:?}"
+            );
+            let vfp = armv7_kernels_entered(&bin, &[("TRACT_CPU_ARM32_NEON", "false")]).unwrap();
+            println!("armv7 without NEON runs {vfp:?}");
+            assert!(vfp.iter().all(|n| n.starts_with("armvfpv2_")), "{vfp:?}");
+        }
+        None => println!("note: arm-linux-gnueabihf-nm missing: kernel selection not checked"),
+    }
     let neon = [("TRACT_CPU_ARM32_NEON", "true")];
     for cpu in ["cortex-a7", "max"] {
         ARMV7.check(&bin, cpu, &neon, " (NEON kernels)");

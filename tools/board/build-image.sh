@@ -21,7 +21,7 @@
 set -euo pipefail
 SELF="$(readlink -f "$0")"
 HASH="$(sha256sum "$SELF" | cut -c1-16)"
-DIR="${VBOARD_CACHE:-$HOME/.cache/edge-classifier}/vboard-$HASH"
+DIR="${VBOARD_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/edge-classifier}/vboard-$HASH"
 if [ "${1:-}" = "--print-dir" ]; then echo "$DIR"; exit 0; fi
 if [ -e "$DIR/READY" ]; then echo "$DIR"; exit 0; fi
 

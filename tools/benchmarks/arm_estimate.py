@@ -39,8 +39,8 @@ The page: docs/benchmarks.md, section "Raspberry Pi 4 / Pi 5 cores (estimated)",
 `<!-- arm_estimate:BEGIN NAME -->` and `<!-- arm_estimate:END NAME -->` (NAME: --section,
 default pi-cores). Results accumulate in WORK/arm_estimate.json (key: bundle, variant,
 core, length, side), so a later run with another bundle adds its rows to the same table.
---smoke: one variant, one core, short queries only, few queries, device side only unless
---ort is given; writes to --out (the test gives a temporary file).
+--smoke: one variant, the A76 model, short queries, the symbolic plan, K=3, device and
+onnxruntime (--no-ort: device only); writes to --out (the test gives a temporary file).
 """
 import argparse
 import hashlib
@@ -122,12 +122,36 @@ class Tools:
             log("qemu-aarch64 with plugin support: unpacking Debian's qemu-user .deb")
             debs = self.cache / "debs-amd64"
             debs.mkdir(exist_ok=True)
-            run(["apt-get", "download", "-q", "qemu-user"], cwd=debs)
+            apt_download(["qemu-user"], debs)
             for d in debs.glob("qemu-user_*.deb"):
                 run(["dpkg", "-x", d, self.cache / "qemu-user"])
         if not accepts_plugin(str(q)):
             sys.exit("arm_estimate: no qemu-aarch64 that loads plugins (apt-get install qemu-user)")
         return str(q)
+
+    def missing(self, device, ort):
+        """What a run would still have to fetch or cannot have (nothing is fetched here)."""
+        out = []
+        if not Path(device).is_file():
+            out.append(f"the aarch64 device binary {device} (cargo build --release --target {TARGET} -p device)")
+        q = shutil.which("qemu-aarch64")
+        cached = self.cache / "qemu-user/usr/bin/qemu-aarch64"
+        if not (q and "unknown option" not in subprocess.run([q, "-plugin", "/nonexistent.so", "/bin/true"],
+                                                              capture_output=True, text=True).stderr) \
+                and not cached.exists():
+            out.append("qemu-aarch64 with plugin support (Debian's qemu-user)")
+        if not SYSROOT.is_dir() or not shutil.which("aarch64-linux-gnu-gcc"):
+            out.append(f"aarch64-linux-gnu-gcc and {SYSROOT} (gcc-aarch64-linux-gnu libc6-dev-arm64-cross)")
+        if not shutil.which(os.environ.get("CC", "cc")):
+            out.append("a host C compiler (cc) for the plugin")
+        if not Path(f"/usr/lib/llvm-{LLVM}/bin/llvm-mca").exists() and not (self.cache / f"llvm-{LLVM}/.ready").exists():
+            out.append(f"llvm-mca {LLVM} (--setup-only unpacks Debian's llvm-{LLVM} into {self.cache})")
+        if ort:
+            if not (self.cache / "arm64-root/.ready").exists() or not (self.cache / "arm64-site/.ready").exists():
+                out.append(f"arm64 python3 + onnxruntime (--setup-only --ort fetches them into {self.cache})")
+            if subprocess.run([sys.executable, "-c", "import tokenizers"], capture_output=True).returncode != 0:
+                out.append("Python tokenizers on the host (token ids for onnxruntime)")
+        return out
 
     def plugin(self):
         src = HERE / "bbcount.c"
@@ -159,7 +183,7 @@ class Tools:
             log(f"llvm-mca: unpacking Debian's llvm-{LLVM} and libllvm{LLVM} .debs")
             debs = self.cache / "debs-amd64"
             debs.mkdir(exist_ok=True)
-            run(["apt-get", "download", "-q", f"llvm-{LLVM}", f"libllvm{LLVM}"], cwd=debs)
+            apt_download([f"llvm-{LLVM}", f"libllvm{LLVM}"], debs)
             for d in list(debs.glob(f"llvm-{LLVM}_*.deb")) + list(debs.glob(f"libllvm{LLVM}_*.deb")):
                 run(["dpkg", "-x", d, root])
             run([bindir / "llvm-mca", "--version"], env=env)
@@ -202,6 +226,14 @@ class Tools:
                 zipfile.ZipFile(w).extractall(site)
             (site / ".ready").write_text("ok\n")
         return root, py, site
+
+
+def apt_download(names, cwd):
+    """apt-get download from the system's lists, after one `apt-get update` if they lack a package."""
+    r = run(["apt-get", "download", "-q", *names], cwd=cwd, check=False)
+    if r.returncode != 0:
+        run(["apt-get", "update", "-q"])
+        run(["apt-get", "download", "-q", *names], cwd=cwd)
 
 
 def host_ort_version():
@@ -643,9 +675,11 @@ def main():
                    "models over 100 M MACs per 64-token query)")
     p.add_argument("--mca-blocks", type=int, default=400, help="heaviest blocks costed by llvm-mca")
     p.add_argument("--no-ort", dest="ort", action="store_false", default=None, help="device side only")
-    p.add_argument("--ort", dest="ort", action="store_true", help="onnxruntime side (default except --smoke)")
+    p.add_argument("--ort", dest="ort", action="store_true", help="onnxruntime side (the default)")
     p.add_argument("--smoke", action="store_true", help="CI: one variant, one core, short queries, K=3")
     p.add_argument("--setup-only", action="store_true", help="fetch/build the tools and stop")
+    p.add_argument("--check", action="store_true", help="fetch nothing: print what is missing for "
+                   "this mode on one line and exit 3, or exit 0 when all is there")
     p.add_argument("--cache", default=os.environ.get("ARM_ESTIMATE_CACHE") or
                    str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge-classifier/arm-estimate"))
     p.add_argument("--work", default=str(ROOT / "runs/arm-estimate"), help="bundles, results json")
@@ -655,7 +689,7 @@ def main():
     p.add_argument("--keep-dumps", action="store_true")
     a = p.parse_args()
     if a.ort is None:
-        a.ort = not a.smoke
+        a.ort = True
     if a.smoke:
         a.cores = a.cores if a.cores != "a72,a76" else "a76"
         a.lengths = a.lengths if a.lengths != "short,64" else "short"
@@ -665,6 +699,13 @@ def main():
     a.command = "tools/benchmarks/arm_estimate.py " + " ".join(shlex.quote(
         os.path.relpath(x, ROOT) if x.startswith(str(ROOT) + "/") else x) for x in sys.argv[1:])
     t_start = time.time()
+    if a.check:
+        missing = Tools(a.cache).missing(a.device, a.ort)
+        if missing:
+            print("missing: " + "; ".join(missing))
+            sys.exit(3)
+        print("ok")
+        return
 
     if not a.no_build and not a.setup_only:
         log(f"cross-building the aarch64 device (cargo build --release --target {TARGET} -p device)")
@@ -709,7 +750,7 @@ def main():
             for core in cores:
                 before = set(results)
                 measure(tools, a, b, name, vfile, core, lengths, plans, results, work)
-                for key in set(results) - before | before:
+                for key in set(results) - before:
                     if a.ort and results[key]["side"] == "onnxruntime":
                         results[key].setdefault("ort_version", a.ort_version)
                 res_path.write_text(json.dumps(results, indent=1))

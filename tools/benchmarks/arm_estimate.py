@@ -586,7 +586,13 @@ def report(results, title_note=""):
         "Error of the method: hot NEON loops within ~10-25 %; a whole query is a **lower bound** (no",
         "cache misses, memory bandwidth or branch mispredictions are modelled), 1.3-2x under for",
         "models that stream their weights from memory. Ratios (device vs onnxruntime, variant vs",
-        "variant, Pi 4 vs Pi 5) are more trustworthy than the microseconds.",
+        "variant, Pi 4 vs Pi 5) are more trustworthy than the microseconds. Repeatability: the",
+        "device's start-up count varies by ~0.1 % between identical runs (~0.25 M instructions of",
+        "~190 M on the tiny preset), so a per-query figure from K extra queries moves by about",
+        "±2 % at K = 3 (the smoke run), ±1 % at K = 10; the race's timing loop, which moved it far",
+        "more, is off. The A72's int8 limit is that of 4 `smlal` MACs/cycle (tract's kernel);",
+        "onnxruntime's aarch64 int8 kernels without `sdot` can go under it. For weights-int8",
+        "onnxruntime runs its own `MatMulNBits` (int8 activations), the device f32 as the manifest says.",
         "",
         "| bundle | variant | core (clock) | query | device, symbolic plan | device, fixed plans | onnxruntime | device / onnxruntime | compute limit (MACs/query) | device insns/query, llvm-mca-costed share |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -685,6 +691,7 @@ def main():
     p.add_argument("--work", default=str(ROOT / "runs/arm-estimate"), help="bundles, results json")
     p.add_argument("--out", default=str(ROOT / "docs/benchmarks.md"))
     p.add_argument("--section", default="pi-cores")
+    p.add_argument("--report-only", action="store_true", help="rewrite the section from WORK/arm_estimate.json")
     p.add_argument("--fresh", action="store_true", help="forget earlier results in WORK/arm_estimate.json")
     p.add_argument("--keep-dumps", action="store_true")
     a = p.parse_args()
@@ -707,6 +714,11 @@ def main():
         print("ok")
         return
 
+    if a.report_only:
+        results = json.loads((Path(a.work) / "arm_estimate.json").read_text())
+        write_section(a.out, a.section, report(results), "Raspberry Pi 4 / Pi 5 cores (estimated)")
+        log(f"rewrote section {a.section} of {a.out} from {len(results)} estimates")
+        return
     if not a.no_build and not a.setup_only:
         log(f"cross-building the aarch64 device (cargo build --release --target {TARGET} -p device)")
         r = subprocess.run(["cargo", "build", "--release", "--target", TARGET, "-p", "device"], cwd=ROOT)

@@ -1,0 +1,27 @@
+"""onnxruntime side of tools/benchmarks/arm_estimate.py, run by an arm64 python3 under
+qemu-aarch64: one session (1 thread, sequential, all graph optimisations, as perf.py), then
+each group of queries: COUNT runs of the model on the given token ids + a numpy softmax.
+usage: python3 ort_run.py MODEL.onnx '[[IDS, COUNT], ...]'"""
+import json
+import sys
+
+import numpy as np
+import onnxruntime as ort
+
+model, groups = sys.argv[1], json.loads(sys.argv[2])
+so = ort.SessionOptions()
+so.intra_op_num_threads = 1
+so.inter_op_num_threads = 1
+so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+done = 0
+for ids, count in groups:
+    a = np.array([ids], dtype=np.int64)
+    feed = {"input_ids": a, "attention_mask": np.ones_like(a)}
+    for _ in range(count):
+        logits = session.run(None, feed)[0][0]
+        e = np.exp(logits - logits.max())
+        p = e / e.sum()
+        done += 1
+print(json.dumps({"queries": done, "onnxruntime": ort.__version__, "best": int(p.argmax())}))

@@ -772,13 +772,13 @@ mod tests {
     fn cjk_encoder() -> TextEncoder {
         let mut v: serde_json::Value = serde_json::from_str(&tiny_tokenizer_json()).unwrap();
         let vocab = v["model"]["vocab"].as_object_mut().unwrap();
-        let mut next = vocab.len() as u64;
-        for t in ["灯".to_string()]
+        let first = vocab.len() as u64;
+        for (i, t) in ["灯".to_string()]
             .into_iter()
             .chain((0..4).map(cjk_fallback_token))
+            .enumerate()
         {
-            vocab.insert(t, next.into());
-            next += 1;
+            vocab.insert(t, (first + i as u64).into());
         }
         TextEncoder::from_bytes(v.to_string().as_bytes(), 32).unwrap()
     }

@@ -86,7 +86,10 @@ fn arm_estimate_smoke_writes_a_plausible_row() {
         // A tiny-preset query: well above 10 µs and 100k instructions, well below a second.
         assert!(us > 10.0 && us < 1e6, "implausible estimate: {r}");
         assert!(insns > 1e5, "implausible instruction count: {r}");
-        assert!(r["mca_share"].as_f64().unwrap() > 0.5, "llvm-mca costed too little: {r}");
+        assert!(
+            r["mca_share"].as_f64().unwrap() > 0.5,
+            "llvm-mca costed too little: {r}"
+        );
         assert_eq!(r["core"], "a76", "{r}");
     }
 
@@ -106,6 +109,9 @@ fn arm_estimate_smoke_writes_a_plausible_row() {
         "ratio {ratio:.2} missing: {row}"
     );
     assert!(section.contains("Estimates, not measurements"), "{section}");
-    assert!(section.contains("tools/benchmarks/arm_estimate.py --smoke"), "{section}");
+    assert!(
+        section.contains("tools/benchmarks/arm_estimate.py --smoke"),
+        "{section}"
+    );
     println!("{row}");
 }

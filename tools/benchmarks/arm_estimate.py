@@ -55,6 +55,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import doc_section
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent / "arm_estimate"
 TARGET = "aarch64-unknown-linux-gnu"
@@ -536,20 +538,11 @@ def auto_step(bundle, vfile):
 # ---------------------------------------------------------------- the page
 
 def markers(name):
-    return f"<!-- arm_estimate:BEGIN {name} -->", f"<!-- arm_estimate:END {name} -->"
+    return doc_section.markers("arm_estimate", name)
 
 
 def write_section(path, name, body, title):
-    path = Path(path)
-    begin, end = markers(name)
-    block = f"{begin}\n{body.strip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks: speed and footprint, side by side\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + f"\n\n## {title}\n\n{block}\n"
-    path.write_text(text)
+    doc_section.write_section(path, "arm_estimate", name, body, title)
 
 
 def fmt_us(us):

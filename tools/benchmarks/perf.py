@@ -41,6 +41,8 @@ import time
 import tty
 from pathlib import Path
 
+import doc_section
+
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = ROOT / "target/release/device"
 # The same code, relinked by tools/benchmarks/code_layout.py (hot functions together, non-PIE).
@@ -132,7 +134,7 @@ def machine_class(mach):
 
 
 def section_markers(name):
-    return f"<!-- perf.py:BEGIN {name} -->", f"<!-- perf.py:END {name} -->"
+    return doc_section.markers("perf.py", name)
 
 
 def section_text(path, name):
@@ -147,18 +149,8 @@ def section_text(path, name):
 
 
 def write_section(path, name, body, title=None):
-    """Replace section NAME of the page at PATH with BODY, leaving the rest of the file as it is;
-    a missing section is appended under a `## TITLE` heading, a missing file created."""
-    path = Path(path)
-    begin, end = section_markers(name)
-    block = f"{begin}\n{body.strip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks: speed and footprint, side by side\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + f"\n\n## {title or name}\n\n{block}\n"
-    path.write_text(text)
+    """Replace this machine's section NAME of the page at PATH (doc_section.write_section)."""
+    doc_section.write_section(path, "perf.py", name, body, title or name)
 
 
 # ---------------------------------------------------------------- data and bundles

@@ -8,6 +8,7 @@
 //! the device's own engine. [`soup`] averages fine-tuned checkpoints into one.
 
 pub mod batching;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -17,11 +18,13 @@ pub mod error;
 pub mod evaluate;
 pub mod export;
 pub mod link;
+pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
 pub mod plot;
+pub mod predict;
 pub mod preset;
 pub mod pretrained;
 pub mod quantize;

@@ -6,6 +6,9 @@
 //! fits it ([`pipeline`] runs a whole job into a [`checkpoint`]) → [`evaluate`] measures
 //! it → [`export`] writes a device bundle (ONNX + tokenizer + manifest) and checks it with
 //! the device's own engine. [`soup`] averages fine-tuned checkpoints into one.
+//!
+//! The modules are layered, each importing only from the layers below it (the table is in
+//! docs/architecture.md; tests/tests/architecture.rs fails on an import circle).
 
 pub mod batching;
 pub mod calibrate;

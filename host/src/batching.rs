@@ -26,6 +26,26 @@ impl EncodedExample {
     }
 }
 
+/// Encodes a data set with the checkpoint's text encoder and label list.
+pub fn encode(
+    encoder: &device::tokenize::TextEncoder,
+    data: &crate::data::Dataset,
+    labels: &[String],
+) -> crate::error::Result<Vec<EncodedExample>> {
+    data.check_labels(labels)?;
+    data.examples
+        .iter()
+        .map(|e| {
+            let enc = encoder.encode(&e.text)?;
+            let label = labels
+                .iter()
+                .position(|l| *l == e.label)
+                .expect("checked above") as u32;
+            Ok(EncodedExample::new(&enc, label))
+        })
+        .collect()
+}
+
 /// A padded batch ready for the model.
 #[derive(Debug)]
 pub struct Batch {

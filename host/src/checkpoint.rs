@@ -16,6 +16,12 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = device::bundle::TOKENIZER_FILE;
 /// Training summary (data, options, outcome), carried into the bundle manifest.
 pub const TRAINING_FILE: &str = "training.json";
+/// The int8 weights of a quantised checkpoint (instead of [`WEIGHTS_FILE`]; written by
+/// [`crate::quantize`]).
+pub const QUANT_WEIGHTS_FILE: &str = "model.int8.safetensors";
+/// Activation ranges, calibration settings and the quantisation report of a quantised
+/// checkpoint.
+pub const QUANT_SPEC_FILE: &str = "quantization.json";
 
 /// Writes `bytes` to `path` all-or-nothing (see [`replace_atomically`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -352,16 +358,15 @@ impl Checkpoint {
         if !dir.is_dir() {
             return Err(bad("not a directory".into()));
         }
-        let quantized = !dir.join(WEIGHTS_FILE).is_file()
-            && dir.join(crate::quantize::QUANT_WEIGHTS_FILE).is_file();
+        let quantized = !dir.join(WEIGHTS_FILE).is_file() && dir.join(QUANT_WEIGHTS_FILE).is_file();
         let weights = if quantized {
-            crate::quantize::QUANT_WEIGHTS_FILE
+            QUANT_WEIGHTS_FILE
         } else {
             WEIGHTS_FILE
         };
         let mut needed = vec![weights, CONFIG_FILE, TOKENIZER_FILE];
         if quantized {
-            needed.push(crate::quantize::QUANT_SPEC_FILE);
+            needed.push(QUANT_SPEC_FILE);
         }
         for f in needed {
             if !dir.join(f).is_file() {
@@ -390,18 +395,21 @@ impl Checkpoint {
     /// True when `dir` looks like a checkpoint (has `model.safetensors` or
     /// `model.int8.safetensors`).
     pub fn is_checkpoint(dir: &Path) -> bool {
-        dir.join(WEIGHTS_FILE).is_file() || dir.join(crate::quantize::QUANT_WEIGHTS_FILE).is_file()
+        dir.join(WEIGHTS_FILE).is_file() || dir.join(QUANT_WEIGHTS_FILE).is_file()
     }
 
     pub fn weights_path(&self) -> PathBuf {
         self.dir.join(WEIGHTS_FILE)
     }
 
-    /// The model: float weights, or for a quantised checkpoint the int8-compute
-    /// simulation (the variant with the most quantisation; see [`Self::load_variant`]).
-    pub fn load_model(&self, device: &Device) -> Result<AttentionClassifier> {
+    /// The model of a float checkpoint. A quantised one has no float weights: load any
+    /// checkpoint with [`crate::quantize::load_model`] / [`crate::quantize::load_variant`].
+    pub fn load_float(&self, device: &Device) -> Result<AttentionClassifier> {
         if self.quantized {
-            return self.load_variant(crate::quantize::Variant::Int8Compute, device);
+            return Err(HostError::Checkpoint {
+                path: self.dir.clone(),
+                problem: format!("a quantised checkpoint has no {WEIGHTS_FILE}"),
+            });
         }
         AttentionClassifier::load(&self.config, &self.weights_path(), device).map_err(|e| {
             HostError::Checkpoint {
@@ -409,28 +417,6 @@ impl Checkpoint {
                 problem: format!("{WEIGHTS_FILE}: {e}"),
             }
         })
-    }
-
-    /// The model as `variant` computes it: a float checkpoint only has `float`; a
-    /// quantised one simulates `weights-int8` or `int8-compute` (its `float` is the
-    /// dequantised weights, the float originals are not kept).
-    pub fn load_variant(
-        &self,
-        variant: crate::quantize::Variant,
-        device: &Device,
-    ) -> Result<AttentionClassifier> {
-        use crate::quantize::{QuantizedModel, Variant};
-        if !self.quantized {
-            if variant != Variant::Float {
-                return Err(HostError::Invalid(format!(
-                    "{} is a float checkpoint: variant {variant} needs a quantised one                      (tools quantize)",
-                    self.dir.display()
-                )));
-            }
-            return self.load_model(device);
-        }
-        let q = QuantizedModel::load(&self.dir, &self.config)?;
-        q.model(variant, device)
     }
 
     /// The training summary written by `tools train`, if present.

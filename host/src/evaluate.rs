@@ -112,18 +112,18 @@ impl Evaluated {
         &self,
         c: &Checkpoint,
         texts: &[&str],
-    ) -> Result<crate::train::Predictions> {
+    ) -> Result<crate::predict::Predictions> {
         let device = Device::Cpu;
         let model = match self {
-            Self::CheckpointVariant(_, v) => c.load_variant(*v, &device)?,
-            _ => c.load_model(&device)?,
+            Self::CheckpointVariant(_, v) => crate::quantize::load_variant(c, *v, &device)?,
+            _ => crate::quantize::load_model(c, &device)?,
         };
         let encoder = c.encoder()?;
         let examples = texts
             .iter()
             .map(|t| Ok(crate::batching::EncodedExample::new(&encoder.encode(t)?, 0)))
             .collect::<Result<Vec<_>>>()?;
-        crate::train::predict(&model, &examples, &device)
+        crate::predict::predict(&model, &examples, &device)
     }
 
     /// Predicted label index (argmax) and the probabilities of every class, per text.

@@ -6,8 +6,12 @@
 //! fits it ([`pipeline`] runs a whole job into a [`checkpoint`]) → [`evaluate`] measures
 //! it → [`export`] writes a device bundle (ONNX + tokenizer + manifest) and checks it with
 //! the device's own engine. [`soup`] averages fine-tuned checkpoints into one.
+//!
+//! The modules are layered, each importing only from the layers below it (the table is in
+//! docs/architecture.md; tests/tests/architecture.rs fails on an import circle).
 
 pub mod batching;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -17,11 +21,13 @@ pub mod error;
 pub mod evaluate;
 pub mod export;
 pub mod link;
+pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
 pub mod plot;
+pub mod predict;
 pub mod preset;
 pub mod pretrained;
 pub mod quantize;

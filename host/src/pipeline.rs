@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::Serialize;
 
-use crate::batching::EncodedExample;
+use crate::batching::encode;
 use crate::checkpoint::{
     check_output, save_weights, write_atomic, OutputKind, StagedDir, CONFIG_FILE, TOKENIZER_FILE,
     TRAINING_FILE,
@@ -75,26 +75,6 @@ pub struct TrainSummary {
     pub outcome: TrainOutcome,
 }
 
-/// Encodes a data set with the checkpoint's text encoder and label list.
-pub fn encode(
-    encoder: &device::tokenize::TextEncoder,
-    data: &Dataset,
-    labels: &[String],
-) -> Result<Vec<EncodedExample>> {
-    data.check_labels(labels)?;
-    data.examples
-        .iter()
-        .map(|e| {
-            let enc = encoder.encode(&e.text)?;
-            let label = labels
-                .iter()
-                .position(|l| *l == e.label)
-                .expect("checked above") as u32;
-            Ok(EncodedExample::new(&enc, label))
-        })
-        .collect()
-}
-
 /// `value` as pretty JSON at `path`, written atomically.
 pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text =
@@ -117,7 +97,7 @@ pub fn write_records(
     write_json(&out.join(TRAINING_FILE), summary)?;
     write_atomic(&out.join("training_log.csv"), log_csv(log).as_bytes())?;
     crate::plot::training_curves(&out.join("training_curves.svg"), log)?;
-    let cal = crate::rejection::calibrate_checkpoint(
+    let cal = crate::calibrate::calibrate_checkpoint(
         out,
         val_set,
         &crate::rejection::CalibrationOptions::default(),

@@ -8,6 +8,10 @@
 //! intent (a rejected in-scope query is wrong); **oos recall** = share of out-of-scope
 //! queries predicted out-of-scope or rejected. Threshold 0 is "class only" (argmax).
 //!
+//! Scoring a model on data and saving the calibrated rule into a checkpoint (with the
+//! curve's picture) is [`crate::calibrate`]'s; this module is the rule's arithmetic and its
+//! files, below evaluation ([`crate::evaluate`]) and the pictures ([`crate::plot`]).
+//!
 //! Calibration ([`calibrate`], `docs/rejection.md`):
 //! * data with out-of-scope examples, [`Criterion::WithinDrop`] (default): the threshold
 //!   with the highest oos recall whose in-scope accuracy is at most `max_drop` points
@@ -23,9 +27,8 @@ use device::rejection::RejectionRule;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
-use crate::data::{Columns, Dataset};
+use crate::data::Dataset;
 use crate::error::{HostError, Result};
-use crate::evaluate::Evaluated;
 
 /// The checkpoint file holding the calibrated rule, its validation figures and curve.
 pub const REJECTION_FILE: &str = "rejection.json";
@@ -272,27 +275,6 @@ fn round4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
 
-/// Class probabilities of `model` on the labelled file `data`, scored for rejection.
-/// Gold labels must be the model's labels or `oos_label`.
-pub fn score_file(
-    model: &Evaluated,
-    data: &Path,
-    columns: &Columns,
-    oos_label: &str,
-) -> Result<Scored> {
-    let data_set = Dataset::load(data, columns)?;
-    score_dataset(model, &data_set, oos_label)
-}
-
-/// As [`score_file`], for a loaded data set.
-pub fn score_dataset(model: &Evaluated, data: &Dataset, oos_label: &str) -> Result<Scored> {
-    let labels = model.labels();
-    let gold = gold_indices(&labels, data, oos_label)?;
-    let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
-    let (_, probs) = model.predict_probs(&texts)?;
-    Ok(Scored::new(&labels, &probs, &gold, oos_label))
-}
-
 /// The gold label of each example of `data` as an index into `labels`, `None` for
 /// `oos_label`; any other label is an error naming the example.
 pub fn gold_indices(
@@ -320,19 +302,6 @@ pub fn gold_indices(
         }
     }
     Ok(gold)
-}
-
-/// Writes `rejection.json` (rule, validation figures, curve) and `rejection_curve.svg`
-/// into checkpoint `dir`.
-pub fn write_checkpoint(dir: &Path, cal: &Calibration) -> Result<()> {
-    let text = serde_json::to_string_pretty(cal).map_err(|e| HostError::Invalid(e.to_string()))?;
-    write_atomic(&dir.join(REJECTION_FILE), text.as_bytes())?;
-    crate::plot::rejection_curve(
-        &dir.join(CURVE_FILE),
-        &cal.curve,
-        Some(cal.rule.threshold),
-        &cal.rule.calibrated_on,
-    )
 }
 
 /// The rule saved in checkpoint `dir`, if any.
@@ -375,21 +344,6 @@ pub fn write_bundle_rule(dir: &Path, rule: &RejectionRule) -> Result<PathBuf> {
     // Read it back through the device's own checks.
     device::bundle::Bundle::read(dir)?.verify()?;
     Ok(path)
-}
-
-/// Calibrates a trained checkpoint on its validation split and saves the result in it
-/// (called at the end of `tools train`).
-pub fn calibrate_checkpoint(
-    dir: &Path,
-    val: &Dataset,
-    opts: &CalibrationOptions,
-    calibrated_on: &str,
-) -> Result<Calibration> {
-    let model = Evaluated::open(dir)?;
-    let scored = score_dataset(&model, val, &opts.oos_label)?;
-    let cal = calibrate(&scored, opts, calibrated_on);
-    write_checkpoint(dir, &cal)?;
-    Ok(cal)
 }
 
 /// One line: threshold and validation figures.

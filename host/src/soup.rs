@@ -25,12 +25,13 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Serialize;
 
+use crate::batching::encode;
 use crate::checkpoint::{write_atomic, Checkpoint, CONFIG_FILE, TOKENIZER_FILE, TRAINING_FILE};
 use crate::data::{Columns, Dataset};
 use crate::error::{HostError, Result};
 use crate::metrics::Report;
 use crate::model::AttentionClassifier;
-use crate::pipeline::{encode, write_json};
+use crate::pipeline::write_json;
 use crate::rejection;
 
 /// Named weight tensors of one checkpoint (`model.safetensors`).
@@ -226,7 +227,7 @@ fn score(w: &Weights, ckpt: &Checkpoint, val: &[crate::batching::EncodedExample]
     let device = Device::Cpu;
     let vb = VarBuilder::from_tensors(w.clone(), DType::F32, &device);
     let model = AttentionClassifier::new(vb, &ckpt.config)?;
-    let pred = crate::train::predict(&model, val, &device)?;
+    let pred = crate::predict::predict(&model, val, &device)?;
     let gold: Vec<usize> = val.iter().map(|e| e.label as usize).collect();
     let r = Report::new(&ckpt.config.labels, &gold, &pred.predicted, None);
     Ok(Score {
@@ -429,7 +430,7 @@ fn write_soup(
     let scored = rejection::Scored::new(&base.config.labels, probs, &gold, &opts.oos_label);
     let on = format!("{val_name} ({} examples)", val_set.examples.len());
     let cal = rejection::calibrate(&scored, &opts, &on);
-    rejection::write_checkpoint(out, &cal)?;
+    crate::calibrate::write_checkpoint(out, &cal)?;
     stage.commit()?;
     if job.progress {
         eprintln!("{}", rejection::summary_line(&cal));

@@ -11,11 +11,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::batching::{bucketed_batches, sorted_batches, Batch, EncodedExample};
+use crate::batching::{bucketed_batches, Batch, EncodedExample};
 use crate::error::{HostError, Result};
+use crate::loss::{cross_entropy, kd_loss, KdParams};
 use crate::metrics::Report;
 use crate::model::{AttentionClassifier, Dropout};
 use crate::optim::FusedAdamW;
+use crate::predict::predict;
 
 /// Optimisation settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,9 +53,9 @@ pub struct TrainOptions {
     /// Show a progress bar (stderr).
     pub progress: bool,
     /// Knowledge distillation: batches whose examples carry soft targets are trained on
-    /// [`crate::distill::kd_loss`] instead of the cross-entropy (`None`: plain training).
+    /// [`kd_loss`] instead of the cross-entropy (`None`: plain training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub distill: Option<crate::distill::KdParams>,
+    pub distill: Option<KdParams>,
 }
 
 impl Default for TrainOptions {
@@ -131,21 +133,6 @@ pub fn layers_below_head(name: &str, layers: usize) -> usize {
     0
 }
 
-/// Cross-entropy with label smoothing `eps`, averaged over the batch.
-pub fn loss(logits: &Tensor, labels: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let nll = logp
-        .gather(&labels.unsqueeze(1)?, 1)?
-        .squeeze(1)?
-        .neg()?
-        .mean_all()?;
-    if eps == 0.0 {
-        return Ok(nll);
-    }
-    let uniform = logp.mean(D::Minus1)?.neg()?.mean_all()?;
-    (nll * (1.0 - eps))? + (uniform * eps)?
-}
-
 /// The token ids word dropout needs: what to write (`[MASK]`, or `[UNK]` when the
 /// tokenizer has no mask token) and which ids never to touch (`[CLS]`, `[SEP]`, `[PAD]`).
 /// With a CJK fallback (`device::tokenize`), `cjk_fallback` maps the id of each CJK
@@ -204,45 +191,6 @@ fn mask_tokens(mut batch: Batch, p: f64, special: &SpecialIds, rng: &mut StdRng)
     }
     batch.ids = Tensor::from_vec(ids, shape, batch.ids.device())?;
     Ok(batch)
-}
-
-/// Predicted class, probabilities and loss over a set of examples (no dropout).
-pub struct Predictions {
-    pub predicted: Vec<usize>,
-    pub probs: Vec<Vec<f32>>,
-    pub loss: f64,
-}
-
-/// Runs the model over `examples` in length-sorted batches.
-pub fn predict(
-    model: &AttentionClassifier,
-    examples: &[EncodedExample],
-    device: &Device,
-) -> Result<Predictions> {
-    let c = model.config.num_labels();
-    let mut predicted = vec![0usize; examples.len()];
-    let mut probs = vec![Vec::new(); examples.len()];
-    let mut loss_sum = 0.0;
-    let off = Dropout::off();
-    for indices in sorted_batches(examples, 128) {
-        let batch = Batch::new(examples, &indices, device)?;
-        let out = model.forward(&batch.ids, &batch.mask, &off)?;
-        loss_sum += loss(&out.logits, &batch.labels, 0.0)?.to_scalar::<f32>()? as f64
-            * indices.len() as f64;
-        let p = candle_nn::ops::softmax_last_dim(&out.logits)?.to_vec2::<f32>()?;
-        for (row, &i) in indices.iter().enumerate() {
-            let best = (0..c)
-                .max_by(|&a, &b| p[row][a].total_cmp(&p[row][b]))
-                .unwrap_or(0);
-            predicted[i] = best;
-            probs[i] = p[row].clone();
-        }
-    }
-    Ok(Predictions {
-        predicted,
-        probs,
-        loss: loss_sum / examples.len().max(1) as f64,
-    })
 }
 
 /// Trains `model` (whose parameters live in `varmap`) and calls `on_best` each time the
@@ -313,14 +261,10 @@ pub fn train(
             let batch = mask_tokens(batch, opts.token_dropout, special, &mut rng)?;
             let out = model.forward(&batch.ids, &batch.mask, &dropout)?;
             let l = match (&batch.soft, &opts.distill) {
-                (Some(soft), Some(kd)) => crate::distill::kd_loss(
-                    &out.logits,
-                    soft,
-                    &batch.labels,
-                    kd,
-                    opts.label_smoothing,
-                )?,
-                _ => loss(&out.logits, &batch.labels, opts.label_smoothing)?,
+                (Some(soft), Some(kd)) => {
+                    kd_loss(&out.logits, soft, &batch.labels, kd, opts.label_smoothing)?
+                }
+                _ => cross_entropy(&out.logits, &batch.labels, opts.label_smoothing)?,
             };
             let loss_value = l.to_scalar::<f32>()?;
             if !loss_value.is_finite() {
@@ -452,20 +396,5 @@ mod tests {
             6
         );
         assert_eq!(layers_below_head("embeddings.word_embeddings.weight", 6), 7);
-    }
-
-    #[test]
-    fn smoothed_loss_matches_formula() {
-        let dev = Device::Cpu;
-        let logits = Tensor::new(&[[2.0f32, 0.0, -1.0]], &dev).unwrap();
-        let labels = Tensor::new(&[0u32], &dev).unwrap();
-        let z: f64 = [2.0f64, 0.0, -1.0].iter().map(|x| x.exp()).sum();
-        let logp: Vec<f64> = [2.0f64, 0.0, -1.0].iter().map(|x| x - z.ln()).collect();
-        let want = 0.9 * -logp[0] + 0.1 * -(logp.iter().sum::<f64>() / 3.0);
-        let got = loss(&logits, &labels, 0.1)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap() as f64;
-        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 }

@@ -31,7 +31,7 @@ fn every_parameter_gets_a_gradient() {
     let mask = Tensor::new(&[[1f32, 1., 1., 1., 1.], [1., 1., 1., 0., 0.]], &dev).unwrap();
     let labels = Tensor::new(&[1u32, 3], &dev).unwrap();
     let out = model.forward(&ids, &mask, &Dropout::train(0.1, 1)).unwrap();
-    let loss = host::train::loss(&out.logits, &labels, 0.1).unwrap();
+    let loss = host::loss::cross_entropy(&out.logits, &labels, 0.1).unwrap();
     let grads = loss.backward().unwrap();
     let data = varmap.data().lock().unwrap();
     let mut names: Vec<_> = data.keys().cloned().collect();

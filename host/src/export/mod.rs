@@ -144,7 +144,7 @@ pub fn export(
 
     // Check the ONNX through the device's engine against candle before writing anything.
     let (texts, check_source) = check_texts(&ckpt, check_data, columns)?;
-    let model = ckpt.load_model(&device)?;
+    let model = ckpt.load_float(&device)?;
     let encoder = ckpt.encoder()?;
     let engine = device::engine::Engine::from_onnx_bytes(&onnx_bytes, ckpt.config.num_labels())?;
     let c = ckpt.config.num_labels();

@@ -33,7 +33,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{write_atomic, Checkpoint, CONFIG_FILE, TOKENIZER_FILE, TRAINING_FILE};
+use crate::checkpoint::{
+    write_atomic, Checkpoint, CONFIG_FILE, QUANT_SPEC_FILE, QUANT_WEIGHTS_FILE, TOKENIZER_FILE,
+    TRAINING_FILE,
+};
 use crate::config::ModelConfig;
 use crate::data::{Columns, Dataset};
 use crate::error::{HostError, Result};
@@ -42,10 +45,6 @@ use crate::model::AttentionClassifier;
 pub use calibrate::CalibMethod;
 pub use report::QuantReport;
 
-/// The int8 weights of a quantised checkpoint.
-pub const QUANT_WEIGHTS_FILE: &str = "model.int8.safetensors";
-/// Activation ranges, calibration settings and the quantisation report.
-pub const QUANT_SPEC_FILE: &str = "quantization.json";
 /// Embedding tables quantised per row.
 pub const EMBEDDING_TABLES: [&str; 2] = [
     "embeddings.word_embeddings.weight",
@@ -98,6 +97,36 @@ impl std::fmt::Display for Variant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The model of checkpoint `ckpt`: float weights, or for a quantised checkpoint the
+/// int8-compute simulation (the variant with the most quantisation; see [`load_variant`]).
+pub fn load_model(ckpt: &Checkpoint, device: &Device) -> Result<AttentionClassifier> {
+    if ckpt.quantized {
+        return load_variant(ckpt, Variant::Int8Compute, device);
+    }
+    ckpt.load_float(device)
+}
+
+/// The model of checkpoint `ckpt` as `variant` computes it: a float checkpoint only has
+/// `float`; a quantised one simulates `weights-int8` or `int8-compute` (its `float` is the
+/// dequantised weights, the float originals are not kept).
+pub fn load_variant(
+    ckpt: &Checkpoint,
+    variant: Variant,
+    device: &Device,
+) -> Result<AttentionClassifier> {
+    if !ckpt.quantized {
+        if variant != Variant::Float {
+            return Err(HostError::Invalid(format!(
+                "{} is a float checkpoint: variant {variant} needs a quantised one                      (tools quantize)",
+                ckpt.dir.display()
+            )));
+        }
+        return ckpt.load_float(device);
+    }
+    let q = QuantizedModel::load(&ckpt.dir, &ckpt.config)?;
+    q.model(variant, device)
 }
 
 /// Every quantised linear layer: (weight-name prefix, out, in), in graph order.
@@ -590,12 +619,12 @@ pub fn quantize(job: &QuantizeJob) -> Result<QuantReport> {
         }
     };
     val_set.check_labels(&labels)?;
-    let calib_enc = crate::pipeline::encode(&encoder, &calib_set, &labels)?;
+    let calib_enc = crate::batching::encode(&encoder, &calib_set, &labels)?;
     let calib_enc = calibrate::sample(&calib_enc, job.calib_size);
-    let val_enc = crate::pipeline::encode(&encoder, &val_set, &labels)?;
+    let val_enc = crate::batching::encode(&encoder, &val_set, &labels)?;
 
     let weights = candle_core::safetensors::load(ckpt.weights_path(), &device)?;
-    let float_model = ckpt.load_model(&device)?;
+    let float_model = ckpt.load_float(&device)?;
     let mut q = QuantizedModel::from_float(
         &ckpt.config,
         &weights,

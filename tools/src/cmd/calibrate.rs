@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use host::calibrate::{score_file, write_checkpoint};
 use host::evaluate::Evaluated;
 use host::rejection::{self, CalibrationOptions, Criterion};
 
@@ -75,7 +76,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let model = Evaluated::open(&a.model)
         .with_context(|| format!("cannot open model {}", a.model.display()))?;
-    let scored = rejection::score_file(&model, &a.data, &a.columns.columns(), &a.oos_label)
+    let scored = score_file(&model, &a.data, &a.columns.columns(), &a.oos_label)
         .context("scoring the validation data")?;
     let on = format!(
         "{} ({} examples)",
@@ -95,7 +96,7 @@ pub fn run(a: Args) -> Result<()> {
             (manifest, curve)
         }
         _ => {
-            rejection::write_checkpoint(&a.model, &cal)?;
+            write_checkpoint(&a.model, &cal)?;
             let curve = a.model.join(rejection::CURVE_FILE);
             if let Some(c) = &a.curve {
                 std::fs::copy(&curve, c).with_context(|| format!("writing {}", c.display()))?;

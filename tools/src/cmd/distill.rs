@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use host::distill::{run as run_job, DistillJob, KdParams, StudentTokenizer};
+use host::distill::{run as run_job, DistillJob, StudentTokenizer};
+use host::loss::KdParams;
 use host::preset::Preset;
 use host::train::TrainOptions;
 

@@ -69,12 +69,13 @@ const RACE_TIME: std::time::Duration = std::time::Duration::from_millis(20);
 const RACE_MAX_RUNS: usize = 400;
 
 /// Default of [`PlanOptions::plan_memory_mb`]: megabytes (decimal) the fixed-length plans
-/// may hold together beside the symbolic plan; see [`Engine::route`]. Every plan holds its own packed copy of the encoder's
-/// weights (measured: MiniLM-L6 float and weights-int8 ~43 MB, int8-compute ~11 MB, the
-/// tiny preset ~2.4 MB), and what a fixed-length plan buys differs as much: within noise
-/// of the symbolic plan for MiniLM float, 0-3 % for weights-int8, 10-25 % for int8-compute
-/// (docs/benchmarks.md). 40 MB keeps three int8-compute plans (or every tiny one) and no
-/// float MiniLM plan, which saves `device serve` ~90 MB on MiniLM float.
+/// may hold together beside the symbolic plan; see [`Engine::route`]. Every plan holds its
+/// own packed copy of the encoder's weights (measured: MiniLM-L6 float and weights-int8
+/// ~43 MB, int8-compute ~11 MB, the tiny preset ~2.4 MB), and what a fixed-length plan
+/// buys differs as much: within noise of the symbolic plan for MiniLM float, 0-3 % for
+/// weights-int8, 10-25 % for int8-compute (docs/benchmarks.md). 40 MB keeps three
+/// int8-compute plans (or every tiny one) and no float MiniLM plan, which saves `device
+/// serve` ~90 MB on MiniLM float.
 pub const PLAN_MEMORY_MB: usize = 40;
 
 /// Default of [`PlanOptions::length_buckets`]: sequence lengths with their own fixed-shape

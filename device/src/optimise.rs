@@ -33,6 +33,13 @@
 //! [`fused_ops::register`]: crate::fused_ops::register
 //! [`FusedLayerNorm`]: crate::fused_ops::FusedLayerNorm
 //! [`FusedSoftmax`]: crate::fused_ops::FusedSoftmax
+//! [`FusedAttention`]: crate::fused_ops::FusedAttention
+//! [`FusedQuantizeLinear`]: crate::fused_ops::FusedQuantizeLinear
+//! [`FusedDequantizeLinear`]: crate::fused_ops::FusedDequantizeLinear
+//! [`FusedGelu`]: crate::fused_ops::FusedGelu
+//! [`FusedDense`]: crate::fused_ops::FusedDense
+//! [`FusedDenseI8`]: crate::fused_ops::FusedDenseI8
+//! [`FusedAdd`]: crate::fused_ops::FusedAdd
 
 use std::sync::Arc;
 
@@ -43,12 +50,7 @@ use crate::fused_ops::{
     self, fuse_adds, fuse_attention, fuse_dense, fuse_dense_i8, fuse_dequantize_bias, fuse_gelu,
     quantize_to_i8,
 };
-#[allow(unused_imports)] // for the table's links
-use crate::fused_ops::{
-    FusedAdd, FusedAttention, FusedDense, FusedDenseI8, FusedDequantizeLinear, FusedGelu,
-    FusedQuantizeLinear,
-};
-pub use crate::matmul_kernels::KernelOptions;
+use crate::matmul_kernels::KernelOptions;
 
 /// Which of the device's fusions run (see the table of the module doc). The default is
 /// every fusion this CPU has the kernels for.
@@ -56,9 +58,9 @@ pub use crate::matmul_kernels::KernelOptions;
 pub struct FusionOptions {
     /// tract's own ops everywhere: none of the fusions (for comparison and checks).
     pub tract_ops: bool,
-    /// The f32 dense layers as [`FusedDense`] on AVX-512F cores (fusion 6).
+    /// The f32 dense layers as `FusedDense` on AVX-512F cores (fusion 6).
     pub dense: bool,
-    /// The int8-compute dense layers as [`FusedDenseI8`] on AVX-512 VNNI cores (fusion 7).
+    /// The int8-compute dense layers as `FusedDenseI8` on AVX-512 VNNI cores (fusion 7).
     pub dense_i8: bool,
 }
 
@@ -175,4 +177,64 @@ pub fn plan(
         fuse_adds(&mut optimised)?;
     }
     optimised.into_runnable()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fused_ops::test_graph::{
+        f32_initializer, input_info, model, node, op_names, outputs,
+    };
+
+    /// LayerNorm, Softmax and an addition: fusions 4 and 8.
+    fn proto() -> pb::ModelProto {
+        let graph = pb::GraphProto {
+            node: vec![
+                node(
+                    "LayerNormalization",
+                    &["x", "g", "b"],
+                    "ln",
+                    &[("axis", -1)],
+                ),
+                node("Softmax", &["ln"], "sm", &[("axis", -1)]),
+                node("Add", &["sm", "x"], "y", &[]),
+            ],
+            initializer: vec![
+                f32_initializer("g", &[24], 1),
+                f32_initializer("b", &[24], 2),
+            ],
+            input: vec![input_info(
+                "x",
+                pb::tensor_proto::DataType::Float,
+                &[2, 5, 24],
+            )],
+            output: outputs(&["y"]),
+            ..Default::default()
+        };
+        model(graph)
+    }
+
+    fn fused_op_names(options: &FusionOptions) -> Vec<String> {
+        let typed = optimise(tract_onnx::onnx(), proto(), None, options).unwrap();
+        let plan = plan(&typed, None, options, &KernelOptions::default()).unwrap();
+        let mut names: Vec<String> = op_names(&plan)
+            .into_iter()
+            .filter(|n| n.starts_with("Fused"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The stage decides from its options alone: the variables the `device` binary maps
+    /// onto options change nothing here.
+    #[test]
+    fn the_options_decide_and_the_environment_does_not() {
+        // Safe in edition 2021; nothing in the library reads them.
+        std::env::set_var("DEVICE_TRACT_OPS", "1");
+        let fused = fused_op_names(&FusionOptions::default());
+        std::env::remove_var("DEVICE_TRACT_OPS");
+        assert!(fused.contains(&"FusedLayerNorm".to_string()), "{fused:?}");
+        assert!(fused.contains(&"FusedSoftmax".to_string()), "{fused:?}");
+        assert!(fused_op_names(&FusionOptions::none()).is_empty());
+    }
 }

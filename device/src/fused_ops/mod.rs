@@ -41,7 +41,7 @@ mod graph_index;
 pub mod quant;
 pub mod signed;
 #[cfg(test)]
-mod test_graph;
+pub(crate) mod test_graph;
 
 pub use add::{fuse_adds, FusedAdd};
 pub use attention::{fuse_attention, FusedAttention};

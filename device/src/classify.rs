@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::bundle::{Bundle, VerifiedBundle};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineOptions};
 use crate::error::{DeviceError, Result};
 use crate::rejection::RejectionRule;
 use crate::tokenize::{Batch, Encoded, TextEncoder};
@@ -125,8 +125,15 @@ impl Classifier {
 
     /// Loads tokenizer and engine from a verified bundle.
     pub fn load(bundle: &VerifiedBundle) -> Result<Classifier> {
+        Self::load_with(bundle, &EngineOptions::default())
+    }
+
+    /// As [`load`](Self::load), the engine (the bundle's default variant) built with
+    /// `options`.
+    pub fn load_with(bundle: &VerifiedBundle, options: &EngineOptions) -> Result<Classifier> {
         let encoder = TextEncoder::from_bundle(bundle)?;
-        let engine = Engine::load(bundle)?;
+        let name = bundle.manifest().default_variant_name();
+        let engine = Engine::load_variant(bundle, &name, options.clone())?;
         Ok(
             Self::new(encoder, engine, bundle.manifest().labels.clone())?
                 .with_rejection(bundle.manifest().rejection.clone()),

@@ -27,10 +27,16 @@
 //! `attention` is cut back to `n`. Batches and lengths above the largest bucket use the
 //! symbolic plan.
 //!
-//! Parsing swaps in the device's fused `LayerNormalization` and `Softmax` kernels
-//! ([`crate::fused_ops`]; off with [`EngineOptions::tract_ops`] or `DEVICE_TRACT_OPS`), and
-//! every node's evaluation ends with `vzeroupper` on x86 (tract's assembly kernels leave
-//! the AVX state dirty, which slowed every SSE-encoded instruction after them).
+//! The graph goes through one stage, [`crate::optimise`]: the device's fused kernels
+//! ([`crate::fused_ops`]) are put in place there, in the order its table lists (off with
+//! [`FusionOptions::tract_ops`]), and plans are made from its output by
+//! [`crate::optimise::plan`]. Every node's evaluation ends with `vzeroupper` on x86
+//! (tract's assembly kernels leave the AVX state dirty, which slowed every SSE-encoded
+//! instruction after them).
+//!
+//! Everything about how an engine is built is in its [`EngineOptions`]; the engine reads no
+//! environment variable (the `device` binary maps its `DEVICE_*` variables onto options:
+//! [`crate::options`]).
 //!
 //! tract indexes embedding tables without bounds checks, so the engine reads the
 //! vocabulary size and position count from the graph and rejects ids or lengths outside
@@ -47,34 +53,7 @@ use tract_onnx::prelude::*;
 use crate::bundle::VerifiedBundle;
 use crate::error::{DeviceError, Result};
 
-/// How a plan is built.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineOptions {
-    /// Apply tract's `f32_to_f16` transform (pays only where the CPU computes in fp16
-    /// natively: see [`native_fp16`]).
-    pub f16: bool,
-    /// Only the symbolic plan: no fixed-length plans for single texts (for comparison and
-    /// benchmarks; slower).
-    pub symbolic_only: bool,
-    /// tract's own decomposition of `LayerNormalization` and `Softmax` instead of the
-    /// device's fused kernels ([`crate::fused_ops`]; for comparison and checks).
-    pub tract_ops: bool,
-    /// Serve every bucket's texts from its fixed-length plan without first timing it
-    /// against the symbolic plan (for comparison and benchmarks).
-    pub fixed_plans: bool,
-}
-
-/// Set (to anything) in the environment to build only the symbolic plan, whatever the
-/// options say: less memory and load time, slower single-text queries.
-pub const SYMBOLIC_ONLY_ENV: &str = "DEVICE_SYMBOLIC_ONLY";
-
-/// Set (to anything) in the environment to run tract's own `LayerNormalization` and
-/// `Softmax` instead of the fused kernels of [`crate::fused_ops`].
-pub const TRACT_OPS_ENV: &str = "DEVICE_TRACT_OPS";
-
-/// Set (to anything) in the environment to skip the race of each fixed-length plan
-/// against the symbolic plan (every bucket then uses its fixed-length plan).
-pub const FIXED_PLANS_ENV: &str = "DEVICE_FIXED_PLANS";
+pub use crate::options::{EngineOptions, FusionOptions, KernelOptions, PlanOptions};
 
 /// Least timed runs of each plan when a bucket's fixed-length plan races the symbolic
 /// plan (after one untimed run each; the fastest run of each counts).
@@ -89,23 +68,18 @@ const RACE_TIME: std::time::Duration = std::time::Duration::from_millis(20);
 /// Most timed runs of each plan in a race (bounds a race of a model that is very fast).
 const RACE_MAX_RUNS: usize = 400;
 
-/// Megabytes (decimal) the fixed-length plans may hold together beside the symbolic plan
-/// (default [`PLAN_MEMORY_MB`]); see [`Engine::route`].
-pub const PLAN_MEMORY_ENV: &str = "DEVICE_PLAN_MEMORY_MB";
-
-/// Default of [`PLAN_MEMORY_ENV`]. Every plan holds its own packed copy of the encoder's
-/// weights (measured: MiniLM-L6 float and weights-int8 ~43 MB, int8-compute ~11 MB, the
-/// tiny preset ~2.4 MB), and what a fixed-length plan buys differs as much: within noise
-/// of the symbolic plan for MiniLM float, 0-3 % for weights-int8, 10-25 % for int8-compute
-/// (docs/benchmarks.md). 40 MB keeps three int8-compute plans (or every tiny one) and no
-/// float MiniLM plan, which saves `device serve` ~90 MB on MiniLM float.
+/// Default of [`PlanOptions::plan_memory_mb`]: megabytes (decimal) the fixed-length plans
+/// may hold together beside the symbolic plan; see [`Engine::route`]. Every plan holds its
+/// own packed copy of the encoder's weights (measured: MiniLM-L6 float and weights-int8
+/// ~43 MB, int8-compute ~11 MB, the tiny preset ~2.4 MB), and what a fixed-length plan
+/// buys differs as much: within noise of the symbolic plan for MiniLM float, 0-3 % for
+/// weights-int8, 10-25 % for int8-compute (docs/benchmarks.md). 40 MB keeps three
+/// int8-compute plans (or every tiny one) and no float MiniLM plan, which saves `device
+/// serve` ~90 MB on MiniLM float.
 pub const PLAN_MEMORY_MB: usize = 40;
 
-/// Comma-separated sequence lengths replacing [`LENGTH_BUCKETS`] (tuning on a board).
-pub const LENGTH_BUCKETS_ENV: &str = "DEVICE_LENGTH_BUCKETS";
-
-/// Sequence lengths with their own fixed-shape plan for batch-1 queries (those above the
-/// model's position count are skipped).
+/// Default of [`PlanOptions::length_buckets`]: sequence lengths with their own fixed-shape
+/// plan for batch-1 queries (those above the model's position count are skipped).
 pub const LENGTH_BUCKETS: [usize; 4] = [8, 16, 32, 64];
 
 /// True when this CPU has native fp16 arithmetic (ARMv8.2 FP16, e.g. a Pi 5's
@@ -135,19 +109,6 @@ pub fn configure_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
     }
-}
-
-/// The budget of [`PLAN_MEMORY_ENV`] in bytes.
-fn plan_budget() -> Result<usize> {
-    let Ok(value) = std::env::var(PLAN_MEMORY_ENV) else {
-        return Ok(PLAN_MEMORY_MB * 1_000_000);
-    };
-    let mb: usize = value.trim().parse().map_err(|_| {
-        DeviceError::Input(format!(
-            "{PLAN_MEMORY_ENV}={value:?}: expected a whole number of megabytes"
-        ))
-    })?;
-    Ok(mb.saturating_mul(1_000_000))
 }
 
 /// This process's resident memory (`VmRSS` of `/proc/self/status`), where Linux tells it.
@@ -233,13 +194,17 @@ pub struct Engine {
     bucket_plans: Vec<Bucket>,
     /// Time each bucket's fixed-length plan against the symbolic plan before using it.
     race: bool,
-    /// Bytes the raced fixed-length plans may hold together ([`PLAN_MEMORY_ENV`]).
+    /// Bytes the raced fixed-length plans may hold together
+    /// ([`PlanOptions::plan_memory_mb`]).
     plan_budget: usize,
     /// What one plan of this model costs: the process's growth while its symbolic plan was
     /// built (unknown where the resident size cannot be read).
     plan_bytes: OnceLock<usize>,
-    /// The device's fused kernels are in use (not [`EngineOptions::tract_ops`] or f16).
-    fused: bool,
+    /// The fusions the plans get ([`crate::optimise::plan`]): none for
+    /// [`FusionOptions::tract_ops`] or f16.
+    fusion: FusionOptions,
+    /// The matmul kernels tract picks when it optimises a plan.
+    kernels: KernelOptions,
     /// Idle run states (one set per plan each): a query takes one, runs, puts it back, so
     /// threads sharing the engine (`device serve --workers N`) run in parallel, each on
     /// its own state, and a state is only created when all are busy.
@@ -356,16 +321,16 @@ impl Engine {
                     .into(),
             ));
         }
+        // The fused kernels are f32; tract's f16 transform keeps its own ops.
+        let fusion = if options.f16 {
+            FusionOptions::none()
+        } else {
+            options.fusion
+        };
         // The protobuf and the external data's bytes are dropped as soon as tract has
         // parsed them (they would otherwise sit beside the weights tract copied).
-        let fused =
-            !(options.tract_ops || options.f16 || std::env::var_os(TRACT_OPS_ENV).is_some());
-        let (parsed, vocab_size, max_positions) = {
+        let (mut typed, vocab_size, max_positions) = {
             let mut onnx = tract_onnx::onnx();
-            // The fused kernels are f32; tract's f16 transform keeps its own ops.
-            if fused {
-                crate::fused_ops::register(&mut onnx.op_register);
-            }
             let model_dir = match external {
                 ExternalData::None => None,
                 ExternalData::Dir(dir) => Some(dir),
@@ -375,45 +340,21 @@ impl Engine {
                 }
             };
             let model_dir = model_dir.map(|d| d.to_string_lossy().into_owned());
-            let mut proto = onnx
+            let proto = onnx
                 .proto_model_for_read(&mut &bytes[..])
                 .map_err(|e| err(format!("not a readable ONNX protobuf: {e:#}")))?;
-            let graph = proto.graph.as_mut().ok_or_else(|| err("no graph".into()))?;
+            let graph = proto.graph.as_ref().ok_or_else(|| err("no graph".into()))?;
             check_interface(graph).map_err(err)?;
-            if fused {
-                crate::fused_ops::fuse_attention(graph);
-                crate::fused_ops::quantize_to_i8(graph);
-                crate::fused_ops::fuse_dequantize_bias(graph);
-            }
+            // The rewrites of the protobuf (crate::optimise) leave the embedding lookups
+            // as they are.
             let vocab_size = table_rows(graph, |producer| producer.is_none());
             let max_positions = table_rows(graph, |producer| {
                 producer.is_some_and(|n| n.op_type == "Range")
             });
-            let parsed = onnx
-                .parse(&proto, model_dir.as_deref())
-                .map_err(|e| err(format!("tract cannot parse it: {e:#}")))?;
-            (parsed, vocab_size, max_positions)
+            let typed = crate::optimise::optimise(onnx, proto, model_dir.as_deref(), &fusion)
+                .map_err(|e| err(format!("{e:#}")))?;
+            (typed, vocab_size, max_positions)
         };
-        if !parsed.unresolved_inputs.is_empty() {
-            return Err(err(format!(
-                "unresolved inputs {:?}",
-                parsed.unresolved_inputs
-            )));
-        }
-        let mut typed = parsed
-            .model
-            .into_typed()
-            .and_then(|m| m.into_decluttered())
-            .map_err(|e| err(format!("tract cannot type it: {e:#}")))?;
-        if fused {
-            crate::fused_ops::fuse_gelu(&mut typed).map_err(|e| err(format!("{e:#}")))?;
-            if crate::fused_ops::dense::enabled() {
-                crate::fused_ops::fuse_dense(&mut typed).map_err(|e| err(format!("{e:#}")))?;
-            }
-            if crate::fused_ops::dense_i8::enabled() {
-                crate::fused_ops::fuse_dense_i8(&mut typed).map_err(|e| err(format!("{e:#}")))?;
-            }
-        }
         if options.f16 {
             let transform = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
                 .map_err(|e| err(format!("{e:#}")))?
@@ -438,14 +379,15 @@ impl Engine {
                 )));
             }
         }
-        let symbolic_only = options.symbolic_only || std::env::var_os(SYMBOLIC_ONLY_ENV).is_some();
-        let (symbols, lengths) = if symbolic_only {
+        let plans = &options.plans;
+        let (symbols, lengths) = if plans.symbolic_only {
             (None, Vec::new())
         } else {
-            bucket_lengths(&typed, max_positions).map_err(|e| err(format!("{e:#}")))?
+            bucket_lengths(&typed, max_positions, &plans.length_buckets)
+                .map_err(|e| err(format!("{e:#}")))?
         };
         // The host's checks (eager) run every fixed-length plan the board might pick.
-        let race = !(eager || options.fixed_plans || std::env::var_os(FIXED_PLANS_ENV).is_some());
+        let race = !(eager || plans.fixed_plans);
         let engine = Engine {
             source: Mutex::new(Some(typed)),
             symbols,
@@ -459,9 +401,10 @@ impl Engine {
                 })
                 .collect(),
             race,
-            plan_budget: plan_budget()?,
+            plan_budget: plans.plan_memory_mb.saturating_mul(1_000_000),
             plan_bytes: OnceLock::new(),
-            fused,
+            fusion,
+            kernels: options.kernels,
             pool: Mutex::new(Vec::new()),
             num_labels,
             vocab_size,
@@ -727,7 +670,8 @@ impl Engine {
     /// probabilities (to 1e-5), so only speed depends on the outcome.
     ///
     /// Each plan holds its own packed weights, so a fixed-length plan is only built and
-    /// raced while it fits the memory budget ([`PLAN_MEMORY_ENV`]) beside the fixed plans
+    /// raced while it fits the memory budget ([`PlanOptions::plan_memory_mb`]) beside the
+    /// fixed plans
     /// already kept, each priced at what building the symbolic plan added to the process;
     /// past the budget the bucket stays on the symbolic plan.
     fn route(&self, ix: usize) -> TractResult<usize> {
@@ -765,7 +709,7 @@ impl Engine {
         }
         let fixed_plan = match bucket.plan.get() {
             Some(p) => p.clone(),
-            None => optimise(model, self.symbols.as_ref(), Some(bucket.len), self.fused)?,
+            None => self.optimise(model, Some(bucket.len))?,
         };
         let from = race(&fixed_plan, &symbolic, lo, bucket.len)?;
         // A plan serving nothing is dropped before the allocator is trimmed below; the
@@ -792,7 +736,7 @@ impl Engine {
     /// (freed pages returned first) as the price of a plan.
     fn optimise_symbolic(&self, model: &TypedModel) -> TractResult<Arc<TypedSimplePlan>> {
         let before = resident_bytes();
-        let plan = optimise(model, None, None, self.fused)?;
+        let plan = self.optimise(model, None)?;
         release_free_memory();
         if let (Some(before), Some(after)) = (before, resident_bytes()) {
             let _ = self.plan_bytes.set(after.saturating_sub(before));
@@ -815,7 +759,7 @@ impl Engine {
     }
 
     /// What one plan of this model adds to the process, once measured (see
-    /// [`PLAN_MEMORY_ENV`]).
+    /// [`PlanOptions::plan_memory_mb`]).
     pub fn plan_bytes(&self) -> Option<usize> {
         self.plan_bytes.get().copied()
     }
@@ -889,7 +833,7 @@ impl Engine {
             .ok_or_else(|| TractError::msg("the source graph is gone"))?;
         let plan = match len {
             None => self.optimise_symbolic(model)?,
-            Some(_) => optimise(model, self.symbols.as_ref(), len, self.fused)?,
+            Some(_) => self.optimise(model, len)?,
         };
         let _ = cell.set(plan);
         if self.every_plan_made() {
@@ -897,6 +841,21 @@ impl Engine {
         }
         release_free_memory();
         Ok(cell.get().expect("just set"))
+    }
+
+    /// The runnable plan of `model`: symbolic (`len` None) or batch 1 with `seq` = `len`,
+    /// with this engine's fusions and kernels ([`crate::optimise::plan`]).
+    fn optimise(
+        &self,
+        model: &TypedModel,
+        len: Option<usize>,
+    ) -> TractResult<Arc<TypedSimplePlan>> {
+        let fixed = match (len, self.symbols.as_ref()) {
+            (None, _) => None,
+            (Some(len), Some(symbols)) => Some((symbols, len)),
+            (Some(_), None) => return Err(TractError::msg("no symbols to fix")),
+        };
+        crate::optimise::plan(model, fixed, &self.fusion, &self.kernels)
     }
 
     /// The optimised symbolic plan (for inspection, profiling), made on first use.
@@ -915,34 +874,6 @@ struct Bucket {
     /// (shorter ones run on the symbolic plan; `len + 1` when none do), from the race of
     /// [`Engine::route`].
     fixed_from: OnceLock<usize>,
-}
-
-/// The runnable plan of `model`: symbolic (`len` None) or batch 1 with `seq` = `len`;
-/// `fused` also gives the additions tract left generic to [`crate::fused_ops::fuse_adds`].
-fn optimise(
-    model: &TypedModel,
-    symbols: Option<&(Symbol, Symbol)>,
-    len: Option<usize>,
-    fused: bool,
-) -> TractResult<Arc<TypedSimplePlan>> {
-    let mut optimised = match (len, symbols) {
-        (None, _) => model.clone().into_optimized()?,
-        (Some(len), Some((batch, seq))) => {
-            let subs = std::collections::HashMap::from([
-                (batch.clone(), TDim::Val(1)),
-                (seq.clone(), TDim::Val(len as i64)),
-            ]);
-            model
-                .set_symbols(&subs)
-                .and_then(|m| m.into_optimized())
-                .map_err(|e| e.context(format!("fixed-length plan for seq {len}")))?
-        }
-        (Some(_), None) => return Err(TractError::msg("no symbols to fix")),
-    };
-    if fused {
-        crate::fused_ops::fuse_adds(&mut optimised)?;
-    }
-    optimised.into_runnable()
 }
 
 /// A profiled node's name and op, plus the matmul kernel tract chose for it (the `Mult:`
@@ -1035,12 +966,16 @@ struct States {
     buckets: Vec<Option<TypedSimpleState>>,
 }
 
-/// The input symbols `(batch, seq)` and the lengths of [`LENGTH_BUCKETS`] (or
-/// [`LENGTH_BUCKETS_ENV`]) the model's positions allow, shortest first. No lengths when
-/// the inputs are not `[batch, seq]` with two distinct symbols (nothing to fix).
+/// The input symbols `(batch, seq)` and the lengths of `buckets`
+/// ([`PlanOptions::length_buckets`]) the model's positions allow, shortest first. No
+/// lengths when the inputs are not `[batch, seq]` with two distinct symbols (nothing to fix).
 type BucketLengths = (Option<(Symbol, Symbol)>, Vec<usize>);
 
-fn bucket_lengths(typed: &TypedModel, max_positions: Option<usize>) -> TractResult<BucketLengths> {
+fn bucket_lengths(
+    typed: &TypedModel,
+    max_positions: Option<usize>,
+    buckets: &[usize],
+) -> TractResult<BucketLengths> {
     let shape = &typed.input_fact(0)?.shape;
     let sym = |ix: usize| match shape.get(ix) {
         Some(TDim::Sym(s)) => Some(s.clone()),
@@ -1055,10 +990,7 @@ fn bucket_lengths(typed: &TypedModel, max_positions: Option<usize>) -> TractResu
     let Some(max) = max_positions else {
         return Ok((None, Vec::new()));
     };
-    let mut lengths: Vec<usize> = match std::env::var(LENGTH_BUCKETS_ENV) {
-        Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
-        Err(_) => LENGTH_BUCKETS.to_vec(),
-    };
+    let mut lengths = buckets.to_vec();
     lengths.retain(|&l| l > 0 && l <= max);
     lengths.sort_unstable();
     lengths.dedup();

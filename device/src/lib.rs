@@ -36,6 +36,8 @@ pub mod fused_ops;
 pub mod install;
 pub mod lines;
 pub mod matmul_kernels;
+pub mod optimise;
+pub mod options;
 pub mod rejection;
 pub mod serve;
 pub mod signature;
@@ -54,5 +56,6 @@ pub use classify::{
 };
 pub use engine::Engine;
 pub use error::{DeviceError, Result};
+pub use options::EngineOptions;
 pub use rejection::RejectionRule;
 pub use tokenize::{Batch, Encoded, TextEncoder};

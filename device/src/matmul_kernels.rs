@@ -29,15 +29,19 @@
 //! `inventory` above tract's x86-64 tiers. Where a knob does not apply the tier has no
 //! opinion and tract's ladder decides as before. tract consults tiers for matmuls of known
 //! shape (the fixed-length plans); the symbolic plan keeps tract's tie-break. The choice is
-//! made when a plan is optimised, so knobs must be set before models are loaded; their
-//! environment variables ([`KernelKnob::env`]) override them for comparisons.
+//! made when a plan is optimised: the engine optimises each plan under its own
+//! [`KernelOptions`] ([`with_options`]), so engines with different options can share a
+//! process. The library reads no environment variable: the `device` binary maps
+//! `DEVICE_F32_KERNELS` and `DEVICE_I8_KERNELS` (and its flags) onto [`KernelOptions`].
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// What a knob does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Policy {
     /// The device's kernels on the cores they were measured faster on, tract's elsewhere.
+    #[default]
     Auto,
     /// tract's own choice everywhere.
     Tract,
@@ -45,25 +49,35 @@ pub enum Policy {
     Always,
 }
 
-/// One kernel choice the device makes instead of tract, and how to override it.
+/// The kernel policies a plan is optimised under (part of
+/// [`crate::engine::EngineOptions`]); the default is [`Policy::Auto`] for both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOptions {
+    /// f32 matmuls ([`F32`]): `auto`, `tract` or `shape`.
+    pub f32: Policy,
+    /// int8 matmuls ([`I8`]): `auto`, `tract` or `zmm`.
+    pub i8: Policy,
+}
+
+/// One kernel choice the device makes instead of tract.
 pub struct KernelKnob {
-    /// Environment variable overriding the policy: `auto`, `tract` or [`Self::always`].
-    pub env: &'static str,
+    /// The knob's name in messages (`f32`, `i8`).
+    pub name: &'static str,
     /// The word that selects [`Policy::Always`].
     pub always: &'static str,
     policy: AtomicU8,
 }
 
 /// f32 matmuls: tiles chosen by shape on cores with one 512-bit FMA port.
-pub static F32: KernelKnob = KernelKnob::new("DEVICE_F32_KERNELS", "shape");
+pub static F32: KernelKnob = KernelKnob::new("f32", "shape");
 
 /// int8 (i32-accumulating) matmuls: the zmm 16x16 VNNI tile on AMD cores.
-pub static I8: KernelKnob = KernelKnob::new("DEVICE_I8_KERNELS", "zmm");
+pub static I8: KernelKnob = KernelKnob::new("i8", "zmm");
 
 impl KernelKnob {
-    const fn new(env: &'static str, always: &'static str) -> KernelKnob {
+    const fn new(name: &'static str, always: &'static str) -> KernelKnob {
         KernelKnob {
-            env,
+            name,
             always,
             policy: AtomicU8::new(0),
         }
@@ -79,7 +93,8 @@ impl KernelKnob {
         }
     }
 
-    /// Sets the policy for plans optimised from now on (process-wide).
+    /// Sets the policy for plans optimised from now on (process-wide; the engine sets it
+    /// from its [`KernelOptions`] around each plan it optimises).
     pub fn set(&self, policy: Policy) {
         let code = match policy {
             Policy::Auto => 0,
@@ -97,31 +112,30 @@ impl KernelKnob {
             _ => Policy::Auto,
         }
     }
+}
 
-    /// Sets the policy from [`Self::env`] when it is set; an unknown value is an error
-    /// naming the variable, so a typo in a benchmark script does not silently time the
-    /// default.
-    fn set_from_env(&self) -> Result<(), String> {
-        match std::env::var(self.env) {
-            Ok(value) => match self.parse(&value) {
-                Some(policy) => {
-                    self.set(policy);
-                    Ok(())
-                }
-                None => Err(format!(
-                    "{}={value:?}: expected `auto`, `tract` or `{}`",
-                    self.env, self.always
-                )),
-            },
-            Err(_) => Ok(()),
-        }
+/// Serialises [`with_options`]: the knobs are process-wide, so two plans optimised at once
+/// under different options must not see each other's policies.
+static OPTIMISING: Mutex<()> = Mutex::new(());
+
+/// Restores the knobs' previous policies when dropped (also on a panic in the closure).
+struct Restore([Policy; 2]);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        F32.set(self.0[0]);
+        I8.set(self.0[1]);
     }
 }
 
-/// Sets every knob from its environment variable, where set.
-pub fn set_policies_from_env() -> Result<(), String> {
-    F32.set_from_env()?;
-    I8.set_from_env()
+/// Runs `f` (a plan's optimisation) with the knobs set to `options`, then puts back the
+/// policies that were in force.
+pub fn with_options<T>(options: &KernelOptions, f: impl FnOnce() -> T) -> T {
+    let _serial = OPTIMISING.lock().unwrap_or_else(PoisonError::into_inner);
+    let _restore = Restore([F32.get(), I8.get()]);
+    F32.set(options.f32);
+    I8.set(options.i8);
+    f()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -264,10 +278,22 @@ mod tests {
         assert_eq!(F32.parse("zmm"), None);
         assert_eq!(I8.parse("zmm"), Some(Policy::Always));
         assert_eq!(I8.parse("shape"), None);
-        let knob = KernelKnob::new("DEVICE_TEST_KERNELS", "wide");
+        let knob = KernelKnob::new("test", "wide");
         for p in [Policy::Auto, Policy::Tract, Policy::Always] {
             knob.set(p);
             assert_eq!(knob.get(), p);
         }
+    }
+
+    #[test]
+    fn options_hold_only_while_a_plan_is_optimised() {
+        let options = KernelOptions {
+            f32: Policy::Always,
+            i8: Policy::Tract,
+        };
+        let seen = with_options(&options, || (F32.get(), I8.get()));
+        assert_eq!(seen, (Policy::Always, Policy::Tract));
+        assert_eq!((F32.get(), I8.get()), (Policy::Auto, Policy::Auto));
+        assert_eq!(KernelOptions::default().f32, Policy::Auto);
     }
 }

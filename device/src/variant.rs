@@ -87,10 +87,11 @@ impl Choice {
         None
     }
 
-    fn options(&self) -> EngineOptions {
+    /// `base` (the program's engine options) with this choice's f16 transform.
+    fn options(&self, base: &EngineOptions) -> EngineOptions {
         EngineOptions {
             f16: self.f16,
-            ..EngineOptions::default()
+            ..base.clone()
         }
     }
 }
@@ -192,9 +193,18 @@ pub fn candidates(bundle: &VerifiedBundle) -> (Vec<Choice>, Vec<String>) {
 /// Loads the classifier for `choice` from a verified bundle; a choice this CPU cannot run
 /// ([`Choice::unsupported`]) is refused.
 pub fn load(bundle: &VerifiedBundle, choice: &Choice) -> Result<Classifier> {
+    load_with(bundle, choice, &EngineOptions::default())
+}
+
+/// As [`load`], the engine built with `engine` (its `f16` is the choice's).
+pub fn load_with(
+    bundle: &VerifiedBundle,
+    choice: &Choice,
+    engine: &EngineOptions,
+) -> Result<Classifier> {
     check_supported(bundle, choice)?;
     let encoder = TextEncoder::from_bundle(bundle)?;
-    let engine = Engine::load_variant(bundle, &choice.variant, choice.options())?;
+    let engine = Engine::load_variant(bundle, &choice.variant, choice.options(engine))?;
     Ok(
         Classifier::new(encoder, engine, bundle.manifest().labels.clone())?
             .with_rejection(bundle.manifest().rejection.clone()),
@@ -217,12 +227,21 @@ fn check_supported(bundle: &VerifiedBundle, choice: &Choice) -> Result<()> {
 
 /// Measures every candidate and returns the report (choice = fastest that agrees).
 pub fn tune(bundle: &VerifiedBundle, options: TuneOptions) -> Result<TuneReport> {
+    tune_with(bundle, options, &EngineOptions::default())
+}
+
+/// As [`tune`], each candidate's engine built with `engine` (its `f16` the candidate's).
+pub fn tune_with(
+    bundle: &VerifiedBundle,
+    options: TuneOptions,
+    engine: &EngineOptions,
+) -> Result<TuneReport> {
     let (cands, skipped) = candidates(bundle);
     let reference = &bundle.manifest().reference;
     let mut timings = Vec::new();
     for c in &cands {
         let started = Instant::now();
-        let classifier = match load(bundle, c) {
+        let classifier = match load_with(bundle, c, engine) {
             Ok(cl) => cl,
             Err(e) => {
                 timings.push(Timing {
@@ -411,6 +430,16 @@ pub fn select(
     override_name: Option<&str>,
     options: TuneOptions,
 ) -> Result<Selection> {
+    select_with(bundle, override_name, options, &EngineOptions::default())
+}
+
+/// As [`select`], a fresh tuning timing engines built with `engine` ([`tune_with`]).
+pub fn select_with(
+    bundle: &VerifiedBundle,
+    override_name: Option<&str>,
+    options: TuneOptions,
+    engine: &EngineOptions,
+) -> Result<Selection> {
     if let Some(name) = override_name {
         let choice = Choice::parse(name);
         bundle
@@ -446,7 +475,7 @@ pub fn select(
             record: String::new(),
         });
     }
-    let report = tune(bundle, options)?;
+    let report = tune_with(bundle, options, engine)?;
     let record = record(bundle, &report);
     Ok(Selection {
         choice: report.chosen.clone(),

@@ -367,7 +367,7 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
 /// rounded after sums taken in a plan-dependent order).
 #[test]
 fn every_plan_route_gives_the_same_answer() {
-    use device::engine::{Engine, EngineOptions};
+    use device::engine::{Engine, EngineOptions, PlanOptions};
     let v = device::Bundle::read(quantized_bundle())
         .unwrap()
         .verify()
@@ -389,11 +389,17 @@ fn every_plan_route_gives_the_same_answer() {
         let engines = [
             load(EngineOptions::default()),
             load(EngineOptions {
-                fixed_plans: true,
+                plans: PlanOptions {
+                    fixed_plans: true,
+                    ..PlanOptions::default()
+                },
                 ..EngineOptions::default()
             }),
             load(EngineOptions {
-                symbolic_only: true,
+                plans: PlanOptions {
+                    symbolic_only: true,
+                    ..PlanOptions::default()
+                },
                 ..EngineOptions::default()
             }),
         ];

@@ -22,18 +22,15 @@
 //! [`fuse_dense`] replaces, in a decluttered f32 model, each `EinSum` of an activation
 //! by a constant rank-2 matrix over the activation's last axis (ONNX `MatMul` with a
 //! weight initializer), with the constant `Add` after it when that is its only use. The
-//! engine fuses on AVX-512F cores only ([`enabled`]); elsewhere tract's kernels stay.
-//! The portable loop [`dense_portable`] is the reference the tests hold the AVX-512
-//! tiles to.
+//! engine fuses on AVX-512F cores only ([`available`]; [`crate::optimise`] decides);
+//! elsewhere tract's kernels stay. The portable loop [`dense_portable`] is the reference
+//! the tests hold the AVX-512 tiles to.
 
 use std::sync::Arc;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::Add;
 use tract_onnx::tract_hir::internal::*;
-
-/// `DEVICE_F32_DENSE=0` keeps tract's matmuls for the f32 dense layers (comparisons).
-pub const DENSE_ENV: &str = "DEVICE_F32_DENSE";
 
 /// Inputs (`k`) per packed block: a block of one panel is `KB x NR` floats, 32 KB.
 const KB: usize = 256;
@@ -488,11 +485,6 @@ mod avx512 {
             }
         }
     }
-}
-
-/// Whether [`fuse_dense`] is on ([`DENSE_ENV`] not `0`) and this CPU has the tiles.
-pub fn enabled() -> bool {
-    available() && std::env::var(DENSE_ENV).map_or(true, |v| v.trim() != "0")
 }
 
 /// Replaces each f32 `EinSum` of a decluttered model that multiplies an activation's

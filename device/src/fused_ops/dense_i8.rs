@@ -18,7 +18,7 @@
 //!
 //! [`fuse_dense_i8`] replaces each such `EinSum` + dequantisation of a decluttered model
 //! (the quantisation stays: it often feeds three products, Q, K and V). On cores without
-//! AVX-512 VNNI tract's kernels stay ([`enabled`]).
+//! AVX-512 VNNI tract's kernels stay ([`available`]; [`crate::optimise`] decides).
 
 use std::sync::Arc;
 use tract_onnx::tract_core::ops::einsum::EinSum;
@@ -26,9 +26,6 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::dense::{dense_cost, dense_facts, eval_dense, flatten, replace_with, Line};
 use super::quant::FusedDequantizeLinear;
-
-/// `DEVICE_I8_DENSE=0` keeps tract's matmuls for the int8 dense layers (comparisons).
-pub const DENSE_I8_ENV: &str = "DEVICE_I8_DENSE";
 
 /// Outputs per panel: two zmm registers of i32.
 const NR: usize = 32;
@@ -216,11 +213,6 @@ pub fn available() -> bool {
     {
         false
     }
-}
-
-/// Whether [`fuse_dense_i8`] is on ([`DENSE_I8_ENV`] not `0`) and this CPU has the tiles.
-pub fn enabled() -> bool {
-    available() && std::env::var(DENSE_I8_ENV).map_or(true, |v| v.trim() != "0")
 }
 
 /// `out[r] = dequantise(x[r]·W)` for `rows` rows of `w.k` i8 inputs.

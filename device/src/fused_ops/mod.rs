@@ -27,7 +27,9 @@
 //! type, opset < 13 Softmax and a LayerNormalization asking for its optional mean /
 //! inverse-deviation outputs go to tract's own ops as before; a LayerNormalization of
 //! another float type is computed in f32 between two casts; [`quant`] lists its forms.
-//! [`crate::engine::EngineOptions::tract_ops`] turns them all off, for comparison.
+//! [`crate::optimise`] is the one place that decides which of them run, and in which
+//! order (its table); [`crate::optimise::FusionOptions::tract_ops`] turns them all off,
+//! for comparison.
 
 pub mod add;
 pub mod attention;
@@ -39,7 +41,7 @@ mod graph_index;
 pub mod quant;
 pub mod signed;
 #[cfg(test)]
-mod test_graph;
+pub(crate) mod test_graph;
 
 pub use add::{fuse_adds, FusedAdd};
 pub use attention::{fuse_attention, FusedAttention};

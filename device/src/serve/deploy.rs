@@ -21,6 +21,7 @@ use protocol::{truncated, ErrorCode, Response};
 
 use super::dispatch::ModelInfo;
 use crate::classify::{Classifier, ClassifyOptions};
+use crate::engine::EngineOptions;
 use crate::install::{InstallError, StateDir};
 use crate::signature::{SignatureError, TrustPolicy};
 use crate::transfer;
@@ -58,6 +59,7 @@ pub struct Deployer {
     state: StateDir,
     policy: TrustPolicy,
     options: ClassifyOptions,
+    engine: EngineOptions,
     info: Swap<ModelInfo>,
     classifier: Swap<Classifier>,
     transfer: Mutex<Option<Transfer>>,
@@ -72,6 +74,7 @@ impl Deployer {
         state: StateDir,
         policy: TrustPolicy,
         options: ClassifyOptions,
+        engine: EngineOptions,
         info: Swap<ModelInfo>,
         classifier: Swap<Classifier>,
     ) -> Deployer {
@@ -79,6 +82,7 @@ impl Deployer {
             state,
             policy,
             options,
+            engine,
             info,
             classifier,
             transfer: Mutex::new(None),
@@ -254,7 +258,7 @@ impl Deployer {
         let ((classifier, info), cur) = self
             .state
             .open_current_with(&self.policy, |v| {
-                let c = Classifier::load(v)
+                let c = Classifier::load_with(v, &self.engine)
                     .map_err(|e| e.to_string())?
                     .with_options(options);
                 Ok((c, ModelInfo::from_bundle(v)))

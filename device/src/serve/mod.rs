@@ -50,6 +50,8 @@ pub struct ServeConfig {
     /// Inference threads.
     pub workers: usize,
     pub options: ClassifyOptions,
+    /// How the engine is built (also for a model installed over the link).
+    pub engine: crate::engine::EngineOptions,
     /// Model variant (`--variant`); `None`: the one `device tune` recorded, else the
     /// manifest's default.
     pub variant: Option<String>,
@@ -109,9 +111,10 @@ pub fn serve(cfg: ServeConfig, verified: VerifiedBundle) -> Result<(), ServeErro
     }
     let info = Arc::new(ModelInfo::from_bundle(&verified));
     let classifier = Arc::new(RwLock::new(Arc::new(
-        crate::variant::load(
+        crate::variant::load_with(
             &verified,
             &crate::variant::preferred(&verified, cfg.variant.as_deref())?,
+            &cfg.engine,
         )?
         .with_options(cfg.options),
     )));
@@ -166,6 +169,7 @@ pub fn serve(cfg: ServeConfig, verified: VerifiedBundle) -> Result<(), ServeErro
             state,
             policy,
             cfg.options,
+            cfg.engine.clone(),
             info_slot,
             Arc::clone(&classifier),
         ));

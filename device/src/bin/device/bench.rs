@@ -216,7 +216,9 @@ fn sorted(v: &[f64]) -> Vec<f64> {
     v
 }
 
-pub fn run(a: BenchArgs) -> Result<()> {
+/// `base`: the engine options of the command line and environment, which every mode
+/// builds on.
+pub fn run(a: BenchArgs, base: &EngineOptions) -> Result<()> {
     let texts = read_texts(&a.texts)?;
     let mut configs: Vec<Config> = Vec::new();
     let mut dump = serde_json::Map::new();
@@ -249,7 +251,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .collect();
         for variant in names {
             for mode in &a.modes {
-                let options = engine_options(mode)?;
+                let options = engine_options(base, mode)?;
                 let encoder = mode_encoder(mode, &verified)?;
                 let choice = Choice::parse(&variant);
                 let started = Instant::now();
@@ -278,7 +280,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         std::fs::write(p, serde_json::to_string(&dump)?)?;
     }
     if a.check {
-        return check(&a, &texts);
+        return check(&a, &texts, base);
     }
     if a.profile {
         for c in &configs {
@@ -371,22 +373,22 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     if a.throughput_threads > 0 {
-        throughput(&a, &configs)?;
+        throughput(&a, &configs, base)?;
     }
     Ok(())
 }
 
-/// The engine a plan mode (`--modes`) stands for.
-fn engine_options(mode: &str) -> Result<EngineOptions> {
+/// The engine a plan mode (`--modes`) stands for, on top of `base` (a switch the command
+/// line or environment turned on stays on).
+fn engine_options(base: &EngineOptions, mode: &str) -> Result<EngineOptions> {
     if !["buckets", "fixed", "symbolic", "baseline"].contains(&mode) {
         bail!("unknown mode {mode:?} (buckets, fixed, symbolic, baseline)");
     }
-    Ok(EngineOptions {
-        symbolic_only: mode == "symbolic" || mode == "baseline",
-        fixed_plans: mode == "fixed",
-        tract_ops: mode == "baseline",
-        ..EngineOptions::default()
-    })
+    let mut options = base.clone();
+    options.plans.symbolic_only |= mode == "symbolic" || mode == "baseline";
+    options.plans.fixed_plans |= mode == "fixed";
+    options.fusion.tract_ops |= mode == "baseline";
+    Ok(options)
 }
 
 /// The bundle's tokenizer as a plan mode uses it (`baseline`: without the fast path).
@@ -401,17 +403,17 @@ fn mode_encoder(mode: &str, verified: &VerifiedBundle) -> Result<TextEncoder> {
 
 /// Queries/s over every query of every set, on `throughput_threads` threads, each with its
 /// own classifier (own run state): the board's "file of queries" case.
-fn throughput(a: &BenchArgs, configs: &[Config]) -> Result<()> {
+fn throughput(a: &BenchArgs, configs: &[Config], base: &EngineOptions) -> Result<()> {
     let n = a.throughput_threads;
     for c in configs {
         let all: Vec<&String> = c.sets.iter().flat_map(|(_, qs, _)| qs).collect();
         let verified = Bundle::read(&c.bundle)?.verify()?;
-        let options = engine_options(&c.mode)?;
+        let options = engine_options(base, &c.mode)?;
         let workers: Vec<Classifier> = (0..n)
             .map(|_| -> Result<Classifier> {
                 Ok(Classifier::new(
                     mode_encoder(&c.mode, &verified)?,
-                    Engine::load_variant(&verified, &c.variant, options)?,
+                    Engine::load_variant(&verified, &c.variant, options.clone())?,
                     verified.manifest().labels.clone(),
                 )?)
             })
@@ -447,7 +449,7 @@ fn throughput(a: &BenchArgs, configs: &[Config]) -> Result<()> {
 /// plans and the fused symbolic plan vs the symbolic plan with tract's ops. A different
 /// label counts as a failure unless the reference holds both labels within twice that
 /// tolerance (a near-tie, which the probability bound already covers).
-fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
+fn check(a: &BenchArgs, texts: &[String], base: &EngineOptions) -> Result<()> {
     let mut failed = false;
     for dir in &a.bundle {
         let verified = Bundle::read(dir)?.verify()?;
@@ -458,20 +460,15 @@ fn check(a: &BenchArgs, texts: &[String]) -> Result<()> {
             if !a.variants.is_empty() && !a.variants.contains(&v.name) {
                 continue;
             }
-            let load = |symbolic_only, tract_ops| {
-                Engine::load_variant(
-                    &verified,
-                    &v.name,
-                    EngineOptions {
-                        symbolic_only,
-                        // The reference runs tract's own LayerNorm, Softmax and additions,
-                        // so the check covers the fused kernels too.
-                        tract_ops,
-                        // Every fixed-length plan, whichever would win its race.
-                        fixed_plans: true,
-                        ..EngineOptions::default()
-                    },
-                )
+            let load = |symbolic_only: bool, tract_ops: bool| {
+                let mut options = base.clone();
+                options.plans.symbolic_only |= symbolic_only;
+                // The reference runs tract's own LayerNorm, Softmax and additions, so the
+                // check covers the fused kernels too.
+                options.fusion.tract_ops |= tract_ops;
+                // Every fixed-length plan, whichever would win its race.
+                options.plans.fixed_plans = true;
+                Engine::load_variant(&verified, &v.name, options)
             };
             // The fixed-length plans and the symbolic plan with the fused kernels (its
             // additions are the device's), against the symbolic plan with tract's ops.

@@ -11,9 +11,10 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use device::lines::{BoundedLines, Line, MAX_LINE_BYTES};
-use device::{Classifier, ClassifyOptions, Prediction};
+use device::{Classifier, ClassifyOptions, EngineOptions, Prediction};
 
 mod bench;
+mod engine_args;
 mod serve;
 mod trust;
 mod tune;
@@ -22,13 +23,18 @@ mod tune;
 #[derive(Debug, Parser)]
 #[command(name = "device", version, after_help = ENVIRONMENT)]
 struct Cli {
+    #[command(flatten)]
+    engine: engine_args::EngineArgs,
+
     #[command(subcommand)]
     command: Command,
 }
 
-/// The environment variables the engine reads (for comparisons and benchmarks).
+/// The environment variables `main` reads into the engine options (the library reads
+/// none); a flag given on the command line wins over its variable.
 const ENVIRONMENT: &str = "\
-Environment (engine settings, for comparisons; defaults are the fast ones):
+Environment (engine options, read once at start; defaults are the fast ones; a flag wins over
+its variable):
   DEVICE_F32_DENSE=0                 tract's matmuls for the f32 dense layers (x·W + b with constant
                                      W) instead of the packed 12-token tiles used on AVX-512 CPUs
   DEVICE_I8_DENSE=0                  tract's matmuls for the int8 dense layers of int8-compute
@@ -44,17 +50,19 @@ Environment (engine settings, for comparisons; defaults are the fast ones):
                                      keeps tract's choice (16x16 on dual-port cores only),
                                      `zmm` forces the 16x16 on every VNNI core
   DEVICE_FIXED_PLANS=1               every length bucket on its fixed-length plan (no race
-                                     against the symbolic plan)
+                                     against the symbolic plan); --fixed-plans
   DEVICE_LENGTH_BUCKETS=8,16,32,64   the lengths with a fixed-length plan for single texts (each
                                      serves the lengths above the one before, from the length
-                                     its race with the symbolic plan gives)
+                                     its race with the symbolic plan gives); --length-buckets
   DEVICE_PLAN_MEMORY_MB=40           megabytes the fixed-length plans may hold beside the
                                      symbolic plan (each plan keeps its own copy of the
                                      weights; a bucket whose plan would not fit stays on the
-                                     symbolic plan; 0: the symbolic plan only)
-  DEVICE_SYMBOLIC_ONLY=1             only the symbolic plan (less memory, slower short queries)
-  DEVICE_TRACT_OPS=1                 tract's own LayerNorm, Softmax, (De)QuantizeLinear and dense
-                                     layers instead of the fused kernels";
+                                     symbolic plan; 0: the symbolic plan only); --plan-memory-mb
+  DEVICE_SYMBOLIC_ONLY=1             only the symbolic plan (less memory, slower short queries);
+                                     --symbolic-only
+  DEVICE_TRACT_OPS=1                 tract's own ops instead of every fusion of the device
+                                     (attention, LayerNorm, Softmax, GELU, (De)QuantizeLinear,
+                                     dense layers, additions; the list: device::optimise)";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -139,12 +147,20 @@ struct Failed {
 fn main() -> ExitCode {
     device::engine::configure_allocator();
     let cli = Cli::parse();
-    if let Err(e) = device::matmul_kernels::set_policies_from_env() {
-        eprintln!("device: error: {e}");
-        return ExitCode::FAILURE;
-    }
+    // The one place the engine's environment variables are read: every engine this
+    // process loads gets these options.
+    let engine = match cli
+        .engine
+        .options(|name| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
+    {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("device: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
-        Command::Classify(args) => match classify(args) {
+        Command::Classify(args) => match classify(args, &engine) {
             Ok(Tally {
                 answered: 0,
                 failed,
@@ -154,9 +170,9 @@ fn main() -> ExitCode {
             }
             other => other.map(|_| ()),
         },
-        Command::Serve(args) => serve::run(args),
-        Command::Tune(args) => tune::run(args),
-        Command::BenchLatency(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args, engine),
+        Command::Tune(args) => tune::run(args, &engine),
+        Command::BenchLatency(args) => bench::run(args, &engine),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,9 +191,9 @@ struct Tally {
     failed: usize,
 }
 
-fn classify(args: ClassifyArgs) -> Result<Tally> {
+fn classify(args: ClassifyArgs, engine: &EngineOptions) -> Result<Tally> {
     let classifier = trust::open(&args.source, &args.trust, |v| {
-        tune::load_selected(v, args.variant.as_deref())
+        tune::load_selected(v, args.variant.as_deref(), engine)
     })?
     .with_options(ClassifyOptions {
         top_k: args.top_k,

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 
 use device::serve::{serve, InputSource, ServeConfig};
-use device::ClassifyOptions;
+use device::{ClassifyOptions, EngineOptions};
 
 use crate::trust::{SourceArgs, TrustArgs};
 
@@ -65,7 +65,7 @@ pub struct ServeArgs {
     wait_for_port: bool,
 }
 
-pub fn run(a: ServeArgs) -> Result<()> {
+pub fn run(a: ServeArgs, engine: EngineOptions) -> Result<()> {
     let what = match (&a.source.bundle, &a.source.state) {
         (Some(b), _) => format!("bundle {}", b.display()),
         (None, Some(s)) => format!("state {}", s.display()),
@@ -88,6 +88,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             top_k: usize::from(a.top_k),
             top_tokens: usize::from(a.top_tokens),
         },
+        engine,
         variant: a.variant,
         wait_for_port: a.wait_for_port,
         deploy,

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use device::bundle::VerifiedBundle;
 use device::variant::{self, Selection, TuneOptions};
-use device::Classifier;
+use device::{Classifier, EngineOptions};
 
 use crate::trust;
 
@@ -39,13 +39,13 @@ struct TuneOutput<'a> {
 
 /// Times every variant of the bundle on this board, keeps the fastest that agrees with
 /// the manifest's reference outputs, records the choice next to the bundle.
-pub fn run(args: TuneArgs) -> Result<()> {
+pub fn run(args: TuneArgs, engine: &EngineOptions) -> Result<()> {
     let options = TuneOptions {
         warmup: args.warmup,
         runs: args.runs,
     };
     let (report, record) = trust::open(&args.source, &args.trust, |v| {
-        let report = variant::tune(v, options)?;
+        let report = variant::tune_with(v, options, engine)?;
         let record = variant::record(v, &report);
         Ok((report, record))
     })
@@ -84,13 +84,17 @@ pub fn run(args: TuneArgs) -> Result<()> {
 
 /// Loads the classifier `device classify` uses: `--variant` if given, else the
 /// recorded or freshly measured choice (reported on stderr).
-pub fn load_selected(bundle: &VerifiedBundle, variant_flag: Option<&str>) -> Result<Classifier> {
+pub fn load_selected(
+    bundle: &VerifiedBundle,
+    variant_flag: Option<&str>,
+    engine: &EngineOptions,
+) -> Result<Classifier> {
     let Selection {
         choice,
         source,
         report,
         record,
-    } = variant::select(bundle, variant_flag, TuneOptions::default())?;
+    } = variant::select_with(bundle, variant_flag, TuneOptions::default(), engine)?;
     if source == "tuned" {
         if let Some(r) = &report {
             let times: Vec<String> = r
@@ -112,5 +116,5 @@ pub fn load_selected(bundle: &VerifiedBundle, variant_flag: Option<&str>) -> Res
             );
         }
     }
-    Ok(variant::load(bundle, &choice)?)
+    Ok(variant::load_with(bundle, &choice, engine)?)
 }

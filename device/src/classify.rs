@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bundle::{Bundle, VerifiedBundle};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{DeviceError, Result};
-use crate::rejection::RejectionRule;
 use crate::tokenize::{Batch, Encoded, TextEncoder};
+use bundle::rejection::RejectionRule;
+use bundle::{Bundle, VerifiedBundle};
 
 /// How much of the ranking a [`Prediction`] carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -50,8 +50,8 @@ use tract_onnx::data_resolver::ModelDataResolver;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-use crate::bundle::VerifiedBundle;
 use crate::error::{DeviceError, Result};
+use bundle::{BundleError, VerifiedBundle};
 
 pub use crate::options::{EngineOptions, FusionOptions, KernelOptions, PlanOptions};
 
@@ -232,13 +232,13 @@ impl Engine {
         let manifest = bundle.manifest();
         let variant = manifest
             .variant(name)
-            .map_err(|problem| DeviceError::InvalidManifest {
+            .map_err(|problem| BundleError::InvalidManifest {
                 dir: bundle.dir().to_path_buf(),
                 field: "variants",
                 problem,
             })?;
         let origin = bundle.origin(&variant.file);
-        let missing = |f: &str| DeviceError::MissingFile {
+        let missing = |f: &str| BundleError::MissingFile {
             dir: bundle.dir().to_path_buf(),
             file: f.to_string(),
         };
@@ -284,7 +284,7 @@ impl Engine {
         num_labels: usize,
         options: EngineOptions,
     ) -> Result<Engine> {
-        let bytes = std::fs::read(dir.join(file)).map_err(|e| DeviceError::Io {
+        let bytes = std::fs::read(dir.join(file)).map_err(|e| BundleError::Io {
             dir: dir.to_path_buf(),
             file: file.to_string(),
             cause: e,

@@ -26,17 +26,18 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::symlink;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::bundle::{Bundle, VerifiedBundle, MANIFEST_FILE};
 use crate::classify::{softmax, Classifier};
-use crate::signature::{
+use crate::tokenize::Batch;
+use bundle::atomic::{sync_dir, write_synced};
+use bundle::signature::{
     check_bundle, open_verified, SignatureError, Trust, TrustPolicy, SIGNATURE_FILE,
 };
-use crate::tokenize::Batch;
+use bundle::{Bundle, VerifiedBundle, MANIFEST_FILE};
 
 /// Folder of installed bundles.
 pub const BUNDLES_DIR: &str = "bundles";
@@ -275,6 +276,8 @@ impl StateDir {
         let _lock = self.lock()?;
         self.clean_stale();
 
+        // Not atomic::StagedDir: the copy is verified and self-tested before it is renamed,
+        // never replaces an installed bundle, and its name is what `clean_stale` removes.
         let staging = self.dir.join(format!("{STAGING_PREFIX}{}", random_hex(8)));
         fs::create_dir(&staging).map_err(|e| {
             state_err(
@@ -310,10 +313,7 @@ impl StateDir {
             write_synced(&staging.join(name), bytes).map_err(|e| write_err(name, e))?;
         }
         for name in [SIGNATURE_FILE, MANIFEST_FILE] {
-            match crate::bundle::read_regular_file(
-                &src.join(name),
-                crate::bundle::max_file_bytes(name),
-            ) {
+            match bundle::read_regular_file(&src.join(name), bundle::max_file_bytes(name)) {
                 Ok(bytes) => {
                     write_synced(&staging.join(name), &bytes).map_err(|e| write_err(name, e))?
                 }
@@ -342,7 +342,7 @@ impl StateDir {
         })?;
         let manifest_bytes =
             fs::read(staging.join(MANIFEST_FILE)).map_err(|e| write_err(MANIFEST_FILE, e))?;
-        let id = crate::bundle::sha256_hex(&manifest_bytes)[..16].to_string();
+        let id = bundle::sha256_hex(&manifest_bytes)[..16].to_string();
         let name = staged.manifest().name.clone();
         drop(staged);
 
@@ -520,7 +520,8 @@ impl StateDir {
     }
 
     /// Points `link` at `bundles/<id>` atomically: new symlink `link.tmp`, rename over
-    /// `link`, fsync the directory.
+    /// `link`, fsync the directory. (A symlink, so not [`bundle::atomic`], which writes
+    /// files; the fixed `.tmp` name is what `clean_stale` removes.)
     fn set_link(&self, link: &str, id: &str) -> Result<()> {
         let tmp = self.dir.join(format!("{link}.tmp"));
         let done = (|| -> io::Result<()> {
@@ -630,21 +631,11 @@ fn random_hex(n: usize) -> String {
     hex::encode(b)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{write_bundle, Manifest, MODEL_FILE, TOKENIZER_FILE};
-    use crate::signature::{sign_bundle, SecretKey, TrustedKeys};
+    use bundle::signature::{sign_bundle, SecretKey, TrustedKeys};
+    use bundle::{write_bundle, Manifest, MODEL_FILE, TOKENIZER_FILE};
 
     /// Bundles with fake model bytes: the self-test is replaced by one that checks the
     /// model bytes do not say "bad".

@@ -23,11 +23,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The host writes bundles through [`bundle::write_bundle`] and encodes its training
-//! data through [`tokenize::TextEncoder`], so the format and the tokenisation are
-//! defined once, here.
+//! The bundle format (manifest, reading and verifying, writing, signatures, the serial
+//! archive) is the `bundle` crate (`device/bundle/`), which the host writes through; its
+//! reading stages are re-exported here. The host also encodes its training data through
+//! [`tokenize::TextEncoder`], so the tokenisation is defined once, here.
 
-pub mod bundle;
 pub mod classify;
 pub mod engine;
 pub mod error;
@@ -38,17 +38,14 @@ pub mod lines;
 pub mod matmul_kernels;
 pub mod optimise;
 pub mod options;
-pub mod rejection;
 pub mod serve;
-pub mod signature;
 pub mod tokenize;
-#[cfg(unix)]
-pub mod transfer;
 pub mod variant;
 
+pub use bundle::RejectionRule;
 pub use bundle::{
-    sha256_hex, write_bundle, Bundle, Manifest, ReadBundle, VerifiedBundle, BUNDLE_FORMAT_VERSION,
-    MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE,
+    sha256_hex, write_bundle, Bundle, BundleError, Manifest, ReadBundle, VerifiedBundle,
+    BUNDLE_FORMAT_VERSION, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE,
 };
 pub use classify::{
     max_abs_diff, softmax, Classifier, ClassifyOptions, LabelScore, Prediction, RejectReason,
@@ -57,5 +54,4 @@ pub use classify::{
 pub use engine::Engine;
 pub use error::{DeviceError, Result};
 pub use options::EngineOptions;
-pub use rejection::RejectionRule;
 pub use tokenize::{Batch, Encoded, TextEncoder};

@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::bundle::{VerifiedBundle, MAX_MAX_LEN, MIN_MAX_LEN};
 use crate::error::{DeviceError, Result};
+use bundle::{VerifiedBundle, MAX_MAX_LEN, MIN_MAX_LEN};
 
 /// Token names treated as special besides what the post-processor marks.
 const SPECIAL_TOKENS: [&str; 3] = ["[CLS]", "[SEP]", "[PAD]"];
@@ -128,7 +128,7 @@ impl TextEncoder {
         Self::load(
             bundle.tokenizer_bytes(),
             bundle.manifest().max_len,
-            bundle.origin(crate::bundle::TOKENIZER_FILE),
+            bundle.origin(bundle::TOKENIZER_FILE),
         )
     }
 

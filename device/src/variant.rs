@@ -1,7 +1,7 @@
 //! Choosing a model variant on the board itself.
 //!
 //! A bundle may carry several forms of the same model (`float`, `weights-int8`,
-//! `int8-compute`, see [`crate::bundle::Variant`]); which one is fastest is a property of
+//! `int8-compute`, see [`bundle::Variant`] and [`bundle::VariantEntry`]); which one is fastest is a property of
 //! the CPU (int8 compute pays only with SDOT, fp16 only with native FP16), so the device
 //! measures instead of guessing:
 //!
@@ -19,24 +19,26 @@
 //! The recorded choice carries a fingerprint of the bundle's files, so a replaced bundle
 //! is re-tuned.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{sha256_hex, VerifiedBundle};
 use crate::classify::Classifier;
 use crate::engine::{native_fp16, Engine, EngineOptions};
 use crate::error::{DeviceError, Result};
 use crate::tokenize::TextEncoder;
+use bundle::atomic::write_file_atomic;
+use bundle::{sha256_hex, BundleError, Variant, VerifiedBundle};
 
 /// The tuning record written next to the manifest.
 pub const CHOICE_FILE: &str = "variant-choice.json";
 /// Suffix of a candidate run through tract's `f32_to_f16` transform.
 pub const F16_SUFFIX: &str = "+f16";
-/// Variants that compute in f32 (so the f16 transform applies to them).
-const FLOAT_COMPUTE: [&str; 2] = ["float", "weights-int8"];
+/// Whether the variant called `name` computes in f32 (so the f16 transform applies to it).
+fn computes_in_f32(name: &str) -> bool {
+    Variant::parse(name).is_ok_and(Variant::computes_in_f32)
+}
 
 /// A variant name plus whether tract's f16 transform is applied (`weights-int8+f16`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,10 +77,15 @@ impl Choice {
         if !self.f16 {
             return None;
         }
-        if !FLOAT_COMPUTE.contains(&self.variant.as_str()) {
+        if !computes_in_f32(&self.variant) {
+            let float_compute: Vec<&str> = Variant::ALL
+                .into_iter()
+                .filter(|v| v.computes_in_f32())
+                .map(Variant::name)
+                .collect();
             return Some(format!(
                 "{F16_SUFFIX} applies only to the f32-compute variants ({})",
-                FLOAT_COMPUTE.join(", ")
+                float_compute.join(", ")
             ));
         }
         if !native_fp16() {
@@ -176,7 +183,7 @@ pub fn candidates(bundle: &VerifiedBundle) -> (Vec<Choice>, Vec<String>) {
             variant: v.name.clone(),
             f16: false,
         });
-        if FLOAT_COMPUTE.contains(&v.name.as_str()) {
+        if computes_in_f32(&v.name) {
             let f16 = Choice {
                 variant: v.name,
                 f16: true,
@@ -348,7 +355,7 @@ pub fn tune_with(
         skipped,
         native_fp16: native_fp16(),
         arch: std::env::consts::ARCH.into(),
-        created: crate::bundle::now_rfc3339(),
+        created: bundle::now_rfc3339(),
     })
 }
 
@@ -385,20 +392,12 @@ pub fn recorded(bundle: &VerifiedBundle) -> Option<TuneReport> {
 /// read-only bundle directory is not an error: the choice is remade on the next load).
 pub fn record(bundle: &VerifiedBundle, report: &TuneReport) -> String {
     let path = choice_path(bundle.dir());
-    let tmp = bundle
-        .dir()
-        .join(format!(".{CHOICE_FILE}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })();
+    let result = serde_json::to_vec_pretty(report)
+        .map_err(std::io::Error::other)
+        .and_then(|json| write_file_atomic(&path, &json));
     match result {
         Ok(()) => format!("recorded in {}", path.display()),
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
             format!(
                 "not recorded ({}: {e}); the bundle directory is not writable, so the \
                  variant will be measured again on the next load",
@@ -445,7 +444,7 @@ pub fn select_with(
         bundle
             .manifest()
             .variant(&choice.variant)
-            .map_err(|problem| DeviceError::InvalidManifest {
+            .map_err(|problem| BundleError::InvalidManifest {
                 dir: bundle.dir().to_path_buf(),
                 field: "variants",
                 problem,

@@ -13,7 +13,7 @@ use crate::model::AttentionClassifier;
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
-pub const TOKENIZER_FILE: &str = device::bundle::TOKENIZER_FILE;
+pub const TOKENIZER_FILE: &str = bundle::TOKENIZER_FILE;
 /// Training summary (data, options, outcome), carried into the bundle manifest.
 pub const TRAINING_FILE: &str = "training.json";
 /// The int8 weights of a quantised checkpoint (instead of [`WEIGHTS_FILE`]; written by
@@ -23,38 +23,18 @@ pub const QUANT_WEIGHTS_FILE: &str = "model.int8.safetensors";
 /// checkpoint.
 pub const QUANT_SPEC_FILE: &str = "quantization.json";
 
-/// Writes `bytes` to `path` all-or-nothing (see [`replace_atomically`]).
+/// Writes `bytes` to `path` all-or-nothing ([`bundle::atomic::write_file_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    replace_atomically(path, |tmp| {
-        std::fs::write(tmp, bytes).map_err(|e| HostError::io(path, e))
-    })
+    bundle::atomic::write_file_atomic(path, bytes).map_err(|e| HostError::io(path, e))
 }
 
 /// Puts a file at `path` all-or-nothing: `fill` writes a temporary file in the same
 /// directory, which is fsynced and renamed over the target (the directory fsynced too);
 /// if anything fails the temporary file is removed and `path` is untouched.
 pub fn replace_atomically(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = fill(&tmp).and_then(|()| {
-        (|| {
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })()
-        .map_err(|e| HostError::io(path, e))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let staged = bundle::atomic::StagedFile::new(path);
+    fill(staged.path())?;
+    staged.commit().map_err(|e| HostError::io(path, e))
 }
 
 /// What an output directory of ours holds: a command may only replace a directory that
@@ -82,7 +62,7 @@ impl OutputKind {
             OutputKind::Checkpoint => {
                 Checkpoint::is_checkpoint(dir) && dir.join(CONFIG_FILE).is_file()
             }
-            OutputKind::Bundle => dir.join(device::bundle::MANIFEST_FILE).is_file(),
+            OutputKind::Bundle => dir.join(bundle::MANIFEST_FILE).is_file(),
         }
     }
 }
@@ -185,108 +165,9 @@ pub fn check_output(
     Ok(())
 }
 
-/// A new output directory built beside its destination: a fresh hidden sibling of `out`
-/// that [`StagedDir::commit`] renames into place (moving an existing `out` aside first,
-/// and removing it after), so `out` is never a mix of old and new files or half
-/// written. Dropped without a commit, the staging directory is removed and `out` is
-/// untouched.
-#[derive(Debug)]
-pub struct StagedDir {
-    out: PathBuf,
-    tmp: PathBuf,
-    committed: bool,
-}
-
-impl StagedDir {
-    /// Creates the staging directory next to `out` (creating `out`'s parent if needed).
-    pub fn new(out: &Path) -> Result<StagedDir> {
-        let (parent, base) = parent_and_name(out)?;
-        std::fs::create_dir_all(&parent).map_err(|e| HostError::io(&parent, e))?;
-        let tmp = sibling(&parent, &base, "tmp");
-        std::fs::create_dir(&tmp).map_err(|e| HostError::io(&tmp, e))?;
-        Ok(StagedDir {
-            out: out.to_path_buf(),
-            tmp,
-            committed: false,
-        })
-    }
-
-    /// Where to write the new directory's files.
-    pub fn path(&self) -> &Path {
-        &self.tmp
-    }
-
-    /// Renames the staged directory to `out`; an existing `out` is moved aside first,
-    /// put back if the rename fails, and removed once the new one is in place.
-    pub fn commit(mut self) -> Result<()> {
-        let out = self.out.clone();
-        let (parent, base) = parent_and_name(&out)?;
-        if let Ok(d) = std::fs::File::open(&self.tmp) {
-            let _ = d.sync_all();
-        }
-        let old = sibling(&parent, &base, "old");
-        let had_old = std::fs::symlink_metadata(&out).is_ok();
-        if had_old {
-            std::fs::rename(&out, &old).map_err(|e| HostError::io(&out, e))?;
-        }
-        if let Err(e) = std::fs::rename(&self.tmp, &out) {
-            if had_old {
-                let _ = std::fs::rename(&old, &out);
-            }
-            return Err(HostError::io(&out, e));
-        }
-        self.committed = true;
-        if let Ok(d) = std::fs::File::open(&parent) {
-            let _ = d.sync_all();
-        }
-        if had_old {
-            std::fs::remove_dir_all(&old).map_err(|e| HostError::io(&old, e))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for StagedDir {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.tmp);
-        }
-    }
-}
-
-/// Builds a directory with `fill` (given the staging path) and puts it at `out`
-/// all-or-nothing ([`StagedDir`]); the directory-sized sibling of [`replace_atomically`].
-pub fn replace_dir_atomically<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    let stage = StagedDir::new(out)?;
-    let value = fill(stage.path())?;
-    stage.commit()?;
-    Ok(value)
-}
-
-fn parent_and_name(out: &Path) -> Result<(PathBuf, String)> {
-    let base = out
-        .file_name()
-        .ok_or_else(|| HostError::Output {
-            path: out.to_path_buf(),
-            problem: "has no final path component".into(),
-        })?
-        .to_string_lossy()
-        .into_owned();
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok((parent, base))
-}
-
-/// `parent/.base.kind-PID-NANOS`: hidden, unique, on the same file system as the target.
-fn sibling(parent: &Path, base: &str, kind: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    parent.join(format!(".{base}.{kind}-{}-{nanos}", std::process::id()))
-}
+/// A new output directory built beside its destination and renamed into place whole;
+/// its errors convert to [`HostError`].
+pub use bundle::atomic::{replace_dir_atomically, StagedDir};
 
 /// Every floating-point tensor's values are finite; otherwise an error naming the
 /// first tensor that is not (a diverged training must not leave NaN weights behind).

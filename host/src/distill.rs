@@ -705,7 +705,7 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
         },
         distillation: DistillInfo {
             teacher: job.teacher.display().to_string(),
-            teacher_sha256: device::bundle::sha256_hex(&teacher_bytes),
+            teacher_sha256: bundle::sha256_hex(&teacher_bytes),
             teacher_preset: teacher_ckpt.config.preset.clone(),
             teacher_vocab_size: teacher_ckpt.config.vocab_size,
             teacher_labels: teacher_ckpt.config.labels.len(),

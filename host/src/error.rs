@@ -27,6 +27,8 @@ pub enum HostError {
     Checkpoint { path: PathBuf, problem: String },
     #[error(transparent)]
     Device(#[from] device::DeviceError),
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
     #[error("export: {0}")]
     Export(String),
     /// An output the command may not write (see `checkpoint::check_output`).
@@ -39,6 +41,24 @@ pub enum HostError {
 impl From<candle_core::Error> for HostError {
     fn from(e: candle_core::Error) -> Self {
         Self::Candle(e)
+    }
+}
+
+impl From<bundle::atomic::StageError> for HostError {
+    fn from(e: bundle::atomic::StageError) -> Self {
+        match e.step {
+            bundle::atomic::Step::NoFileName => Self::Output {
+                path: e.path,
+                problem: "has no final path component".into(),
+            },
+            _ => Self::io(e.path, e.cause),
+        }
+    }
+}
+
+impl From<bundle::UnknownVariant> for HostError {
+    fn from(e: bundle::UnknownVariant) -> Self {
+        Self::Invalid(e.to_string())
     }
 }
 

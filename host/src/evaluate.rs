@@ -46,8 +46,8 @@ impl Evaluated {
                 }
             };
         }
-        if path.join(device::bundle::MANIFEST_FILE).is_file() {
-            let verified = device::bundle::Bundle::read(path)?.verify()?;
+        if path.join(bundle::MANIFEST_FILE).is_file() {
+            let verified = bundle::Bundle::read(path)?.verify()?;
             let classifier = match variant {
                 None => device::classify::Classifier::load(&verified)?,
                 Some(v) => {
@@ -65,7 +65,7 @@ impl Evaluated {
             "{}: neither a checkpoint (no {}) nor a bundle (no {})",
             path.display(),
             crate::checkpoint::WEIGHTS_FILE,
-            device::bundle::MANIFEST_FILE
+            bundle::MANIFEST_FILE
         )))
     }
 
@@ -97,7 +97,7 @@ impl Evaluated {
 
     /// The out-of-scope rejection rule of the model: a bundle's manifest `rejection`, a
     /// checkpoint's `rejection.json` (`tools train` / `tools calibrate`).
-    pub fn rejection_rule(&self) -> Result<Option<device::rejection::RejectionRule>> {
+    pub fn rejection_rule(&self) -> Result<Option<bundle::rejection::RejectionRule>> {
         match self {
             Self::Checkpoint(c) | Self::CheckpointVariant(c, _) => {
                 crate::rejection::read_checkpoint_rule(&c.dir)
@@ -193,7 +193,7 @@ pub struct RejectionReport {
     pub class_only: crate::rejection::RejectionMetrics,
     /// The rule applied (the model's, or `--reject-threshold`), when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<device::rejection::RejectionRule>,
+    pub rule: Option<bundle::rejection::RejectionRule>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub with_rule: Option<crate::rejection::RejectionMetrics>,
     /// Threshold sweep 0, 0.01, …, 1 on this data.
@@ -272,7 +272,7 @@ pub fn evaluate_with_rejection(
         .collect();
     let report = Report::new(&labels, &gold, &predicted, Some(oos_label));
     let rule = match threshold {
-        Some(t) => Some(device::rejection::RejectionRule::new(
+        Some(t) => Some(bundle::rejection::RejectionRule::new(
             t,
             oos_class.then(|| oos_label.to_string()),
         )),

@@ -1,5 +1,5 @@
 //! Out-of-scope rejection on the host: calibrating the rule a bundle carries
-//! ([`device::rejection::RejectionRule`]) on validation data, measuring it, and the
+//! ([`bundle::rejection::RejectionRule`]) on validation data, measuring it, and the
 //! trade-off curve (threshold → in-scope accuracy vs out-of-scope recall).
 //!
 //! The rule rejects ("unknown") when the argmax is the out-of-scope class or the best
@@ -23,7 +23,7 @@
 
 use std::path::{Path, PathBuf};
 
-use device::rejection::RejectionRule;
+use bundle::rejection::RejectionRule;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
@@ -332,9 +332,9 @@ pub fn write_bundle_rule(dir: &Path, rule: &RejectionRule) -> Result<PathBuf> {
             dir.display()
         )));
     }
-    let path = dir.join(device::bundle::MANIFEST_FILE);
+    let path = dir.join(bundle::MANIFEST_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| HostError::io(&path, e))?;
-    let mut manifest: device::bundle::Manifest = serde_json::from_str(&text)
+    let mut manifest: bundle::Manifest = serde_json::from_str(&text)
         .map_err(|e| HostError::Invalid(format!("{}: {e}", path.display())))?;
     rule.check(&manifest.labels)
         .map_err(|p| HostError::Invalid(format!("rejection rule: {p}")))?;
@@ -342,7 +342,7 @@ pub fn write_bundle_rule(dir: &Path, rule: &RejectionRule) -> Result<PathBuf> {
     let bytes = serde_json::to_vec(&manifest).map_err(|e| HostError::Invalid(e.to_string()))?;
     write_atomic(&path, &bytes)?;
     // Read it back through the device's own checks.
-    device::bundle::Bundle::read(dir)?.verify()?;
+    bundle::Bundle::read(dir)?.verify()?;
     Ok(path)
 }
 

@@ -537,14 +537,14 @@ fn written_model_runs_as_a_device_bundle() {
     let (c, _, bytes) = written_model(17);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bundle");
-    let manifest = device::Manifest::new("t", &c.preset, c.labels.clone(), c.max_len);
+    let manifest = bundle::Manifest::new("t", &c.preset, c.labels.clone(), c.max_len);
     let tok = tiny_tokenizer_json();
-    device::write_bundle(
+    bundle::write_bundle(
         &dir,
         manifest,
         &[
-            (device::MODEL_FILE, &bytes),
-            (device::TOKENIZER_FILE, tok.as_bytes()),
+            (bundle::MODEL_FILE, &bytes),
+            (bundle::TOKENIZER_FILE, tok.as_bytes()),
         ],
     )
     .unwrap();

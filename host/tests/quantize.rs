@@ -229,7 +229,7 @@ fn bad_inputs_are_named() {
 #[test]
 fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
     let dir = quantized_bundle();
-    let v = device::Bundle::read(dir).unwrap().verify().unwrap();
+    let v = bundle::Bundle::read(dir).unwrap().verify().unwrap();
     let m = v.manifest();
     assert_eq!(m.format_version, 2);
     let names: Vec<&str> = m.variants.iter().map(|v| v.name.as_str()).collect();
@@ -298,7 +298,7 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
         let e = e.unwrap();
         std::fs::copy(e.path(), cdir.join(e.file_name())).unwrap();
     }
-    let cv = device::Bundle::read(&cdir).unwrap().verify().unwrap();
+    let cv = bundle::Bundle::read(&cdir).unwrap().verify().unwrap();
     let opts = device::variant::TuneOptions { warmup: 1, runs: 2 };
     let sel = device::variant::select(&cv, None, opts).unwrap();
     assert_eq!(sel.source, "tuned");
@@ -331,7 +331,7 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
     let untuned = device::variant::preferred(&v, None).unwrap();
     assert_eq!(untuned.variant, "weights-int8");
     // The choice file is not part of the bundle: it still verifies.
-    device::Bundle::read(&cdir).unwrap().verify().unwrap();
+    bundle::Bundle::read(&cdir).unwrap().verify().unwrap();
     // Override and unknown names.
     let o = device::variant::select(&cv, Some("int8-compute"), opts).unwrap();
     assert_eq!(
@@ -368,7 +368,7 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
 #[test]
 fn every_plan_route_gives_the_same_answer() {
     use device::engine::{Engine, EngineOptions, PlanOptions};
-    let v = device::Bundle::read(quantized_bundle())
+    let v = bundle::Bundle::read(quantized_bundle())
         .unwrap()
         .verify()
         .unwrap();
@@ -550,7 +550,7 @@ fn onnxruntime_and_tract_agree_on_every_exported_variant() {
         (&qcopy, "weights-int8"),
         (&qcopy, "int8-compute"),
     ] {
-        let v = device::Bundle::read(dir).unwrap().verify().unwrap();
+        let v = bundle::Bundle::read(dir).unwrap().verify().unwrap();
         let file = v.manifest().variant(variant).unwrap().file;
         let classifier =
             device::variant::load(&v, &device::variant::Choice::parse(variant)).unwrap();

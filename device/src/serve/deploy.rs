@@ -23,8 +23,8 @@ use super::dispatch::ModelInfo;
 use crate::classify::{Classifier, ClassifyOptions};
 use crate::engine::EngineOptions;
 use crate::install::{InstallError, StateDir};
-use crate::signature::{SignatureError, TrustPolicy};
-use crate::transfer;
+use bundle::signature::{SignatureError, TrustPolicy};
+use bundle::transfer;
 
 /// Prefix of transfer files in the state directory.
 pub const INCOMING_PREFIX: &str = "incoming-";
@@ -122,6 +122,8 @@ impl Deployer {
             }
         }
         *slot = None;
+        // Written in place, not through bundle::atomic: the part file grows chunk by chunk
+        // and is resumed after a restart; the sha256 checks of the install make it safe.
         let path = self.dir_for(&sha, "part");
         self.clean_incoming(Some(&path));
         let file = match OpenOptions::new()

@@ -24,8 +24,8 @@ use protocol::{
 
 use super::deploy::{current, Deployer, Swap};
 use super::stats::Stats;
-use crate::bundle::{VerifiedBundle, MODEL_FILE};
 use crate::classify::{Classifier, Prediction};
+use bundle::{VerifiedBundle, MODEL_FILE};
 
 /// Answers waiting for the writer. At 115200 baud a full outbox of typical answers
 /// (10-200 bytes on the wire) drains in well under a second.

@@ -36,8 +36,8 @@ use serialport::SerialPort;
 use self::dispatch::{Core, ModelInfo};
 pub use self::input::InputSource;
 pub use self::stats::Stats;
-use crate::bundle::VerifiedBundle;
 use crate::classify::ClassifyOptions;
+use bundle::VerifiedBundle;
 
 /// Everything `device serve` is told on its command line.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ pub struct ServeConfig {
     pub wait_for_port: bool,
     /// With `--state`: the state directory and trust policy model updates over the link
     /// are installed with (`None`: deploy requests are answered `NotReady`).
-    pub deploy: Option<(PathBuf, crate::signature::TrustPolicy)>,
+    pub deploy: Option<(PathBuf, bundle::signature::TrustPolicy)>,
 }
 
 /// Why the service could not start. Once it runs it does not stop on its own.

@@ -95,13 +95,13 @@ pub(crate) fn finiteness(v: &[f32]) -> &'static str {
 
 /// A manifest for a bundle written to `out` from `ckpt`: named after the bundle
 /// directory, with the checkpoint's preset, labels and maximum length.
-pub(crate) fn new_manifest(out: &Path, ckpt: &Checkpoint) -> device::bundle::Manifest {
+pub(crate) fn new_manifest(out: &Path, ckpt: &Checkpoint) -> bundle::Manifest {
     let name = out
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("model")
         .to_string();
-    let mut manifest = device::bundle::Manifest::new(
+    let mut manifest = bundle::Manifest::new(
         name,
         ckpt.config.preset.clone(),
         ckpt.config.labels.clone(),
@@ -203,12 +203,12 @@ pub fn export(
         })),
         "export_check": { "texts": texts.len(), "max_logit_diff": max_diff, "source": check_source },
     });
-    let manifest = device::bundle::write_bundle(
+    let manifest = bundle::write_bundle(
         out,
         manifest,
         &[
-            (device::bundle::MODEL_FILE, &onnx_bytes),
-            (device::bundle::TOKENIZER_FILE, &ckpt.tokenizer_json),
+            (bundle::MODEL_FILE, &onnx_bytes),
+            (bundle::TOKENIZER_FILE, &ckpt.tokenizer_json),
         ],
     )?;
     let bundle_bytes = manifest

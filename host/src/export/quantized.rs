@@ -77,7 +77,7 @@ pub(super) fn export_quantized(
     let q = QuantizedModel::load(&ckpt.dir, &ckpt.config)?;
     let (blob, layout) = super::onnx::pack_int8(&q, WEIGHTS_INT8_FILE);
     let graphs = [
-        (Variant::WeightsInt8, device::MODEL_FILE),
+        (Variant::WeightsInt8, bundle::MODEL_FILE),
         (Variant::Int8Compute, INT8_COMPUTE_FILE),
     ];
     let mut files: Vec<(&str, Vec<u8>)> = vec![(WEIGHTS_INT8_FILE, blob)];
@@ -117,10 +117,10 @@ pub(super) fn export_quantized(
     let c = ckpt.config.num_labels();
     let report = q.spec.report.as_ref();
     let mut checks = Vec::new();
-    let mut reference: Vec<device::bundle::ReferenceText> = texts
+    let mut reference: Vec<bundle::ReferenceText> = texts
         .iter()
         .take(REFERENCE_TEXTS)
-        .map(|t| device::bundle::ReferenceText {
+        .map(|t| bundle::ReferenceText {
             text: t.clone(),
             outputs: Default::default(),
         })
@@ -156,7 +156,7 @@ pub(super) fn export_quantized(
             if let Some(r) = reference.get_mut(i) {
                 r.outputs.insert(
                     variant.name().into(),
-                    device::bundle::ReferenceOutput {
+                    bundle::ReferenceOutput {
                         label_index: argmax(&l),
                         logits: l.iter().map(|x| (x * 1e4).round() / 1e4).collect(),
                     },
@@ -192,7 +192,7 @@ pub(super) fn export_quantized(
     let mut manifest = super::new_manifest(out, ckpt);
     manifest.variants = checks
         .iter()
-        .map(|ch| device::bundle::Variant {
+        .map(|ch| bundle::VariantEntry {
             name: ch.variant.clone(),
             file: ch.file.clone(),
             sha256: String::new(),
@@ -220,15 +220,15 @@ pub(super) fn export_quantized(
         .iter()
         .map(|(n, b)| (*n, b.as_slice()))
         .chain(std::iter::once((
-            device::bundle::TOKENIZER_FILE,
+            bundle::TOKENIZER_FILE,
             ckpt.tokenizer_json.as_slice(),
         )))
         .collect();
-    let manifest = device::bundle::write_bundle(out, manifest, &file_refs)?;
+    let manifest = bundle::write_bundle(out, manifest, &file_refs)?;
     let bundle_bytes = manifest
         .files
         .keys()
-        .chain(std::iter::once(&device::bundle::MANIFEST_FILE.to_string()))
+        .chain(std::iter::once(&bundle::MANIFEST_FILE.to_string()))
         .filter_map(|f| std::fs::metadata(out.join(f)).ok())
         .map(|m| m.len())
         .sum();

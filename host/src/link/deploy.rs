@@ -1,10 +1,10 @@
 //! Model update over the link (`tools deploy --serial`): send a packed bundle
-//! ([`device::transfer`]) with `DeployBegin` / `DeployChunk` / `DeployCommit`, resuming
+//! ([`bundle::transfer`]) with `DeployBegin` / `DeployChunk` / `DeployCommit`, resuming
 //! what the device already holds; and `Rollback`.
 
 use std::time::{Duration, Instant};
 
-use device::transfer::Archive;
+use bundle::transfer::Archive;
 use protocol::{Chunk, ErrorCode, Request, Response, MAX_CHUNK};
 
 use super::{Link, LinkError, Result};

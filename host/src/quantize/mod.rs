@@ -57,47 +57,9 @@ fn invalid(msg: impl Into<String>) -> HostError {
     HostError::Invalid(msg.into())
 }
 
-/// A form of the model: how its weights are stored and in what precision it computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Variant {
-    /// f32 weights, f32 compute.
-    Float,
-    /// int8 weights dequantised to f32 (`DequantizeLinear -> MatMul`): float compute.
-    WeightsInt8,
-    /// int8 weights and statically quantised u8 inputs (`QuantizeLinear -> MatMulInteger`).
-    Int8Compute,
-}
-
-impl Variant {
-    pub const ALL: [Variant; 3] = [Variant::Float, Variant::WeightsInt8, Variant::Int8Compute];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Float => "float",
-            Variant::WeightsInt8 => "weights-int8",
-            Variant::Int8Compute => "int8-compute",
-        }
-    }
-
-    /// Parses a variant name; the error lists the valid ones.
-    pub fn parse(s: &str) -> Result<Variant> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.name() == s)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "unknown variant {s:?} (expected one of: float, weights-int8, int8-compute)"
-                ))
-            })
-    }
-}
-
-impl std::fmt::Display for Variant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The model's forms (`float`, `weights-int8`, `int8-compute`), named where the bundle
+/// format is defined.
+pub use bundle::Variant;
 
 /// The model of checkpoint `ckpt`: float weights, or for a quantised checkpoint the
 /// int8-compute simulation (the variant with the most quantisation; see [`load_variant`]).
@@ -758,14 +720,5 @@ mod tests {
             let code = |x: f32| ((x / q.scale).round() + f32::from(q.zero_point)).clamp(0.0, 255.0);
             assert_eq!((code(lo), code(hi)), (1.0, 255.0), "[{lo}, {hi}]: {q:?}");
         }
-    }
-
-    #[test]
-    fn variant_names_round_trip_and_unknown_is_named() {
-        for v in Variant::ALL {
-            assert_eq!(Variant::parse(v.name()).unwrap(), v);
-        }
-        let e = Variant::parse("int4").unwrap_err().to_string();
-        assert!(e.contains("\"int4\"") && e.contains("weights-int8"), "{e}");
     }
 }

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bundle::signature::{TrustPolicy, TrustedKeys, ALLOW_UNSIGNED_WARNING};
 use device::install::StateDir;
-use device::signature::{TrustPolicy, TrustedKeys, ALLOW_UNSIGNED_WARNING};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -162,7 +162,7 @@ fn serial(a: Args, port: &str) -> Result<()> {
         return Ok(());
     }
     let bundle = a.bundle.context("--bundle is required")?;
-    let archive = device::transfer::pack(&bundle)
+    let archive = bundle::transfer::pack(&bundle)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("packing {}", bundle.display()))?;
     eprintln!(

@@ -38,7 +38,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let key = match &a.sign {
-        Some(k) => Some(device::signature::SecretKey::load(k).context("--sign")?),
+        Some(k) => Some(bundle::signature::SecretKey::load(k).context("--sign")?),
         None => None,
     };
     eprintln!(
@@ -55,7 +55,7 @@ pub fn run(a: Args) -> Result<()> {
     )
     .with_context(|| format!("export of {} failed", a.model.display()))?;
     if let Some(key) = &key {
-        let sig = device::signature::sign_bundle(&a.out, key)
+        let sig = bundle::signature::sign_bundle(&a.out, key)
             .with_context(|| format!("signing bundle {}", a.out.display()))?;
         eprintln!("bundle {}: signed by key {}", a.out.display(), sig.key_id);
     }

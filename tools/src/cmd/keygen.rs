@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (secret, public, id) = device::signature::write_key_pair(&a.out)
+    let (secret, public, id) = bundle::signature::write_key_pair(&a.out)
         .with_context(|| format!("keygen {}", a.out.display()))?;
     println!("key id {id}");
     println!(

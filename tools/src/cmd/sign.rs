@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use device::signature::{sign_bundle, SecretKey};
+use bundle::signature::{sign_bundle, SecretKey};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -25,7 +25,7 @@ pub fn run(a: Args) -> Result<()> {
         "bundle {}: signed by key {} ({})",
         a.bundle.display(),
         sig.key_id,
-        device::signature::SIGNATURE_FILE
+        bundle::signature::SIGNATURE_FILE
     );
     Ok(())
 }

@@ -479,7 +479,11 @@ fn check(a: &BenchArgs, texts: &[String], base: &EngineOptions) -> Result<()> {
             // so its probabilities agree to ~1e-3..5e-3 (MiniLM), not 1e-7. That is well
             // inside the variant's own quantisation noise (its export check accepts logit
             // differences of ~0.16 from the candle simulation).
-            let tol = if v.name == "int8-compute" { 2e-2 } else { 1e-5 };
+            let tol = if v.name == bundle::Variant::Int8Compute.name() {
+                2e-2
+            } else {
+                1e-5
+            };
             let (mut labels_differ, mut max_p, mut max_alpha) = (0usize, 0f32, 0f32);
             let mut near_ties = 0usize;
             let mut tokens_differ = 0usize;

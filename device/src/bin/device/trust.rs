@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use bundle::signature::{open_verified, TrustPolicy, TrustedKeys, ALLOW_UNSIGNED_WARNING};
 use device::install::{CurrentInfo, StateDir};
-use device::signature::{open_verified, TrustPolicy, TrustedKeys, ALLOW_UNSIGNED_WARNING};
 use device::VerifiedBundle;
 
 /// Which bundle signatures are accepted.

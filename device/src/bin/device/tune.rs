@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use device::bundle::VerifiedBundle;
+use bundle::VerifiedBundle;
 use device::variant::{self, Selection, TuneOptions};
 use device::{Classifier, EngineOptions};
 

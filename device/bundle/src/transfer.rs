@@ -16,12 +16,11 @@
 //! carries no checksum.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::bundle::{Bundle, MANIFEST_FILE};
+use crate::format::{Bundle, MANIFEST_FILE};
 use crate::signature::SIGNATURE_FILE;
 
 /// Largest archive accepted (the length is a `u32` on the wire).
@@ -52,7 +51,7 @@ pub fn pack(dir: &Path) -> Result<Archive, String> {
     for n in names {
         check_name(&n)?;
         let bytes =
-            crate::bundle::read_regular_file(&dir.join(&n), crate::bundle::max_file_bytes(&n))
+            crate::format::read_regular_file(&dir.join(&n), crate::format::max_file_bytes(&n))
                 .map_err(|e| format!("{}: {e}", dir.join(&n).display()))?;
         files.insert(n, bytes);
     }
@@ -132,14 +131,12 @@ pub fn parse<'a>(
 }
 
 /// Writes the entries of a parsed archive into the (existing, empty) directory `dir`,
-/// each file fsynced.
+/// each file fsynced. No per-file rename: `dir` is a scratch directory that the install
+/// copies from, never what the device loads.
 pub fn unpack(entries: &[(&str, &[u8])], dir: &Path) -> Result<(), String> {
-    use std::io::Write;
     for (name, bytes) in entries {
         let path = dir.join(name);
-        let mut f = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
+        crate::atomic::write_synced(&path, bytes)
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())

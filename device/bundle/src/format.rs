@@ -14,14 +14,16 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{DeviceError, Result};
+use crate::atomic::{write_synced, StagedDir, Step};
+use crate::error::{BundleError, Result};
+use crate::variant::Variant;
 
 /// Newest bundle format this device reads. Format 2 adds model variants (`variants`,
 /// `default_variant`, `reference`) whose ONNX files may share one external-data weights
@@ -31,7 +33,7 @@ pub const BUNDLE_FORMAT_VERSION: u32 = 2;
 /// Oldest bundle format this device still reads.
 pub const MIN_BUNDLE_FORMAT_VERSION: u32 = 1;
 /// Name of the implicit variant of a bundle without `variants`: `model.onnx` in f32.
-pub const FLOAT_VARIANT: &str = "float";
+pub const FLOAT_VARIANT: &str = Variant::Float.name();
 /// The manifest; written last, so its presence marks a complete bundle.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The f32 ONNX model (inputs `input_ids`, `attention_mask`; outputs `logits`, `attention`).
@@ -76,7 +78,7 @@ pub struct Manifest {
     /// Model variants (format 2). Empty: the bundle has one variant, [`FLOAT_VARIANT`],
     /// in [`MODEL_FILE`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub variants: Vec<Variant>,
+    pub variants: Vec<VariantEntry>,
     /// The variant to use when nothing else decides (no `--variant`, no recorded tuning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_variant: Option<String>,
@@ -90,10 +92,11 @@ pub struct Manifest {
     pub rejection: Option<crate::rejection::RejectionRule>,
 }
 
-/// One runnable form of the model in a bundle.
+/// One runnable form of the model in a bundle: an entry of the manifest's `variants`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Variant {
-    /// `float`, `weights-int8` or `int8-compute`.
+pub struct VariantEntry {
+    /// A [`Variant`] name (`float`, `weights-int8`, `int8-compute`); kept as text so a
+    /// manifest naming a variant of a later format still reads.
     pub name: String,
     /// Its ONNX file in the bundle.
     pub file: String,
@@ -154,11 +157,11 @@ impl Manifest {
 
     /// The variants of this bundle; a bundle without `variants` has the one implicit
     /// [`FLOAT_VARIANT`] in [`MODEL_FILE`].
-    pub fn variant_list(&self) -> Vec<Variant> {
+    pub fn variant_list(&self) -> Vec<VariantEntry> {
         if !self.variants.is_empty() {
             return self.variants.clone();
         }
-        vec![Variant {
+        vec![VariantEntry {
             name: FLOAT_VARIANT.into(),
             file: MODEL_FILE.into(),
             sha256: self.files.get(MODEL_FILE).cloned().unwrap_or_default(),
@@ -169,7 +172,7 @@ impl Manifest {
     }
 
     /// The variant called `name`, or an error listing the ones there are.
-    pub fn variant(&self, name: &str) -> std::result::Result<Variant, String> {
+    pub fn variant(&self, name: &str) -> std::result::Result<VariantEntry, String> {
         let all = self.variant_list();
         all.iter().find(|v| v.name == name).cloned().ok_or_else(|| {
             let names: Vec<&str> = all.iter().map(|v| v.name.as_str()).collect();
@@ -276,7 +279,7 @@ impl Bundle {
     pub fn read(dir: impl AsRef<Path>) -> Result<ReadBundle> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
-            return Err(DeviceError::BundleDir {
+            return Err(BundleError::BundleDir {
                 problem: if dir.exists() {
                     "not a directory".into()
                 } else {
@@ -287,20 +290,20 @@ impl Bundle {
         }
         let bytes = read_bundle_file(&dir, MANIFEST_FILE)?;
         let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| DeviceError::ManifestParse {
+            serde_json::from_slice(&bytes).map_err(|e| BundleError::ManifestParse {
                 dir: dir.clone(),
                 problem: format!("invalid JSON: {e}"),
             })?;
         let version = value
             .get("format_version")
-            .ok_or_else(|| DeviceError::InvalidManifest {
+            .ok_or_else(|| BundleError::InvalidManifest {
                 dir: dir.clone(),
                 field: "format_version",
                 problem: "missing".into(),
             })?;
         let found = version
             .as_u64()
-            .ok_or_else(|| DeviceError::InvalidManifest {
+            .ok_or_else(|| BundleError::InvalidManifest {
                 dir: dir.clone(),
                 field: "format_version",
                 problem: format!("{version} is not an unsigned integer"),
@@ -308,20 +311,20 @@ impl Bundle {
         if !(u64::from(MIN_BUNDLE_FORMAT_VERSION)..=u64::from(BUNDLE_FORMAT_VERSION))
             .contains(&found)
         {
-            return Err(DeviceError::UnsupportedVersion {
+            return Err(BundleError::UnsupportedVersion {
                 dir,
                 found,
                 supported: BUNDLE_FORMAT_VERSION,
             });
         }
         let manifest: Manifest =
-            serde_json::from_value(value).map_err(|e| DeviceError::ManifestParse {
+            serde_json::from_value(value).map_err(|e| BundleError::ManifestParse {
                 dir: dir.clone(),
                 problem: e.to_string(),
             })?;
         manifest
             .check_fields()
-            .map_err(|(field, problem)| DeviceError::InvalidManifest {
+            .map_err(|(field, problem)| BundleError::InvalidManifest {
                 dir: dir.clone(),
                 field,
                 problem,
@@ -352,7 +355,7 @@ impl ReadBundle {
         let ReadBundle { dir, manifest } = self;
         for required in [MODEL_FILE, TOKENIZER_FILE] {
             if !manifest.files.contains_key(required) {
-                return Err(DeviceError::InvalidManifest {
+                return Err(BundleError::InvalidManifest {
                     dir,
                     field: "files",
                     problem: format!("{required} is not listed"),
@@ -364,7 +367,7 @@ impl ReadBundle {
             let bytes = read_bundle_file(&dir, name)?;
             let actual = sha256_hex(&bytes);
             if !actual.eq_ignore_ascii_case(expected) {
-                return Err(DeviceError::HashMismatch {
+                return Err(BundleError::HashMismatch {
                     dir,
                     file: name.clone(),
                     expected: expected.clone(),
@@ -414,7 +417,7 @@ impl VerifiedBundle {
     }
 
     /// "bundle DIR: FILE", the origin used in load errors.
-    pub(crate) fn origin(&self, file: &str) -> String {
+    pub fn origin(&self, file: &str) -> String {
         format!("bundle {}: {file}", self.dir.display())
     }
 }
@@ -501,12 +504,12 @@ fn file_type_name(t: &fs::FileType) -> &'static str {
 pub(crate) fn read_bundle_file(dir: &Path, name: &str) -> Result<Vec<u8>> {
     read_regular_file(&dir.join(name), max_file_bytes(name)).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            DeviceError::MissingFile {
+            BundleError::MissingFile {
                 dir: dir.to_path_buf(),
                 file: name.to_string(),
             }
         } else {
-            DeviceError::Io {
+            BundleError::Io {
                 dir: dir.to_path_buf(),
                 file: name.to_string(),
                 cause: e,
@@ -525,7 +528,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// [`BUNDLE_FORMAT_VERSION`] with — and `files` and variant hashes filled in).
 ///
 /// Everything goes to a fresh temporary directory next to `dir` first (files fsynced,
-/// `manifest.json` last, directory fsynced); then it is renamed into place. If `dir`
+/// `manifest.json` last, directory fsynced); then it is renamed into place ([`StagedDir`]). If `dir`
 /// already exists it is renamed aside, the new one renamed in, and the old one removed:
 /// at no point is `dir` a mix of old and new files or a partial bundle (between the two
 /// renames it is briefly absent). An existing `dir` is only replaced when it is a bundle
@@ -536,7 +539,7 @@ pub fn write_bundle(
     mut manifest: Manifest,
     files: &[(&str, &[u8])],
 ) -> Result<Manifest> {
-    let invalid = |field: &'static str, problem: String| DeviceError::InvalidManifest {
+    let invalid = |field: &'static str, problem: String| BundleError::InvalidManifest {
         dir: dir.to_path_buf(),
         field,
         problem,
@@ -570,25 +573,19 @@ pub fn write_bundle(
     // Compact JSON: a 150-label manifest with reference logits is 2x smaller than
     // pretty-printed, which matters for int8 bundles of ~1 MB (`jq .` reads it fine).
     let mut manifest_json =
-        serde_json::to_vec(&manifest).map_err(|e| DeviceError::ManifestParse {
+        serde_json::to_vec(&manifest).map_err(|e| BundleError::ManifestParse {
             dir: dir.to_path_buf(),
             problem: format!("cannot serialise: {e}"),
         })?;
     manifest_json.push(b'\n');
 
-    let dir_err = |problem: String| DeviceError::BundleDir {
+    let dir_err = |problem: String| BundleError::BundleDir {
         dir: dir.to_path_buf(),
         problem,
     };
-    let base = dir
-        .file_name()
-        .ok_or_else(|| dir_err("path has no final component".into()))?
-        .to_string_lossy()
-        .into_owned();
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    if dir.file_name().is_none() {
+        return Err(dir_err("path has no final component".into()));
+    }
     if dir.exists() && !dir.is_dir() {
         return Err(dir_err(
             "exists and is not a directory; not replacing it".into(),
@@ -606,71 +603,35 @@ pub fn write_bundle(
             )));
         }
     }
-    fs::create_dir_all(&parent)
-        .map_err(|e| dir_err(format!("cannot create parent {}: {e}", parent.display())))?;
-
-    let tmp = unique_sibling(&parent, &base, "tmp");
-    fs::create_dir(&tmp).map_err(|e| dir_err(format!("cannot create {}: {e}", tmp.display())))?;
+    let staged_err = |e: crate::atomic::StageError| {
+        let path = e.path.display();
+        let cause = e.cause;
+        dir_err(match e.step {
+            Step::NoFileName => "path has no final component".into(),
+            Step::CreateParent => format!("cannot create parent {path}: {cause}"),
+            Step::CreateStaging => format!("cannot create {path}: {cause}"),
+            Step::SyncStaged => format!("writing {path}: {cause}"),
+            Step::MoveOldAside => format!("moving the old bundle aside: {cause}"),
+            Step::MoveNewIn => format!("moving the new bundle in: {cause}"),
+            Step::RemoveOld => format!("removing the old bundle {path}: {cause}"),
+            Step::SyncParent => format!("fsync {path}: {cause}"),
+        })
+    };
+    let stage = StagedDir::new(dir).map_err(staged_err)?;
+    let tmp = stage.path();
     let staged = (|| -> io::Result<()> {
         for (name, bytes) in files {
             write_synced(&tmp.join(name), bytes)?;
         }
         let mut json = manifest_json;
         json.push(b'\n');
-        write_synced(&tmp.join(MANIFEST_FILE), &json)?;
-        sync_dir(&tmp)
+        write_synced(&tmp.join(MANIFEST_FILE), &json)
     })();
     if let Err(e) = staged {
-        let _ = fs::remove_dir_all(&tmp);
         return Err(dir_err(format!("writing {}: {e}", tmp.display())));
     }
-
-    if dir.exists() {
-        let old = unique_sibling(&parent, &base, "old");
-        if let Err(e) = fs::rename(dir, &old) {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(dir_err(format!("moving the old bundle aside: {e}")));
-        }
-        if let Err(e) = fs::rename(&tmp, dir) {
-            // Put the old bundle back: never leave `dir` missing on failure.
-            let _ = fs::rename(&old, dir);
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(dir_err(format!("moving the new bundle in: {e}")));
-        }
-        let _ = sync_dir(&parent);
-        fs::remove_dir_all(&old)
-            .map_err(|e| dir_err(format!("removing the old bundle {}: {e}", old.display())))?;
-    } else if let Err(e) = fs::rename(&tmp, dir) {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(dir_err(format!("moving the new bundle in: {e}")));
-    }
-    sync_dir(&parent).map_err(|e| dir_err(format!("fsync {}: {e}", parent.display())))?;
+    stage.commit().map_err(staged_err)?;
     Ok(manifest)
-}
-
-/// `parent/.base.kind-PID-NANOS`: hidden, unique, on the same file system as the target.
-fn unique_sibling(parent: &Path, base: &str, kind: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    parent.join(format!(".{base}.{kind}-{}-{nanos}", std::process::id()))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
-/// fsync a directory so renames and new entries in it survive power loss (no-op where
-/// directories cannot be opened, e.g. Windows).
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    match fs::File::open(dir) {
-        Ok(f) => f.sync_all().or(Ok(())),
-        Err(_) if cfg!(windows) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// Current UTC time as RFC 3339 (`2024-05-01T12:34:56Z`), without a date crate.
@@ -753,7 +714,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                DeviceError::InvalidManifest {
+                BundleError::InvalidManifest {
                     field: "rejection",
                     ..
                 }
@@ -801,7 +762,7 @@ mod tests {
         bytes[3] ^= 0x01;
         fs::write(&path, bytes).unwrap();
         let err = Bundle::read(&dir).unwrap().verify().unwrap_err();
-        assert!(matches!(err, DeviceError::HashMismatch { ref file, .. } if file == MODEL_FILE));
+        assert!(matches!(err, BundleError::HashMismatch { ref file, .. } if file == MODEL_FILE));
         let msg = err.to_string();
         assert!(
             msg.contains("file model.onnx: sha256 mismatch (manifest "),
@@ -838,7 +799,7 @@ mod tests {
         let err = Bundle::read(tmp.path()).unwrap_err();
         assert!(matches!(
             err,
-            DeviceError::UnsupportedVersion { found: 7, .. }
+            BundleError::UnsupportedVersion { found: 7, .. }
         ));
         let msg = err.to_string();
         assert!(
@@ -868,7 +829,7 @@ mod tests {
             .unwrap();
             let err = Bundle::read(tmp.path()).unwrap_err();
             assert!(
-                matches!(err, DeviceError::InvalidManifest { field: "files", .. }),
+                matches!(err, BundleError::InvalidManifest { field: "files", .. }),
                 "{evil}: {err}"
             );
             // The writer refuses them too.
@@ -962,7 +923,7 @@ mod tests {
         // With variants: format 2, hashes filled in, references kept.
         let mut m = manifest();
         m.variants = vec![
-            Variant {
+            VariantEntry {
                 name: "weights-int8".into(),
                 file: MODEL_FILE.into(),
                 sha256: String::new(),
@@ -970,7 +931,7 @@ mod tests {
                 expected_accuracy: Some(0.9),
                 description: String::new(),
             },
-            Variant {
+            VariantEntry {
                 name: "int8-compute".into(),
                 file: "c.onnx".into(),
                 sha256: String::new(),

@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::bundle::{Bundle, Manifest, ReadBundle, VerifiedBundle, MANIFEST_FILE};
-use crate::error::DeviceError;
+use crate::error::BundleError;
+use crate::format::{Bundle, Manifest, ReadBundle, VerifiedBundle, MANIFEST_FILE};
 
 /// The detached signature file, next to `manifest.json`.
 pub const SIGNATURE_FILE: &str = "manifest.sig";
@@ -101,7 +101,7 @@ pub enum SignatureError {
 
     /// The bundle itself is unreadable or fails its sha256 checks.
     #[error(transparent)]
-    Bundle(#[from] DeviceError),
+    Bundle(#[from] BundleError),
 }
 
 type Result<T, E = SignatureError> = std::result::Result<T, E>;
@@ -299,7 +299,8 @@ pub fn write_key_pair(name: &Path) -> Result<(PathBuf, PathBuf, KeyId)> {
     Ok((secret_path, public_path, key.public().id()))
 }
 
-/// `create_new` (fails if the file exists) with `mode`, written and fsynced.
+/// `create_new` (fails if the file exists) with `mode`, written and fsynced. Not
+/// [`crate::atomic`]: a key is never replaced, and the mode must hold from creation on.
 fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -511,7 +512,7 @@ impl fmt::Display for Trust {
 }
 
 fn read_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
-    match crate::bundle::read_regular_file(&dir.join(name), crate::bundle::max_file_bytes(name)) {
+    match crate::format::read_regular_file(&dir.join(name), crate::format::max_file_bytes(name)) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(SignatureError::Io {
@@ -543,7 +544,7 @@ pub fn check_bundle(read: &ReadBundle, policy: &TrustPolicy) -> Result<Trust> {
     let text = std::str::from_utf8(&sig_bytes).map_err(|_| malformed("not UTF-8 text".into()))?;
     let sig = ManifestSignature::parse(text).map_err(malformed)?;
     let manifest_bytes = read_file(dir, MANIFEST_FILE)?.ok_or_else(|| {
-        SignatureError::Bundle(DeviceError::MissingFile {
+        SignatureError::Bundle(BundleError::MissingFile {
             dir: dir.to_path_buf(),
             file: MANIFEST_FILE.into(),
         })
@@ -593,7 +594,7 @@ pub fn open_verified(dir: &Path, policy: &TrustPolicy) -> Result<(VerifiedBundle
 pub fn sign_bundle(dir: &Path, key: &SecretKey) -> Result<ManifestSignature> {
     let read = Bundle::read(dir)?;
     let manifest_bytes = read_file(dir, MANIFEST_FILE)?.ok_or_else(|| {
-        SignatureError::Bundle(DeviceError::MissingFile {
+        SignatureError::Bundle(BundleError::MissingFile {
             dir: dir.to_path_buf(),
             file: MANIFEST_FILE.into(),
         })
@@ -614,27 +615,15 @@ pub fn sign_bundle(dir: &Path, key: &SecretKey) -> Result<ManifestSignature> {
         file: file.into(),
         cause,
     };
-    let tmp_name = format!(".{SIGNATURE_FILE}.tmp-{}", std::process::id());
-    let tmp = dir.join(&tmp_name);
-    let _ = fs::remove_file(&tmp);
-    let written = (|| -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(sig.to_file_text().as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, dir.join(SIGNATURE_FILE))?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(SIGNATURE_FILE, e));
-    }
+    crate::atomic::write_file_atomic(&dir.join(SIGNATURE_FILE), sig.to_file_text().as_bytes())
+        .map_err(|e| io_err(SIGNATURE_FILE, e))?;
     Ok(sig)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{write_bundle, MODEL_FILE, TOKENIZER_FILE};
+    use crate::format::{write_bundle, MODEL_FILE, TOKENIZER_FILE};
 
     fn sample(dir: &Path) {
         let m = Manifest::new("t", "tiny", vec!["a".into(), "b".into()], 8);

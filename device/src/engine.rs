@@ -6,11 +6,15 @@
 //! keeps a pool of runnable states that queries reuse (one per concurrent query; a new
 //! one only when all are busy). No plan is rebuilt per query.
 //!
-//! Plans are optimised on first use, not at load (issue #7, memory): each costs about as
-//! much memory as the model's weights (its own packed copy), and a board answering short
-//! commands only ever needs one or two of them. The first query of a length bucket pays
-//! for its plan (~10-20 ms on the tiny preset); the decluttered graph they are made from
-//! is kept until every plan exists. The host's checks of a model it just wrote
+//! Plans are optimised when needed, not at load (issue #7, memory): each costs about as
+//! much memory as the model's weights (its own packed copy), and a plan that loses its
+//! race is dropped. A long-running process calls [`Engine::prepare`] before its first
+//! query (`device serve`, `device classify` on a stream): every bucket's route is decided
+//! and its plans made and run once, so no query pays for a plan (the first query of a
+//! bucket otherwise takes ~10-20 ms more on the tiny preset here, seconds on a Pi). The
+//! routes `device tune` measured are stored with the bundle and replayed
+//! ([`PlanOptions::routes`]), so a tuned board does not race at start-up. The decluttered
+//! graph the plans are made from is kept until every plan exists. The host's checks of a model it just wrote
 //! ([`Engine::from_onnx_bytes`], [`Engine::from_onnx_file`]) build every plan at once, so
 //! a model tract cannot plan is refused there, before it becomes a bundle, and run single
 //! texts on the fixed-length plans (every plan a board might pick gets checked).
@@ -194,6 +198,8 @@ pub struct Engine {
     bucket_plans: Vec<Bucket>,
     /// Time each bucket's fixed-length plan against the symbolic plan before using it.
     race: bool,
+    /// Routes decided before ([`PlanOptions::routes`]): not raced again.
+    stored_routes: Vec<(usize, usize)>,
     /// Bytes the raced fixed-length plans may hold together
     /// ([`PlanOptions::plan_memory_mb`]).
     plan_budget: usize,
@@ -401,6 +407,7 @@ impl Engine {
                 })
                 .collect(),
             race,
+            stored_routes: plans.routes.clone(),
             plan_budget: plans.plan_memory_mb.saturating_mul(1_000_000),
             plan_bytes: OnceLock::new(),
             fusion,
@@ -428,6 +435,38 @@ impl Engine {
             engine.put_states(states);
         }
         Ok(engine)
+    }
+
+    /// Makes now, instead of at first use, every plan a single text can run on: each
+    /// length bucket's route is decided (raced, or taken from [`PlanOptions::routes`]),
+    /// the plans it keeps are optimised, and each gets a run state that has run once, so
+    /// the first query of every length costs what the others do. `device serve` calls it
+    /// at start-up (a board then pays for its plans before it answers, not at the first
+    /// query of each length). Returns the routes, as [`Engine::routes`].
+    pub fn prepare(&self) -> Result<Vec<(usize, usize)>> {
+        let fail = |e: TractError| DeviceError::Inference(format!("preparing plans: {e:#}"));
+        let mut states = self.take_states();
+        let mut routes = Vec::with_capacity(self.bucket_plans.len());
+        for ix in 0..self.bucket_plans.len() {
+            let len = self.bucket_plans[ix].len;
+            let from = self.route(ix).map_err(fail)?;
+            if from <= len {
+                let state = self.bucket_state(&mut states, ix).map_err(fail)?;
+                run_state(state, warm_up_inputs(len).map_err(fail)?).map_err(fail)?;
+            }
+            let lo = self.bucket_start(ix);
+            if from > lo {
+                let state = self.symbolic_state(&mut states).map_err(fail)?;
+                run_state(state, warm_up_inputs(lo).map_err(fail)?).map_err(fail)?;
+            }
+            routes.push((len, from));
+        }
+        if self.bucket_plans.is_empty() {
+            let state = self.symbolic_state(&mut states).map_err(fail)?;
+            run_state(state, warm_up_inputs(2).map_err(fail)?).map_err(fail)?;
+        }
+        self.put_states(states);
+        Ok(routes)
     }
 
     /// Number of classes `C`.
@@ -685,6 +724,25 @@ impl Engine {
             let _ = bucket.fixed_from.set(lo);
             return Ok(lo);
         }
+        let stored = self
+            .stored_routes
+            .iter()
+            .find(|(len, _)| *len == bucket.len);
+        if let Some(&(_, from)) = stored {
+            let from = from.clamp(lo, bucket.len + 1);
+            if from <= bucket.len {
+                self.planned(&bucket.plan, Some(bucket.len))?;
+            }
+            if from > lo {
+                self.planned(&self.plan, None)?;
+            }
+            let _ = bucket.fixed_from.set(from);
+            let mut source = self.source.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.every_plan_made() {
+                *source = None;
+            }
+            return Ok(from);
+        }
         let mut source = self.source.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(&from) = bucket.fixed_from.get() {
             return Ok(from);
@@ -901,6 +959,14 @@ fn run_state(state: &mut TypedSimpleState, inputs: TVec<TValue>) -> TractResult<
     })
 }
 
+/// A batch-1 input of `n` tokens for timing and warming plans: token id 0 everywhere,
+/// every position real (the plans do the same arithmetic whatever the ids are).
+fn warm_up_inputs(n: usize) -> TractResult<TVec<TValue>> {
+    let ids = Tensor::zero::<i64>(&[1, n])?.into_tvalue();
+    let mask = tract_ndarray::Array2::<i64>::ones((1, n)).into_tensor();
+    Ok(tvec![ids, mask.into_tvalue()])
+}
+
 /// The shortest length of `lo..=len` that `fixed` (planned for `len` tokens) should
 /// serve: `fixed` timed at `len` (the same for every length, which it pads to `len`),
 /// `symbolic` at `lo` and at `len` (batch 1, fastest of alternating runs after a warm-up, at
@@ -912,14 +978,7 @@ fn race(
     lo: usize,
     len: usize,
 ) -> TractResult<usize> {
-    // Token id 0 everywhere, every position real: the plans do the same arithmetic
-    // whatever the ids are.
-    let inputs = |n: usize| -> TractResult<TVec<TValue>> {
-        let ids = Tensor::zero::<i64>(&[1, n])?.into_tvalue();
-        let mask = tract_ndarray::Array2::<i64>::ones((1, n)).into_tensor();
-        Ok(tvec![ids, mask.into_tvalue()])
-    };
-    let (at_len, at_lo) = (inputs(len)?, inputs(lo)?);
+    let (at_len, at_lo) = (warm_up_inputs(len)?, warm_up_inputs(lo)?);
     let runs = [&at_len, &at_len, &at_lo];
     // One state for both lengths of the symbolic plan: in use it meets a new length at
     // almost every query, and resolving its shapes again is part of its cost.

@@ -54,6 +54,11 @@ pub struct PlanOptions {
     /// Sequence lengths with their own fixed-shape plan for batch-1 queries (default
     /// [`LENGTH_BUCKETS`]; those above the model's position count, and 0, are skipped).
     pub length_buckets: Vec<usize>,
+    /// Routes decided earlier on this CPU (`device tune` stores them with the installed
+    /// model): `(bucket length, shortest length its fixed plan serves)`, `len + 1` for
+    /// none. A bucket listed here is not raced again, so loading is deterministic and
+    /// faster; buckets not listed race on first use (or in [`crate::Engine::prepare`]).
+    pub routes: Vec<(usize, usize)>,
 }
 
 impl Default for PlanOptions {
@@ -63,6 +68,7 @@ impl Default for PlanOptions {
             fixed_plans: false,
             plan_memory_mb: PLAN_MEMORY_MB,
             length_buckets: LENGTH_BUCKETS.to_vec(),
+            routes: Vec::new(),
         }
     }
 }

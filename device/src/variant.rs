@@ -12,6 +12,8 @@
 //!              reference text (the logit difference is reported)
 //! time         warm-up, then the median of timed single-text runs over the reference texts
 //! choose       the fastest candidate that agrees
+//! routes       each candidate's plans are made and raced once (`Engine::prepare`); the
+//!              routes are recorded, so a later load of the choice does not race again
 //! record       `variant-choice.json` next to the manifest (atomic write); a read-only
 //!              bundle directory is reported and the choice is simply remade next time
 //! ```
@@ -124,7 +126,7 @@ pub struct Timing {
     pub candidate: String,
     /// Median wall time of one single-text classification, microseconds.
     pub median_us: f64,
-    /// Time to build the tract plan, milliseconds.
+    /// Time to load the variant and make its plans, milliseconds.
     pub load_ms: f64,
     /// Every reference text got the manifest's label.
     pub agrees: bool,
@@ -135,6 +137,11 @@ pub struct Timing {
     /// Why a candidate was skipped or failed, if it was.
     #[serde(default)]
     pub note: String,
+    /// Each length bucket's route on this CPU, decided while tuning (`(bucket length,
+    /// shortest length its fixed plan serves)`): loading the chosen variant later takes
+    /// them as they are instead of racing the plans again ([`crate::options::PlanOptions::routes`]).
+    #[serde(default)]
+    pub routes: Vec<(usize, usize)>,
 }
 
 /// What tuning found (also the content of [`CHOICE_FILE`]).
@@ -149,6 +156,17 @@ pub struct TuneReport {
     pub native_fp16: bool,
     pub arch: String,
     pub created: String,
+}
+
+impl TuneReport {
+    /// The plan routes measured for `choice`, if it was timed.
+    pub fn routes_of(&self, choice: &Choice) -> Option<Vec<(usize, usize)>> {
+        let t = self
+            .timings
+            .iter()
+            .find(|t| t.candidate == choice.label())?;
+        (!t.routes.is_empty()).then(|| t.routes.clone())
+    }
 }
 
 /// How the variant in use was decided.
@@ -203,8 +221,25 @@ pub fn load(bundle: &VerifiedBundle, choice: &Choice) -> Result<Classifier> {
     load_with(bundle, choice, &EngineOptions::default())
 }
 
-/// As [`load`], the engine built with `engine` (its `f16` is the choice's).
+/// As [`load`], the engine built with `engine` (its `f16` is the choice's). When `device
+/// tune` recorded this choice for these files, the plan routes it measured are used
+/// (unless `engine` brings its own), so loading does not race the plans again.
 pub fn load_with(
+    bundle: &VerifiedBundle,
+    choice: &Choice,
+    engine: &EngineOptions,
+) -> Result<Classifier> {
+    let mut engine = engine.clone();
+    if engine.plans.routes.is_empty() {
+        engine.plans.routes = recorded(bundle)
+            .and_then(|r| r.routes_of(choice))
+            .unwrap_or_default();
+    }
+    load_measuring(bundle, choice, &engine)
+}
+
+/// [`load_with`] without a recorded tuning's routes (tuning measures them afresh).
+fn load_measuring(
     bundle: &VerifiedBundle,
     choice: &Choice,
     engine: &EngineOptions,
@@ -248,8 +283,10 @@ pub fn tune_with(
     let mut timings = Vec::new();
     for c in &cands {
         let started = Instant::now();
-        let classifier = match load_with(bundle, c, engine) {
-            Ok(cl) => cl,
+        let loaded =
+            load_measuring(bundle, c, engine).and_then(|cl| Ok((cl.engine().prepare()?, cl)));
+        let (routes, classifier) = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
                 timings.push(Timing {
                     candidate: c.label(),
@@ -259,6 +296,7 @@ pub fn tune_with(
                     checked: 0,
                     max_logit_diff: f32::INFINITY,
                     note: format!("cannot load: {e}"),
+                    routes: Vec::new(),
                 });
                 continue;
             }
@@ -329,6 +367,7 @@ pub fn tune_with(
             checked,
             max_logit_diff: max_diff,
             note,
+            routes,
         });
     }
     let chosen = cands

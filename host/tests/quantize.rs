@@ -440,6 +440,71 @@ fn every_plan_route_gives_the_same_answer() {
     }
 }
 
+/// `Engine::prepare` (what `device serve` runs at start-up) decides every bucket's route
+/// before the first query, and routes stored by `device tune` are taken as they are (no
+/// race) and give the same answers as the symbolic plan.
+#[test]
+fn prepared_plans_and_stored_routes() {
+    use device::engine::{Engine, EngineOptions, PlanOptions};
+    let v = bundle::Bundle::read(quantized_bundle())
+        .unwrap()
+        .verify()
+        .unwrap();
+    let enc = device::tokenize::TextEncoder::from_bundle(&v).unwrap();
+    let raced = Engine::load_variant(&v, "weights-int8", EngineOptions::default()).unwrap();
+    assert!(raced.routes().iter().all(|(_, from)| from.is_none()));
+    let decided = raced.prepare().unwrap();
+    let after: Vec<(usize, usize)> = raced
+        .routes()
+        .into_iter()
+        .map(|(len, from)| (len, from.expect("decided by prepare")))
+        .collect();
+    assert_eq!(decided, after);
+    assert_eq!(
+        decided.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![8, 16, 32, 64]
+    );
+
+    // Unusual routes a race would hardly pick: bucket 8 on the symbolic plan, 16 fixed,
+    // 32 fixed from 20, 64 fixed from 33.
+    let stored = vec![(8, 9), (16, 9), (32, 20), (64, 33)];
+    let options = EngineOptions {
+        plans: PlanOptions {
+            routes: stored.clone(),
+            ..PlanOptions::default()
+        },
+        ..EngineOptions::default()
+    };
+    let replayed = Engine::load_variant(&v, "weights-int8", options).unwrap();
+    assert_eq!(replayed.prepare().unwrap(), stored);
+    let symbolic = Engine::load_variant(
+        &v,
+        "weights-int8",
+        EngineOptions {
+            plans: PlanOptions {
+                symbolic_only: true,
+                ..PlanOptions::default()
+            },
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let words = "please set an alarm for seven tomorrow morning and play some jazz after it";
+    for n in 1..=12 {
+        let text: Vec<&str> = words.split(' ').cycle().take(n * 5).collect();
+        let ids = enc.encode(&text.join(" ")).unwrap().ids;
+        let mask = vec![1i64; ids.len()];
+        let (a, _) = replayed.run(&ids, &mask, 1, ids.len()).unwrap();
+        let (b, _) = symbolic.run(&ids, &mask, 1, ids.len()).unwrap();
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-4, "{} tokens: |Δlogit| {worst}", ids.len());
+    }
+}
+
 /// The embedding tables of both int8 graphs are gathered while int8 and only the rows
 /// a query uses are scaled: no `DequantizeLinear` of a whole table before a `Gather`
 /// (that costs a pass over the table per query; MiniLM's is 30,522 x 384).

@@ -266,6 +266,7 @@ impl Deployer {
                 Ok((c, ModelInfo::from_bundle(v)))
             })
             .map_err(|e| format!("reloading the current bundle: {e}"))?;
+        super::prepare_plans(&classifier);
         // Classifier first: an Info naming the new model never precedes it.
         replace(&self.classifier, classifier);
         replace(&self.info, info);

@@ -96,6 +96,35 @@ struct PortSlot {
     broken: AtomicBool,
 }
 
+/// Makes every plan a single text can run on before the service answers, so the first
+/// query of each length costs what the others do ([`crate::Engine::prepare`]). A failure
+/// is reported, not fatal: the plans are then made at first use, as they would be anyway.
+pub(crate) fn prepare_plans(classifier: &crate::Classifier) {
+    let started = std::time::Instant::now();
+    match classifier.engine().prepare() {
+        Ok(routes) => eprintln!(
+            "device serve: plans ready in {:.0} ms ({})",
+            started.elapsed().as_secs_f64() * 1e3,
+            describe_routes(&routes)
+        ),
+        Err(e) => eprintln!("device serve: {e}; plans will be made at first use"),
+    }
+}
+
+/// `8 fixed, 16 fixed, 32 symbolic, 64 fixed from 40` for a start-up line.
+pub fn describe_routes(routes: &[(usize, usize)]) -> String {
+    if routes.is_empty() {
+        return "symbolic plan only".into();
+    }
+    let one = |&(len, from): &(usize, usize)| match from {
+        f if f > len => format!("{len} symbolic"),
+        f if f <= 2 || routes.iter().any(|&(l, _)| l + 1 == f) => format!("{len} fixed"),
+        f => format!("{len} fixed from {f}"),
+    };
+    let parts: Vec<String> = routes.iter().map(one).collect();
+    format!("token buckets: {}", parts.join(", "))
+}
+
 /// Loads the (already verified) bundle, opens the port and serves until the process is
 /// killed. Where the bundle comes from and which signatures it needs is the caller's
 /// choice (`--bundle` / `--state`, `--trust`).
@@ -119,6 +148,7 @@ pub fn serve(cfg: ServeConfig, verified: VerifiedBundle) -> Result<(), ServeErro
         .with_options(cfg.options),
     )));
     drop(verified);
+    prepare_plans(&self::deploy::current(&classifier));
     let state = match &cfg.deploy {
         Some((dir, policy)) => Some((crate::install::StateDir::open(dir)?, policy.clone())),
         None => None,

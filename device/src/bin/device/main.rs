@@ -215,6 +215,15 @@ fn classify(args: ClassifyArgs, engine: &EngineOptions) -> Result<Tally> {
         return Ok(tally);
     }
 
+    // A stream of texts (like `device serve`): every plan is made before the first one
+    // is read, so no text pays for one. Texts on the command line make only what they use.
+    let started = std::time::Instant::now();
+    let routes = classifier.engine().prepare()?;
+    eprintln!(
+        "device: plans ready in {:.0} ms ({})",
+        started.elapsed().as_secs_f64() * 1e3,
+        device::serve::describe_routes(&routes)
+    );
     let mut lines = BoundedLines::new(io::stdin().lock(), MAX_LINE_BYTES);
     let mut line = 0;
     while let Some(next) = lines.next_line().context("reading stdin")? {

@@ -419,3 +419,44 @@ mod tests { use super::*; use super::super::e; }
     let targets: Vec<&str> = nested.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(targets, ["q", "top"]);
 }
+
+/// The libraries have no CLI dependencies: clap and anyhow belong to the binaries
+/// (`tools`, and `device`'s bin target behind its `cli` feature).
+#[test]
+fn no_cli_crates_in_a_library() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dependencies = |manifest: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(root.join(manifest)).unwrap();
+        let mut in_deps = false;
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                in_deps = t == "[dependencies]";
+            } else if in_deps && !t.starts_with('#') && !t.is_empty() {
+                lines.push(t.to_string());
+            }
+        }
+        lines
+    };
+    for lib in [
+        "protocol/Cargo.toml",
+        "device/bundle/Cargo.toml",
+        "host/Cargo.toml",
+    ] {
+        for dep in dependencies(lib) {
+            assert!(
+                !(dep.starts_with("clap") || dep.starts_with("anyhow")),
+                "{lib} depends on {dep}: a library returns typed errors and parses no flags"
+            );
+        }
+    }
+    for dep in dependencies("device/Cargo.toml") {
+        if dep.starts_with("clap") || dep.starts_with("anyhow") {
+            assert!(
+                dep.contains("optional = true"),
+                "device/Cargo.toml: {dep} must be optional (the `cli` feature of the bin target)"
+            );
+        }
+    }
+}

@@ -36,6 +36,7 @@ pub mod fused_ops;
 pub mod install;
 pub mod lines;
 pub mod matmul_kernels;
+pub mod ngrams;
 pub mod optimise;
 pub mod options;
 pub mod serve;

@@ -28,8 +28,12 @@ use crate::variant::Variant;
 /// Newest bundle format this device reads. Format 2 adds model variants (`variants`,
 /// `default_variant`, `reference`) whose ONNX files may share one external-data weights
 /// file; the host writes 2 only when a bundle has variants, so a float bundle stays
-/// format 1 and readable by older devices.
-pub const BUNDLE_FORMAT_VERSION: u32 = 2;
+/// format 1 and readable by older devices. Format 3 adds the model's third input,
+/// hashed n-grams of the text ([`NgramSpec`]); only such bundles are written as 3, so an
+/// older device refuses them by version instead of failing on the unknown input.
+pub const BUNDLE_FORMAT_VERSION: u32 = 3;
+/// The format of a bundle with variants and no n-gram input.
+pub const VARIANTS_FORMAT_VERSION: u32 = 2;
 /// Oldest bundle format this device still reads.
 pub const MIN_BUNDLE_FORMAT_VERSION: u32 = 1;
 /// Name of the implicit variant of a bundle without `variants`: `model.onnx` in f32.
@@ -90,6 +94,43 @@ pub struct Manifest {
     /// "unknown"). Older devices ignore it, so it needs no new format version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection: Option<crate::rejection::RejectionRule>,
+    /// The bag-of-n-grams input `ngram_ids` (format 3): how the device hashes the text's
+    /// word and character n-grams. None: the model reads token ids only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ngrams: Option<NgramSpec>,
+}
+
+/// How a text becomes the model's `ngram_ids` input (`device::ngrams` computes it): up to
+/// `max` distinct ids in `1..buckets` (0 pads), one per hashed word, word pair or
+/// character n-gram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NgramSpec {
+    /// Rows of the n-gram table, the padding row 0 included.
+    pub buckets: u32,
+    /// Width of the `ngram_ids` input: ids per text, the rest padded with 0.
+    pub max: usize,
+}
+
+impl NgramSpec {
+    /// Largest accepted table (rows); anything above is a corrupt or foreign manifest.
+    pub const MAX_BUCKETS: u32 = 1 << 24;
+    /// Largest accepted input width.
+    pub const MAX_WIDTH: usize = 4096;
+
+    /// Why the spec cannot be used, if it cannot.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if !(2..=Self::MAX_BUCKETS).contains(&self.buckets) {
+            return Err(format!(
+                "buckets {} is outside 2..={}",
+                self.buckets,
+                Self::MAX_BUCKETS
+            ));
+        }
+        if !(1..=Self::MAX_WIDTH).contains(&self.max) {
+            return Err(format!("max {} is outside 1..={}", self.max, Self::MAX_WIDTH));
+        }
+        Ok(())
+    }
 }
 
 /// One runnable form of the model in a bundle: an entry of the manifest's `variants`.
@@ -152,6 +193,7 @@ impl Manifest {
             default_variant: None,
             reference: Vec::new(),
             rejection: None,
+            ngrams: None,
         }
     }
 
@@ -211,6 +253,9 @@ impl Manifest {
                 "max_len",
                 format!("{} is outside {MIN_MAX_LEN}..={MAX_MAX_LEN}", self.max_len),
             ));
+        }
+        if let Some(spec) = &self.ngrams {
+            spec.check().map_err(|p| ("ngrams", p))?;
         }
         for (i, v) in self.variants.iter().enumerate() {
             if v.name.is_empty() || self.variants[..i].iter().any(|w| w.name == v.name) {
@@ -544,10 +589,12 @@ pub fn write_bundle(
         field,
         problem,
     };
-    manifest.format_version = if manifest.variants.is_empty() {
+    manifest.format_version = if manifest.ngrams.is_some() {
+        BUNDLE_FORMAT_VERSION
+    } else if manifest.variants.is_empty() {
         MIN_BUNDLE_FORMAT_VERSION
     } else {
-        BUNDLE_FORMAT_VERSION
+        VARIANTS_FORMAT_VERSION
     };
     manifest.files.clear();
     for (name, bytes) in files {
@@ -803,7 +850,7 @@ mod tests {
         ));
         let msg = err.to_string();
         assert!(
-            msg.ends_with("manifest.json: unsupported format_version 7 (this device reads 1..=2)"),
+            msg.ends_with("manifest.json: unsupported format_version 7 (this device reads 1..=3)"),
             "{msg}"
         );
     }

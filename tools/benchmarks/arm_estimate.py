@@ -445,9 +445,26 @@ def macs_per_query(onnx_path, tokens):
     return per_token * tokens + head + len(layers) * 2 * tokens * tokens * d
 
 
+def ngram_row(bundle, text):
+    """`text`'s `ngram_ids` row, padded with 0 to the manifest's ngrams.max, for a bundle whose
+    model takes that third input; None for a two-input model. Computed here on the host by
+    tools/scripts/ngram_ids.py, as the token ids are, so ort_run.py under qemu needs only
+    numpy and onnxruntime (the device computes its own, inside its count)."""
+    spec = manifest(bundle).get("ngrams")
+    if not spec:
+        return None
+    scripts = str(ROOT / "tools/scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    from ngram_ids import ngram_ids
+    ids = ngram_ids(text, spec["buckets"], spec["max"])
+    return ids + [0] * (spec["max"] - len(ids))
+
+
 def queries(bundle):
-    """{'short': (text, ids), '64': (text, ids)}: token ids from the bundle's tokenizer.json
-    (Python `tokenizers`, as perf.py; the device's own tokenizer gives the same ids)."""
+    """{'short': (text, ids, ngram_ids), '64': (...)}: token ids from the bundle's
+    tokenizer.json (Python `tokenizers`, as perf.py; the device's own tokenizer gives the same
+    ids) and the n-gram row of ngram_row (None unless the model takes it)."""
     m = manifest(bundle)
     max_len = int(m.get("max_len", 64))
     try:
@@ -459,7 +476,7 @@ def queries(bundle):
     except Exception as e:      # no tokenizers: the onnxruntime side is skipped
         log(f"no Python tokenizers ({e}); onnxruntime side needs it")
         enc = None
-    out = {"short": (SHORT_TEXT, enc(SHORT_TEXT) if enc else None)}
+    out = {"short": (SHORT_TEXT, enc(SHORT_TEXT) if enc else None, ngram_row(bundle, SHORT_TEXT))}
     target = min(64, max_len)
     words = " ".join(l.split(",", 1)[0] for l in (ROOT / "models/demo/test.csv").read_text().splitlines()[1:]
                      if l and l[0].isascii()).split()
@@ -476,7 +493,7 @@ def queries(bundle):
         ids = enc(text)
     else:
         text, ids = " ".join(words[:48]), None
-    out["64"] = (text, ids)
+    out["64"] = (text, ids, ngram_row(bundle, text))
     return out
 
 
@@ -506,7 +523,8 @@ def measure(tools, a, bundle, variant, vfile, core, lengths, plans, results, wor
                 if len(answers) != sum(sched.values()) or '"error"' in stdout:
                     sys.exit(f"arm_estimate: device answered {len(answers)} of {sum(sched.values())}:\n{stdout[-800:]}")
             else:
-                groups = [[qs[ln][1], sched[ln]] for ln in lengths]
+                groups = [[qs[ln][1], sched[ln]] + ([qs[ln][2]] if qs[ln][2] is not None else [])
+                          for ln in lengths]
                 cmd = [tools.py, HERE / "ort_run.py", (Path(bundle) / vfile).resolve(), json.dumps(groups)]
                 env = {"PYTHONPATH": tools.site, "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
                        "OMP_NUM_THREADS": "1"}

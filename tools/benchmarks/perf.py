@@ -17,11 +17,12 @@ data), quantises it and exports a float and an int8 bundle. Any bundle written b
 bundle is measured. Per round, interleaved: `device bench-latency` (end to end: tokenise +
 tract + softmax, batch 1, one thread; also the symbolic plan), onnxruntime on the same
 ONNX files with the same texts (Python `tokenizers` on the bundle's tokenizer.json, ids
-checked equal to the device's; intra/inter-op threads 1, sequential; and all cores), and
-fastText. Then throughput, peak RSS and cold start of `device serve` (a pty as the serial
-port, texts on stdin), bundle sizes, numpy's single-thread sgemm peak and FLOPs per query,
-and training throughput of candle vs tools/benchmarks/torch_reference.py (if torch is
-installed), interleaved. Figures are medians over rounds.
+checked equal to the device's; a bundle whose manifest has `ngrams` also gets its
+`ngram_ids` input from tools/scripts/ngram_ids.py; intra/inter-op threads 1, sequential;
+and all cores), and fastText. Then throughput, peak RSS and cold start of `device serve` (a
+pty as the serial port, texts on stdin), bundle sizes, numpy's single-thread sgemm peak and
+FLOPs per query, and training throughput of candle vs tools/benchmarks/torch_reference.py
+(if torch is installed), interleaved. Figures are medians over rounds.
 
 Needs: cargo, python3 with numpy, onnxruntime, onnx, tokenizers; optional fasttext-numpy2, torch.
 """
@@ -241,11 +242,18 @@ def matmul_peak(threads):
 ORT_CODE = r"""
 import json, sys, time, numpy as np, onnxruntime as ort, tokenizers
 spec = json.loads(sys.argv[1]); queries = json.load(open(spec["queries"]))
+sys.path.insert(0, spec["scripts"])
 out = []
 for b in spec["bundles"]:
     tok = tokenizers.Tokenizer.from_file(b["dir"] + "/tokenizer.json")
     tok.enable_truncation(b["max_len"]); tok.no_padding()
     sets = queries[b["key"]]
+    ng = b.get("ngrams")  # the manifest's {"buckets", "max"}: the model's third input
+    if ng:
+        from ngram_ids import ngram_ids
+        grams = lambda t: ngram_ids(t, ng["buckets"], ng["max"])
+        def ngram_row(t):
+            g = grams(t); return np.array([g + [0] * (ng["max"] - len(g))], dtype=np.int64)
     for name, f in b["variants"]:
         for threads in spec["threads"]:
             so = ort.SessionOptions()
@@ -260,21 +268,34 @@ for b in spec["bundles"]:
             for set_name, q in sets.items():
                 texts, ids = q["texts"], q["ids"]
                 same = [tok.encode(t).ids for t in texts] == ids
+                # The device's n-gram ids, when its dump has them (unpadded or 0-padded rows).
+                dev_grams = q.get("ngram_ids")
+                grams_same = ([grams(t) for t in texts] == [[i for i in r if i] for r in dev_grams]
+                              if ng and dev_grams is not None else None)
                 def one(t):
                     i = np.array([tok.encode(t).ids], dtype=np.int64)
-                    lo, _ = s.run(None, {"input_ids": i, "attention_mask": np.ones_like(i)})
+                    feed = {"input_ids": i, "attention_mask": np.ones_like(i)}
+                    if ng:
+                        feed["ngram_ids"] = ngram_row(t)
+                    lo, _ = s.run(None, feed)
                     e = np.exp(lo[0] - lo[0].max()); return e / e.sum()
                 for t in texts[:20]: one(t)
                 e2e, model = [], []
                 for t in texts:
                     t0 = time.perf_counter(); one(t); e2e.append(time.perf_counter() - t0)
-                for i in ids:
-                    a = np.array([i], dtype=np.int64); m = np.ones_like(a)
-                    t0 = time.perf_counter(); s.run(None, {"input_ids": a, "attention_mask": m})
+                feeds = []
+                for t, i in zip(texts, ids):
+                    a = np.array([i], dtype=np.int64)
+                    feeds.append({"input_ids": a, "attention_mask": np.ones_like(a)})
+                    if ng:
+                        feeds[-1]["ngram_ids"] = ngram_row(t)
+                for feed in feeds:
+                    t0 = time.perf_counter(); s.run(None, feed)
                     model.append(time.perf_counter() - t0)
                 e2e.sort(); model.sort()
                 out.append({"bundle": b["dir"], "variant": name, "threads": threads, "set": set_name,
-                            "ids_match": same, "e2e_p50_us": e2e[len(e2e)//2]*1e6,
+                            "ids_match": same, "ngram_ids_match": grams_same,
+                            "e2e_p50_us": e2e[len(e2e)//2]*1e6,
                             "e2e_p99_us": e2e[round((len(e2e)-1)*0.99)]*1e6,
                             "model_p50_us": model[len(model)//2]*1e6})
 print(json.dumps(out))
@@ -282,9 +303,10 @@ print(json.dumps(out))
 
 
 def ort_round(bundles, queries_file, threads):
-    spec = {"queries": str(queries_file), "threads": threads, "bundles": [
-        {"dir": str(b), "key": str(b), "max_len": manifest(b)["max_len"],
-         "variants": [(n, f) for n, f, _ in variants(b)]} for b in bundles]}
+    spec = {"queries": str(queries_file), "threads": threads, "scripts": str(ROOT / "tools/scripts"),
+            "bundles": [{"dir": str(b), "key": str(b), "max_len": manifest(b)["max_len"],
+                         "ngrams": manifest(b).get("ngrams"),
+                         "variants": [(n, f) for n, f, _ in variants(b)]} for b in bundles]}
     r = run([sys.executable, "-c", ORT_CODE, json.dumps(spec)], check=False)
     if r.returncode != 0:
         log("onnxruntime failed:", r.stderr[-800:])
@@ -714,6 +736,10 @@ def report(a, raw, bundles, classify, sizes, train, test, qfile, out_md, section
     w("")
     ids_ok = all(x.get("ids_match", True) for x in res["ort"] if "set" in x)
     w(f"Token ids of Python `tokenizers` equal the device's for every query: {'yes' if ids_ok else 'NO'}.\n")
+    grams = [x["ngram_ids_match"] for x in res["ort"] if x.get("ngram_ids_match") is not None]
+    if grams:
+        w(f"N-gram ids of `tools/scripts/ngram_ids.py` equal the device's for every query: "
+          f"{'yes' if all(grams) else 'NO'}.\n")
     per_round = {}
     for x in res["device"]:
         if x["mode"] == "buckets":

@@ -1,7 +1,11 @@
 """onnxruntime side of tools/benchmarks/arm_estimate.py, run by an arm64 python3 under
 qemu-aarch64: one session (1 thread, sequential, all graph optimisations, as perf.py), then
 each group of queries: COUNT runs of the model on the given token ids + a numpy softmax.
-usage: python3 ort_run.py MODEL.onnx '[[IDS, COUNT], ...]'"""
+usage: python3 ort_run.py MODEL.onnx '[[IDS, COUNT], ...]'
+       python3 ort_run.py MODEL.onnx '[[IDS, COUNT, NGRAM_IDS], ...]'   (model with ngram_ids)
+NGRAM_IDS: the text's `ngram_ids` row, padded to the manifest's ngrams.max; arm_estimate.py
+computes it on the host (tools/scripts/ngram_ids.py), as it does the token ids, so this
+script needs only numpy and onnxruntime."""
 import json
 import sys
 
@@ -15,10 +19,16 @@ so.inter_op_num_threads = 1
 so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+takes_ngrams = "ngram_ids" in [i.name for i in session.get_inputs()]
 done = 0
-for ids, count in groups:
+for ids, count, *ngrams in groups:
+    if takes_ngrams != bool(ngrams):
+        sys.exit(f"ort_run.py: the model {'takes' if takes_ngrams else 'has no'} ngram_ids input "
+                 f"but the group has {'none' if not ngrams else 'some'}")
     a = np.array([ids], dtype=np.int64)
     feed = {"input_ids": a, "attention_mask": np.ones_like(a)}
+    if ngrams:
+        feed["ngram_ids"] = np.array([ngrams[0]], dtype=np.int64)
     for _ in range(count):
         logits = session.run(None, feed)[0][0]
         e = np.exp(logits - logits.max())

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{DeviceError, Result};
-use crate::tokenize::{Batch, Encoded, TextEncoder};
+use crate::tokenize::{Encoded, TextEncoder};
 use bundle::rejection::RejectionRule;
 use bundle::{Bundle, VerifiedBundle};
 
@@ -164,6 +164,22 @@ impl Classifier {
                 });
             }
         }
+        // The encoder must hash n-grams for this model's input and table, or not at all.
+        let spec = encoder.ngram_spec();
+        let width = engine.ngram_width();
+        let rows = engine.ngram_buckets();
+        if spec.map(|s| s.max) != width
+            || spec.zip(rows).is_some_and(|(s, r)| s.buckets as usize != r)
+        {
+            return Err(DeviceError::Model {
+                origin,
+                problem: format!(
+                    "the encoder's ngrams {spec:?} do not fit the model's {} input \
+                     (width {width:?}, table rows {rows:?})",
+                    crate::engine::NGRAM_INPUT
+                ),
+            });
+        }
         if let Some(p) = engine.max_positions() {
             if encoder.max_len() > p {
                 return Err(DeviceError::Model {
@@ -205,10 +221,7 @@ impl Classifier {
             return Ok(Vec::new());
         }
         let encoded = self.encoder.encode_batch(texts)?;
-        let batch = Batch::from_encoded(&encoded, self.encoder.pad_id());
-        let (logits, _) = self
-            .engine
-            .run(&batch.ids, &batch.mask, batch.batch, batch.seq)?;
+        let (logits, _) = self.engine.run_batch(&self.encoder.batch(&encoded))?;
         check_finite(&logits, self.labels.len(), texts)?;
         Ok(logits.chunks(self.labels.len()).map(softmax).collect())
     }
@@ -251,10 +264,8 @@ impl Classifier {
         if !real.is_empty() {
             let start = Instant::now();
             let encoded = self.encoder.encode_batch(&real)?;
-            let batch = Batch::from_encoded(&encoded, self.encoder.pad_id());
-            let (logits, attention) =
-                self.engine
-                    .run(&batch.ids, &batch.mask, batch.batch, batch.seq)?;
+            let batch = self.encoder.batch(&encoded);
+            let (logits, attention) = self.engine.run_batch(&batch)?;
             check_finite(&logits, c, &real)?;
             let probs: Vec<Vec<f32>> = logits.chunks(c).map(softmax).collect();
             let elapsed = start.elapsed().as_micros() as u64;

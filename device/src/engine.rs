@@ -1,10 +1,11 @@
 //! The ONNX model, planned once by tract and run many times.
 //!
 //! Loading parses the ONNX, checks it has the classifier's interface (`input_ids`,
-//! `attention_mask` int64 `[batch, seq]` -> `logits` `[batch, C]`, `attention`
-//! `[batch, seq]`), types and declutters it with `batch` and `seq` left symbolic, and
-//! keeps a pool of runnable states that queries reuse (one per concurrent query; a new
-//! one only when all are busy). No plan is rebuilt per query.
+//! `attention_mask` int64 `[batch, seq]`, optionally `ngram_ids` int64 `[batch, M]` with
+//! a fixed `M` -> `logits` `[batch, C]`, `attention` `[batch, seq]`), types and
+//! declutters it with `batch` and `seq` left symbolic, and keeps a pool of runnable
+//! states that queries reuse (one per concurrent query; a new one only when all are busy).
+//! No plan is rebuilt per query.
 //!
 //! Plans are optimised when needed, not at load (issue #7, memory): each costs about as
 //! much memory as the model's weights (its own packed copy), and a plan that loses its
@@ -43,8 +44,8 @@
 //! [`crate::options`]).
 //!
 //! tract indexes embedding tables without bounds checks, so the engine reads the
-//! vocabulary size and position count from the graph and rejects ids or lengths outside
-//! them instead of letting the process panic.
+//! vocabulary size, position count and n-gram table rows from the graph and rejects ids
+//! or lengths outside them instead of letting the process panic.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +56,8 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::error::{DeviceError, Result};
-use bundle::{BundleError, VerifiedBundle};
+use crate::tokenize::Batch;
+use bundle::{BundleError, NgramSpec, VerifiedBundle};
 
 pub use crate::options::{EngineOptions, FusionOptions, KernelOptions, PlanOptions};
 
@@ -179,8 +181,11 @@ impl ModelDataResolver for VerifiedResolver {
     }
 }
 
-/// Graph input names, in the order the engine feeds them.
+/// Graph input names every model has, in the order the engine feeds them.
 pub const INPUT_NAMES: [&str; 2] = ["input_ids", "attention_mask"];
+/// The optional third input, after [`INPUT_NAMES`]: the text's hashed n-gram ids
+/// (`crate::ngrams`), int64 `[batch, M]` with `M` fixed in the graph.
+pub const NGRAM_INPUT: &str = "ngram_ids";
 /// Graph output names, in the order the engine reads them.
 pub const OUTPUT_NAMES: [&str; 2] = ["logits", "attention"];
 
@@ -218,6 +223,12 @@ pub struct Engine {
     num_labels: usize,
     vocab_size: Option<usize>,
     max_positions: Option<usize>,
+    /// Width `M` of the `ngram_ids` input, when the model has one.
+    ngram_width: Option<usize>,
+    /// Rows of the n-gram table (always known when `ngram_width` is: see [`Engine::build`]).
+    ngram_buckets: Option<usize>,
+    /// What the model was loaded from, for errors found after loading.
+    origin: String,
 }
 
 impl Engine {
@@ -267,7 +278,53 @@ impl Engine {
             external,
             options,
             false,
-        )
+        )?
+        .with_ngram_spec(manifest.ngrams)
+    }
+
+    /// Checks that the model's `ngram_ids` input agrees with `spec` (the manifest's
+    /// `ngrams`, or the host's): both absent, or the input's width is `spec.max` and its
+    /// table has `spec.buckets` rows. A disagreement would feed the model ids hashed for
+    /// another table, or none at all, so the engine is refused.
+    pub fn with_ngram_spec(self, spec: Option<NgramSpec>) -> Result<Engine> {
+        let problem = match (spec, self.ngram_width) {
+            (None, None) => None,
+            (None, Some(w)) => Some(format!(
+                "the model takes {NGRAM_INPUT} [batch, {w}] but the manifest has no ngrams"
+            )),
+            (Some(s), None) => Some(format!(
+                "the manifest has ngrams (max {}) but the model has no {NGRAM_INPUT} input",
+                s.max
+            )),
+            (Some(s), Some(w)) => s
+                .check()
+                .err()
+                .map(|p| format!("manifest ngrams: {p}"))
+                .or_else(|| {
+                    (w != s.max).then(|| {
+                        format!(
+                            "the model's {NGRAM_INPUT} is [batch, {w}], the manifest's ngrams \
+                             max is {}",
+                            s.max
+                        )
+                    })
+                })
+                .or_else(|| {
+                    let rows = self.ngram_buckets.filter(|&r| r != s.buckets as usize)?;
+                    Some(format!(
+                        "the model's n-gram table has {rows} rows, the manifest's ngrams \
+                         buckets is {}",
+                        s.buckets
+                    ))
+                }),
+        };
+        match problem {
+            Some(problem) => Err(DeviceError::Model {
+                origin: self.origin.clone(),
+                problem,
+            }),
+            None => Ok(self),
+        }
     }
 
     /// Loads ONNX bytes directly (the host's check of a freshly written model).
@@ -335,7 +392,7 @@ impl Engine {
         };
         // The protobuf and the external data's bytes are dropped as soon as tract has
         // parsed them (they would otherwise sit beside the weights tract copied).
-        let (mut typed, vocab_size, max_positions) = {
+        let (mut typed, vocab_size, max_positions, ngram_width, ngram_buckets) = {
             let mut onnx = tract_onnx::onnx();
             let model_dir = match external {
                 ExternalData::None => None,
@@ -350,16 +407,29 @@ impl Engine {
                 .proto_model_for_read(&mut &bytes[..])
                 .map_err(|e| err(format!("not a readable ONNX protobuf: {e:#}")))?;
             let graph = proto.graph.as_ref().ok_or_else(|| err("no graph".into()))?;
-            check_interface(graph).map_err(err)?;
+            let ngram_width = check_interface(graph).map_err(err)?;
             // The rewrites of the protobuf (crate::optimise) leave the embedding lookups
             // as they are.
-            let vocab_size = table_rows(graph, |producer| producer.is_none());
-            let max_positions = table_rows(graph, |producer| {
+            let by_input = |name: &'static str| {
+                move |indices: &str, producer: Option<&pb::NodeProto>| {
+                    producer.is_none() && indices == name
+                }
+            };
+            let vocab_size = table_rows(graph, by_input(INPUT_NAMES[0]));
+            let max_positions = table_rows(graph, |_, producer| {
                 producer.is_some_and(|n| n.op_type == "Range")
             });
+            let ngram_buckets = table_rows(graph, by_input(NGRAM_INPUT));
+            if ngram_width.is_some() && ngram_buckets.is_none() {
+                // Its ids could not be bounds-checked, and tract's Gather does not check.
+                return Err(err(format!(
+                    "no n-gram table found: {NGRAM_INPUT} must index a constant table \
+                     (Gather, axis 0)"
+                )));
+            }
             let typed = crate::optimise::optimise(onnx, proto, model_dir.as_deref(), &fusion)
                 .map_err(|e| err(format!("{e:#}")))?;
-            (typed, vocab_size, max_positions)
+            (typed, vocab_size, max_positions, ngram_width, ngram_buckets)
         };
         if options.f16 {
             let transform = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
@@ -416,6 +486,9 @@ impl Engine {
             num_labels,
             vocab_size,
             max_positions,
+            ngram_width,
+            ngram_buckets,
+            origin: origin.clone(),
         };
         release_free_memory();
         if eager {
@@ -452,18 +525,20 @@ impl Engine {
             let from = self.route(ix).map_err(fail)?;
             if from <= len {
                 let state = self.bucket_state(&mut states, ix).map_err(fail)?;
-                run_state(state, warm_up_inputs(len).map_err(fail)?).map_err(fail)?;
+                run_state(state, warm_up_inputs(len, self.ngram_width).map_err(fail)?)
+                    .map_err(fail)?;
             }
             let lo = self.bucket_start(ix);
             if from > lo {
                 let state = self.symbolic_state(&mut states).map_err(fail)?;
-                run_state(state, warm_up_inputs(lo).map_err(fail)?).map_err(fail)?;
+                run_state(state, warm_up_inputs(lo, self.ngram_width).map_err(fail)?)
+                    .map_err(fail)?;
             }
             routes.push((len, from));
         }
         if self.bucket_plans.is_empty() {
             let state = self.symbolic_state(&mut states).map_err(fail)?;
-            run_state(state, warm_up_inputs(2).map_err(fail)?).map_err(fail)?;
+            run_state(state, warm_up_inputs(2, self.ngram_width).map_err(fail)?).map_err(fail)?;
         }
         self.put_states(states);
         Ok(routes)
@@ -484,8 +559,43 @@ impl Engine {
         self.max_positions
     }
 
-    /// Runs the model on a row-major `[batch, seq]` batch. Returns `logits` (`batch * C`)
-    /// and `attention` (`batch * seq`, 0 on padding), row-major.
+    /// Width `M` of the model's `ngram_ids` input `[batch, M]`; None: it has no such input.
+    pub fn ngram_width(&self) -> Option<usize> {
+        self.ngram_width
+    }
+
+    /// Rows of the model's n-gram table (ids must be below), when it has one.
+    pub fn ngram_buckets(&self) -> Option<usize> {
+        self.ngram_buckets
+    }
+
+    /// Runs the model on a batch ([`crate::TextEncoder::batch`]). Returns `logits`
+    /// (`batch * C`) and `attention` (`batch * seq`, 0 on padding), row-major.
+    pub fn run_batch(&self, batch: &Batch) -> Result<(Vec<f32>, Vec<f32>)> {
+        if batch.ngram_width != self.ngram_width.unwrap_or(0) {
+            return Err(DeviceError::Input(match self.ngram_width {
+                Some(w) => format!(
+                    "the model takes {NGRAM_INPUT} [batch, {w}], the batch has {} per row \
+                     (an encoder without the bundle's ngrams?)",
+                    batch.ngram_width
+                ),
+                None => format!(
+                    "the batch has {NGRAM_INPUT} but the model takes none (an encoder with \
+                     another bundle's ngrams?)"
+                ),
+            }));
+        }
+        self.run_inputs(
+            &batch.ids,
+            &batch.mask,
+            &batch.ngram_ids,
+            batch.batch,
+            batch.seq,
+        )
+    }
+
+    /// Runs a model without `ngram_ids` on a row-major `[batch, seq]` token batch (ids
+    /// and mask built by hand); as [`run_batch`](Self::run_batch) otherwise.
     pub fn run(
         &self,
         ids: &[i64],
@@ -493,7 +603,26 @@ impl Engine {
         batch: usize,
         seq: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        self.check_inputs(ids, mask, batch, seq)?;
+        if let Some(w) = self.ngram_width {
+            return Err(DeviceError::Input(format!(
+                "the model also takes {NGRAM_INPUT} [batch, {w}]: run it on a batch \
+                 (run_batch)"
+            )));
+        }
+        self.run_inputs(ids, mask, &[], batch, seq)
+    }
+
+    /// Runs the model on `[batch, seq]` tokens and, for a model that takes them,
+    /// `[batch, ngram_width]` n-gram ids.
+    fn run_inputs(
+        &self,
+        ids: &[i64],
+        mask: &[i64],
+        ngrams: &[i64],
+        batch: usize,
+        seq: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.check_inputs(ids, mask, ngrams, batch, seq)?;
         // A panic mid-run drops the taken states instead of returning them to the pool.
         let mut states = self.take_states();
         let bucket = match self.fixed_bucket(batch, seq) {
@@ -520,10 +649,16 @@ impl Engine {
             drop(view);
             Ok(t)
         };
-        let inputs = tvec![
+        let mut inputs = tvec![
             to_tensor(ids)?.into_tvalue(),
             to_tensor(mask)?.into_tvalue()
         ];
+        if let Some(w) = self.ngram_width {
+            // Its width is the graph's own: no padding, whichever plan runs.
+            let t = Tensor::from_shape(&[batch, w], ngrams)
+                .map_err(|e| DeviceError::Input(format!("{NGRAM_INPUT}: {e:#}")))?;
+            inputs.push(t.into_tvalue());
+        }
         let state = match bucket {
             Some(ix) => self.bucket_state(&mut states, ix),
             None => self.symbolic_state(&mut states),
@@ -580,7 +715,14 @@ impl Engine {
         Ok((read(0, c, c)?, read(1, padded, seq)?))
     }
 
-    fn check_inputs(&self, ids: &[i64], mask: &[i64], batch: usize, seq: usize) -> Result<()> {
+    fn check_inputs(
+        &self,
+        ids: &[i64],
+        mask: &[i64],
+        ngrams: &[i64],
+        batch: usize,
+        seq: usize,
+    ) -> Result<()> {
         let bad = |m: String| Err(DeviceError::Input(m));
         if batch == 0 || seq == 0 {
             return bad(format!("empty batch ({batch} x {seq})"));
@@ -608,15 +750,34 @@ impl Engine {
         if let Some(row) = mask.chunks(seq).position(|r| !r.contains(&1)) {
             return bad(format!("row {row} has no real token (mask all 0)"));
         }
+        let width = self.ngram_width.unwrap_or(0);
+        if ngrams.len() != batch * width {
+            return bad(format!(
+                "{} {NGRAM_INPUT} values for a {batch} x {width} batch",
+                ngrams.len()
+            ));
+        }
+        if let Some(rows) = self.ngram_buckets.filter(|_| width > 0) {
+            if let Some(id) = ngrams.iter().find(|&&id| id < 0 || id as usize >= rows) {
+                return bad(format!("n-gram id {id} outside the n-gram table 0..{rows}"));
+            }
+        }
         Ok(())
     }
 
-    /// Per-node wall time (µs summed over `runs`) of a batch-1 query with these ids, on
-    /// the plan [`run`](Self::run) would pick: `(node name and op, µs)`, slowest first.
+    /// Per-node wall time (µs summed over `runs`) of a batch-1 query (every token real),
+    /// on the plan [`run_batch`](Self::run_batch) would pick: `(node name and op, µs)`,
+    /// slowest first.
     #[doc(hidden)]
-    pub fn profile(&self, ids: &[i64], runs: usize) -> Result<Vec<(String, f64)>> {
-        let seq = ids.len();
-        self.check_inputs(ids, &vec![1; seq], 1, seq)?;
+    pub fn profile(&self, query: &Batch, runs: usize) -> Result<Vec<(String, f64)>> {
+        let (ids, seq) = (&query.ids, query.seq);
+        if query.batch != 1 {
+            return Err(DeviceError::Input(format!(
+                "profiling takes one text, not {}",
+                query.batch
+            )));
+        }
+        self.check_inputs(ids, &vec![1; seq], &query.ngram_ids, 1, seq)?;
         let bucket = self
             .fixed_bucket(1, seq)
             .map_err(|e| DeviceError::Inference(format!("plan: {e:#}")))?;
@@ -626,11 +787,16 @@ impl Engine {
         id[..seq].copy_from_slice(ids);
         let mut mask = vec![0i64; padded];
         mask[..seq].fill(1);
-        let t = |d: &[i64]| Tensor::from_shape(&[1, padded], d).map(|t| t.into_tvalue());
-        let inputs: TVec<TValue> = tvec![
-            t(&id).map_err(|e| DeviceError::Input(format!("{e:#}")))?,
-            t(&mask).map_err(|e| DeviceError::Input(format!("{e:#}")))?
-        ];
+        // One row each: `[1, padded]` tokens, `[1, M]` n-gram ids.
+        let t = |d: &[i64]| {
+            Tensor::from_shape(&[1, d.len()], d)
+                .map(|t| t.into_tvalue())
+                .map_err(|e| DeviceError::Input(format!("{e:#}")))
+        };
+        let mut inputs: TVec<TValue> = tvec![t(&id)?, t(&mask)?];
+        if self.ngram_width.is_some() {
+            inputs.push(t(&query.ngram_ids)?);
+        }
         let state = match bucket {
             Some(ix) => self.bucket_state(&mut states, ix),
             None => self.symbolic_state(&mut states),
@@ -769,7 +935,7 @@ impl Engine {
             Some(p) => p.clone(),
             None => self.optimise(model, Some(bucket.len))?,
         };
-        let from = race(&fixed_plan, &symbolic, lo, bucket.len)?;
+        let from = race(&fixed_plan, &symbolic, lo, bucket.len, self.ngram_width)?;
         // A plan serving nothing is dropped before the allocator is trimmed below; the
         // symbolic plan stays when it serves part of this bucket.
         if from <= bucket.len {
@@ -960,11 +1126,16 @@ fn run_state(state: &mut TypedSimpleState, inputs: TVec<TValue>) -> TractResult<
 }
 
 /// A batch-1 input of `n` tokens for timing and warming plans: token id 0 everywhere,
-/// every position real (the plans do the same arithmetic whatever the ids are).
-fn warm_up_inputs(n: usize) -> TractResult<TVec<TValue>> {
+/// every position real, and `ngram_width` n-gram ids 0 (padding) when the model takes
+/// them (the plans do the same arithmetic whatever the ids are).
+fn warm_up_inputs(n: usize, ngram_width: Option<usize>) -> TractResult<TVec<TValue>> {
     let ids = Tensor::zero::<i64>(&[1, n])?.into_tvalue();
     let mask = tract_ndarray::Array2::<i64>::ones((1, n)).into_tensor();
-    Ok(tvec![ids, mask.into_tvalue()])
+    let mut inputs = tvec![ids, mask.into_tvalue()];
+    if let Some(w) = ngram_width {
+        inputs.push(Tensor::zero::<i64>(&[1, w])?.into_tvalue());
+    }
+    Ok(inputs)
 }
 
 /// The shortest length of `lo..=len` that `fixed` (planned for `len` tokens) should
@@ -977,8 +1148,10 @@ fn race(
     symbolic: &Arc<TypedSimplePlan>,
     lo: usize,
     len: usize,
+    ngram_width: Option<usize>,
 ) -> TractResult<usize> {
-    let (at_len, at_lo) = (warm_up_inputs(len)?, warm_up_inputs(lo)?);
+    let inputs = |n| warm_up_inputs(n, ngram_width);
+    let (at_len, at_lo) = (inputs(len)?, inputs(lo)?);
     let runs = [&at_len, &at_len, &at_lo];
     // One state for both lengths of the symbolic plan: in use it meets a new length at
     // almost every query, and resolving its shapes again is part of its cost.
@@ -1056,8 +1229,9 @@ fn bucket_lengths(
     Ok((Some((batch, seq)), lengths))
 }
 
-/// The graph must take and give exactly the classifier's named tensors, in order.
-fn check_interface(graph: &pb::GraphProto) -> std::result::Result<(), String> {
+/// The graph must take and give exactly the classifier's named tensors, in order; returns
+/// the width of its `ngram_ids` input, if it has one.
+fn check_interface(graph: &pb::GraphProto) -> std::result::Result<Option<usize>, String> {
     let initializers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs: Vec<&pb::ValueInfoProto> = graph
         .input
@@ -1065,9 +1239,14 @@ fn check_interface(graph: &pb::GraphProto) -> std::result::Result<(), String> {
         .filter(|i| !initializers.contains(&i.name.as_str()))
         .collect();
     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-    if names != INPUT_NAMES {
-        return Err(format!("inputs are {names:?}, expected {INPUT_NAMES:?}"));
+    let has_ngrams = names.len() == 3 && names[2] == NGRAM_INPUT;
+    if names[..names.len().min(2)] != INPUT_NAMES || !(names.len() == 2 || has_ngrams) {
+        return Err(format!(
+            "inputs are {names:?}, expected {INPUT_NAMES:?}, optionally followed by \
+             {NGRAM_INPUT:?}"
+        ));
     }
+    let mut ngram_width = None;
     for input in inputs {
         let tensor = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(pb::type_proto::Value::TensorType(t)) => t,
@@ -1076,8 +1255,31 @@ fn check_interface(graph: &pb::GraphProto) -> std::result::Result<(), String> {
         if tensor.elem_type != pb::tensor_proto::DataType::Int64 as i32 {
             return Err(format!("input {} is not int64", input.name));
         }
-        if tensor.shape.as_ref().is_some_and(|s| s.dim.len() != 2) {
-            return Err(format!("input {} is not rank 2 [batch, seq]", input.name));
+        if input.name != NGRAM_INPUT {
+            if tensor.shape.as_ref().is_some_and(|s| s.dim.len() != 2) {
+                return Err(format!("input {} is not rank 2 [batch, seq]", input.name));
+            }
+            continue;
+        }
+        // The width must be a number: the engine feeds exactly that many ids per text.
+        use pb::tensor_shape_proto::dimension::Value;
+        let dims = tensor.shape.as_ref().map(|s| s.dim.as_slice());
+        let width = match dims {
+            Some([_, d]) => match d.value {
+                Some(Value::DimValue(w)) => usize::try_from(w).ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        match width {
+            Some(w) if (1..=NgramSpec::MAX_WIDTH).contains(&w) => ngram_width = Some(w),
+            _ => {
+                return Err(format!(
+                    "input {NGRAM_INPUT} is not rank 2 [batch, M] with a fixed M in \
+                     1..={}",
+                    NgramSpec::MAX_WIDTH
+                ))
+            }
         }
     }
     let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
@@ -1086,16 +1288,18 @@ fn check_interface(graph: &pb::GraphProto) -> std::result::Result<(), String> {
             "outputs are {outputs:?}, expected {OUTPUT_NAMES:?}"
         ));
     }
-    Ok(())
+    Ok(ngram_width)
 }
 
 /// Rows of an embedding table: dim 0 of an initializer (an f32 or int8 table, or its
-/// per-row scales) gathered (axis 0) with indices that are a graph input (`producer`
-/// None) or come from the node `producer` accepts. Bundles exported before the int8
-/// rows were gathered first pass the int8 table through `DequantizeLinear`.
+/// per-row scales) gathered (axis 0) with indices that `accept` takes, given their name
+/// and the node producing them (None for a graph input); the fewest rows when several
+/// tables are gathered so (an int8 table and its scales), so ids below it are safe for
+/// each. Bundles exported before the int8 rows were gathered first pass the int8 table
+/// through `DequantizeLinear`.
 fn table_rows(
     graph: &pb::GraphProto,
-    accept: impl Fn(Option<&pb::NodeProto>) -> bool,
+    accept: impl Fn(&str, Option<&pb::NodeProto>) -> bool,
 ) -> Option<usize> {
     let producer = |name: &str| {
         graph
@@ -1112,11 +1316,11 @@ fn table_rows(
         .filter(|n| {
             let indices = n.input[1].as_str();
             match producer(indices) {
-                None => is_graph_input(indices) && accept(None),
-                Some(p) => accept(Some(p)),
+                None => is_graph_input(indices) && accept(indices, None),
+                Some(p) => accept(indices, Some(p)),
             }
         })
-        .find_map(|n| {
+        .filter_map(|n| {
             let init = |name: &str| graph.initializer.iter().find(|t| t.name == name);
             let table = init(&n.input[0]).or_else(|| {
                 let p = producer(&n.input[0])?;
@@ -1126,6 +1330,7 @@ fn table_rows(
             })?;
             usize::try_from(*table.dims.first()?).ok()
         })
+        .min()
 }
 
 #[cfg(test)]

@@ -32,7 +32,6 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::classify::{softmax, Classifier};
-use crate::tokenize::Batch;
 use bundle::atomic::{sync_dir, write_synced};
 use bundle::signature::{
     check_bundle, open_verified, SignatureError, Trust, TrustPolicy, SIGNATURE_FILE,
@@ -126,10 +125,10 @@ pub fn default_self_test(bundle: &VerifiedBundle) -> std::result::Result<String,
             .encoder()
             .encode(text)
             .map_err(|e| e.to_string())?;
-        let batch = Batch::from_encoded(std::slice::from_ref(&enc), classifier.encoder().pad_id());
+        let batch = classifier.encoder().batch(std::slice::from_ref(&enc));
         let (logits, _) = classifier
             .engine()
-            .run(&batch.ids, &batch.mask, batch.batch, batch.seq)
+            .run_batch(&batch)
             .map_err(|e| e.to_string())?;
         let probs = softmax(&logits);
         let best = (0..probs.len())

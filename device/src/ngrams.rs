@@ -93,9 +93,10 @@ pub fn ngram_ids(text: &str, spec: &NgramSpec) -> Vec<i64> {
 }
 
 /// Rows of `ngram_ids` padded with 0 to `spec.max`, row-major `[rows, spec.max]`.
-pub fn padded(rows: &[Vec<i64>], spec: &NgramSpec) -> Vec<i64> {
+pub fn padded<R: AsRef<[i64]>>(rows: &[R], spec: &NgramSpec) -> Vec<i64> {
     let mut out = Vec::with_capacity(rows.len() * spec.max);
     for r in rows {
+        let r = r.as_ref();
         let r = &r[..r.len().min(spec.max)];
         out.extend_from_slice(r);
         out.extend(std::iter::repeat_n(0, spec.max - r.len()));
@@ -114,7 +115,10 @@ mod tests {
 
     #[test]
     fn words_are_lowercased_alphanumeric_runs() {
-        assert_eq!(words("Turn ON the lights!"), ["turn", "on", "the", "lights"]);
+        assert_eq!(
+            words("Turn ON the lights!"),
+            ["turn", "on", "the", "lights"]
+        );
         assert_eq!(words("what's 6:30"), ["what", "s", "6", "30"]);
         assert_eq!(words("打开客厅的灯，谢谢"), ["打开客厅的灯", "谢谢"]);
         assert!(words("  ?! ").is_empty());
@@ -154,8 +158,14 @@ mod tests {
 
     #[test]
     fn padding_fills_rows_with_zero() {
-        let spec = NgramSpec { buckets: 10, max: 3 };
-        assert_eq!(padded(&[vec![4, 5], vec![1, 2, 3, 9]], &spec), [4, 5, 0, 1, 2, 3]);
+        let spec = NgramSpec {
+            buckets: 10,
+            max: 3,
+        };
+        assert_eq!(
+            padded(&[vec![4, 5], vec![1, 2, 3, 9]], &spec),
+            [4, 5, 0, 1, 2, 3]
+        );
     }
 
     #[test]

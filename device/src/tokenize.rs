@@ -4,8 +4,12 @@
 //! deterministic, so the board must use the very file training used) and overrides the
 //! length handling the json may carry: truncation to the model's `max_len` is set here,
 //! in code, keeping `[CLS] … [SEP]`, and padding is switched off (pretrained tokenizer
-//! files often fix both at 128). Batches are padded by [`Batch::from_encoded`] instead,
+//! files often fix both at 128). Batches are padded by [`TextEncoder::batch`] instead,
 //! to the longest text of the batch, with mask 0 on the pads.
+//!
+//! A bundle with [`NgramSpec`] (format 3) also feeds the model the text's hashed n-grams
+//! ([`crate::ngrams`]); the encoder carries the spec so that every text it encodes gets
+//! them, computed from the original text (not the tokens).
 //!
 //! **CJK fallback.** A vocabulary that ends in the reserved tokens `[CJK000]`, `[CJK001]`,
 //! … (K of them, consecutive ids; `host::tokenizer` adds them when the training texts
@@ -22,7 +26,7 @@ use std::sync::Arc;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::error::{DeviceError, Result};
-use bundle::{VerifiedBundle, MAX_MAX_LEN, MIN_MAX_LEN};
+use bundle::{NgramSpec, VerifiedBundle, MAX_MAX_LEN, MIN_MAX_LEN};
 
 /// Token names treated as special besides what the post-processor marks.
 const SPECIAL_TOKENS: [&str; 3] = ["[CLS]", "[SEP]", "[PAD]"];
@@ -38,6 +42,8 @@ pub struct Encoded {
     pub tokens: Vec<String>,
     /// True for `[CLS]`, `[SEP]`, `[PAD]` and anything the post-processor added.
     pub special: Vec<bool>,
+    /// The text's `ngram_ids`, unpadded (empty when the encoder has no [`NgramSpec`]).
+    pub ngrams: Vec<i64>,
 }
 
 impl Encoded {
@@ -62,6 +68,8 @@ pub struct TextEncoder {
     fast: Option<Arc<FastWordPiece>>,
     /// The CJK fallback, when the vocabulary reserves `[CJK000]`… (see the module docs).
     cjk: Option<CjkFallback>,
+    /// The model's `ngram_ids` input, when it has one.
+    ngrams: Option<NgramSpec>,
 }
 
 /// Name of the first reserved CJK fallback token; the others count up (`[CJK001]`, …).
@@ -123,13 +131,16 @@ pub fn is_cjk_ideograph(c: char) -> bool {
 }
 
 impl TextEncoder {
-    /// Loads the tokenizer of a verified bundle with the manifest's `max_len`.
+    /// Loads the tokenizer of a verified bundle with the manifest's `max_len` and n-gram
+    /// spec (checked when the manifest was read).
     pub fn from_bundle(bundle: &VerifiedBundle) -> Result<TextEncoder> {
-        Self::load(
+        let manifest = bundle.manifest();
+        Ok(Self::load(
             bundle.tokenizer_bytes(),
-            bundle.manifest().max_len,
+            manifest.max_len,
             bundle.origin(bundle::TOKENIZER_FILE),
-        )
+        )?
+        .with_ngrams(manifest.ngrams))
     }
 
     /// Loads a tokenizer from `tokenizer.json` bytes (the host's path: training data and
@@ -189,6 +200,7 @@ impl TextEncoder {
             special_ids,
             fast: None,
             cjk,
+            ngrams: None,
         };
         encoder.fast = FastWordPiece::new(json, &encoder).map(Arc::new);
         // A tokenizer that turns "" into nothing would feed the model an empty sequence.
@@ -227,6 +239,38 @@ impl TextEncoder {
         self.cjk
     }
 
+    /// The same encoder giving every text its `ngram_ids` under `spec` (None: none). The
+    /// host builds encoders from bytes and sets the spec it trains the model with.
+    pub fn with_ngrams(mut self, spec: Option<NgramSpec>) -> TextEncoder {
+        self.ngrams = spec;
+        self
+    }
+
+    /// The n-gram spec texts are encoded with, if the model takes `ngram_ids`.
+    pub fn ngram_spec(&self) -> Option<NgramSpec> {
+        self.ngrams
+    }
+
+    /// The model's inputs for `encoded`: tokens right-padded to the longest with the pad
+    /// id and mask 0 ([`Batch::from_encoded`]), and with an [`NgramSpec`] the n-gram rows
+    /// padded with 0 to its width.
+    pub fn batch(&self, encoded: &[Encoded]) -> Batch {
+        let mut batch = Batch::from_encoded(encoded, self.pad_id);
+        if let Some(spec) = &self.ngrams {
+            let rows: Vec<&[i64]> = encoded.iter().map(|e| e.ngrams.as_slice()).collect();
+            batch.ngram_ids = crate::ngrams::padded(&rows, spec);
+            batch.ngram_width = spec.max;
+        }
+        batch
+    }
+
+    /// `text`'s n-gram ids (none without a spec).
+    fn ngrams_of(&self, text: &str) -> Vec<i64> {
+        self.ngrams
+            .as_ref()
+            .map_or_else(Vec::new, |spec| crate::ngrams::ngram_ids(text, spec))
+    }
+
     /// The same encoder without the ASCII fast path (every text through `tokenizers`;
     /// for comparisons).
     pub fn without_fast_path(mut self) -> TextEncoder {
@@ -242,16 +286,27 @@ impl TextEncoder {
     /// Encodes one text with special tokens, truncated to `max_len` (`[CLS]`/`[SEP]` kept).
     /// Empty text gives `[CLS] [SEP]`; control characters are removed by the normalizer.
     pub fn encode(&self, text: &str) -> Result<Encoded> {
-        if let Some(fast) = &self.fast {
-            if let Some(e) = fast.encode(text, self.max_len, &self.special_ids) {
-                return Ok(e);
-            }
-        }
-        self.encode_slow(text)
+        let fast = self
+            .fast
+            .as_ref()
+            .and_then(|f| f.encode(text, self.max_len, &self.special_ids));
+        let mut e = match fast {
+            Some(e) => e,
+            None => self.tokens_slow(text)?,
+        };
+        e.ngrams = self.ngrams_of(text);
+        Ok(e)
     }
 
     /// [`encode`](Self::encode) through the `tokenizers` library only (no fast path).
     pub fn encode_slow(&self, text: &str) -> Result<Encoded> {
+        let mut e = self.tokens_slow(text)?;
+        e.ngrams = self.ngrams_of(text);
+        Ok(e)
+    }
+
+    /// The tokens of `text` through the `tokenizers` library (no n-grams).
+    fn tokens_slow(&self, text: &str) -> Result<Encoded> {
         let enc = self
             .tokenizer
             .encode(text, true)
@@ -289,6 +344,7 @@ impl TextEncoder {
             ids,
             tokens,
             special,
+            ngrams: Vec::new(),
         })
     }
 
@@ -445,6 +501,7 @@ impl FastWordPiece {
             ids: ids.into_iter().map(i64::from).collect(),
             tokens,
             special,
+            ngrams: Vec::new(),
         })
     }
 
@@ -549,7 +606,8 @@ fn unescape(s: &str) -> String {
     out
 }
 
-/// Encoded texts padded to the batch's longest, row-major `[batch, seq]`.
+/// The model's inputs for encoded texts: tokens padded to the batch's longest, row-major
+/// `[batch, seq]`, and the n-gram ids, row-major `[batch, ngram_width]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub ids: Vec<i64>,
@@ -557,10 +615,15 @@ pub struct Batch {
     pub mask: Vec<i64>,
     pub batch: usize,
     pub seq: usize,
+    /// The `ngram_ids` input, 0 on padding; empty when `ngram_width` is 0.
+    pub ngram_ids: Vec<i64>,
+    /// Ids per row of `ngram_ids` (the model's fixed width); 0: the model has no such input.
+    pub ngram_width: usize,
 }
 
 impl Batch {
-    /// Right-pads every row to the longest with `pad_id` and mask 0.
+    /// The token inputs alone: every row right-padded to the longest with `pad_id` and
+    /// mask 0, no n-grams ([`TextEncoder::batch`] adds them for a model that takes them).
     pub fn from_encoded(encoded: &[Encoded], pad_id: i64) -> Batch {
         let batch = encoded.len();
         let seq = encoded.iter().map(Encoded::len).max().unwrap_or(0);
@@ -577,6 +640,8 @@ impl Batch {
             mask,
             batch,
             seq,
+            ngram_ids: Vec::new(),
+            ngram_width: 0,
         }
     }
 }
@@ -714,6 +779,41 @@ mod tests {
         assert_eq!(&b.ids[6..12], &[2, 3, 0, 0, 0, 0]);
         assert_eq!(&b.mask[0..6], &[1, 1, 1, 1, 0, 0]);
         assert_eq!(&b.mask[12..18], &[1; 6]);
+    }
+
+    #[test]
+    fn an_encoder_with_ngrams_gives_each_text_its_ngram_ids() {
+        let spec = NgramSpec {
+            buckets: 1000,
+            max: 6,
+        };
+        let plain = encoder(16);
+        assert!(plain.ngram_spec().is_none());
+        assert!(plain.encode("the cat").unwrap().ngrams.is_empty());
+        let enc = plain.with_ngrams(Some(spec));
+        assert_eq!(enc.ngram_spec(), Some(spec));
+        // From the original text: the fast path, the library, CJK text alike.
+        for text in ["The cat sat", "CAFÉ is playing", "打开 the 灯", ""] {
+            let e = enc.encode(text).unwrap();
+            assert_eq!(e.ngrams, crate::ngrams::ngram_ids(text, &spec), "{text}");
+            assert_eq!(e, enc.encode_slow(text).unwrap(), "{text}");
+        }
+        let encs = enc
+            .encode_batch(&["the cat", "", "a dog ran fast"])
+            .unwrap();
+        let b = enc.batch(&encs);
+        assert_eq!((b.batch, b.seq, b.ngram_width), (3, 6, 6));
+        assert_eq!(b.ngram_ids.len(), 3 * 6);
+        assert_eq!(
+            &b.ngram_ids[..6],
+            &crate::ngrams::padded(&[&encs[0].ngrams], &spec)[..]
+        );
+        assert_eq!(&b.ngram_ids[6..12], &[0; 6]);
+        // The token inputs are those of a batch without n-grams.
+        let tokens = Batch::from_encoded(&encs, enc.pad_id());
+        assert_eq!((tokens.ngram_width, tokens.ngram_ids.len()), (0, 0));
+        assert_eq!((&b.ids, &b.mask), (&tokens.ids, &tokens.mask));
+        assert_eq!(encoder(16).batch(&encs), tokens);
     }
 
     #[test]

@@ -399,12 +399,10 @@ pub fn tune_with(
 }
 
 fn logits_of(classifier: &Classifier, text: &str) -> Result<Vec<f32>> {
-    let enc = classifier.encoder().encode(text)?;
-    let mask = vec![1i64; enc.ids.len()];
-    Ok(classifier
-        .engine()
-        .run(&enc.ids, &mask, 1, enc.ids.len())?
-        .0)
+    let encoder = classifier.encoder();
+    let enc = encoder.encode(text)?;
+    let batch = encoder.batch(std::slice::from_ref(&enc));
+    Ok(classifier.engine().run_batch(&batch)?.0)
 }
 
 fn argmax(v: &[f32]) -> usize {

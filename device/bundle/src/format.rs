@@ -127,7 +127,11 @@ impl NgramSpec {
             ));
         }
         if !(1..=Self::MAX_WIDTH).contains(&self.max) {
-            return Err(format!("max {} is outside 1..={}", self.max, Self::MAX_WIDTH));
+            return Err(format!(
+                "max {} is outside 1..={}",
+                self.max,
+                Self::MAX_WIDTH
+            ));
         }
         Ok(())
     }

@@ -33,10 +33,11 @@ pub mod variant;
 
 pub use error::{BundleError, Result};
 pub use format::{
-    max_file_bytes, now_rfc3339, read_regular_file, NgramSpec, sha256_hex, write_bundle, Bundle, Manifest,
-    ReadBundle, ReferenceOutput, ReferenceText, VariantEntry, VerifiedBundle,
+    max_file_bytes, now_rfc3339, read_regular_file, sha256_hex, write_bundle, Bundle, Manifest,
+    NgramSpec, ReadBundle, ReferenceOutput, ReferenceText, VariantEntry, VerifiedBundle,
     BUNDLE_FORMAT_VERSION, FLOAT_VARIANT, MANIFEST_FILE, MAX_BUNDLE_FILE_BYTES, MAX_MANIFEST_BYTES,
-    MAX_MAX_LEN, MIN_BUNDLE_FORMAT_VERSION, MIN_MAX_LEN, MODEL_FILE, TOKENIZER_FILE, VARIANTS_FORMAT_VERSION,
+    MAX_MAX_LEN, MIN_BUNDLE_FORMAT_VERSION, MIN_MAX_LEN, MODEL_FILE, TOKENIZER_FILE,
+    VARIANTS_FORMAT_VERSION,
 };
 pub use rejection::RejectionRule;
 pub use signature::SIGNATURE_FILE;

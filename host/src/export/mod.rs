@@ -163,8 +163,7 @@ pub fn export(
             .logits
             .to_vec2::<f32>()?;
         for (i, enc) in encoded.iter().enumerate() {
-            let mask = vec![1i64; enc.ids.len()];
-            let (logits, _) = engine.run(&enc.ids, &mask, 1, enc.ids.len())?;
+            let (logits, _) = engine.run_batch(&encoder.batch(std::slice::from_ref(enc)))?;
             let argmax = |v: &[f32]| (0..c).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0);
             // NaN when either side is not finite: a NaN model fails here instead of
             // matching itself with a difference of 0.

@@ -137,8 +137,7 @@ pub(super) fn export_quantized(
         )?;
         let (mut agree, mut max_diff) = (0usize, 0f32);
         for (i, enc) in encoded.iter().enumerate() {
-            let mask = vec![1i64; enc.ids.len()];
-            let (l, _) = engine.run(&enc.ids, &mask, 1, enc.ids.len())?;
+            let (l, _) = engine.run_batch(&encoder.batch(std::slice::from_ref(enc)))?;
             let diff = device::max_abs_diff(&l, &candle[i]);
             if diff.is_nan() {
                 return Err(export_err(format!(

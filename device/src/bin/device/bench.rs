@@ -6,7 +6,7 @@
 //! they fill `--long` tokens (then truncated to it). For every configuration (bundle ×
 //! variant × plan mode) and set, each round times every query three ways: end to end
 //! (`Classifier::classify`: tokenise + run + softmax + ranking), tokeniser alone, and
-//! model alone (`Engine::run` on the pre-tokenised ids). Rounds interleave the
+//! model alone (`Engine::run_batch` on the pre-encoded inputs). Rounds interleave the
 //! configurations so a busy machine hurts them alike.
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use device::engine::EngineOptions;
 use device::variant::Choice;
-use device::{Bundle, Classifier, Engine, TextEncoder, VerifiedBundle};
+use device::{Batch, Bundle, Classifier, Engine, TextEncoder, VerifiedBundle};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -118,7 +118,8 @@ struct Config {
     variant: String,
     mode: String,
     classifier: Classifier,
-    sets: Vec<(String, Vec<String>, Vec<Vec<i64>>)>,
+    /// Name, texts and each text's model inputs (a batch of one).
+    sets: Vec<(String, Vec<String>, Vec<Batch>)>,
     e2e: Vec<Vec<f64>>,
     tok: Vec<Vec<f64>>,
     tok_slow: Vec<Vec<f64>>,
@@ -228,18 +229,21 @@ pub fn run(a: BenchArgs, base: &EngineOptions) -> Result<()> {
         let sets = query_sets(&enc, &texts, a.queries, a.short_max, a.long)?;
         let mut encoded = Vec::new();
         for (name, qs) in &sets {
-            let ids: Vec<Vec<i64>> = qs
+            let inputs: Vec<Batch> = qs
                 .iter()
-                .map(|t| enc.encode(t).map(|e| e.ids))
+                .map(|t| enc.encode(t).map(|e| enc.batch(&[e])))
                 .collect::<device::Result<_>>()?;
-            encoded.push((name.clone(), qs.clone(), ids));
+            encoded.push((name.clone(), qs.clone(), inputs));
         }
         let bundle_name = dir.display().to_string();
         dump.insert(
             bundle_name.clone(),
             serde_json::json!(encoded
                 .iter()
-                .map(|(n, qs, ids)| (n.clone(), serde_json::json!({"texts": qs, "ids": ids})))
+                .map(|(n, qs, inputs)| {
+                    let ids: Vec<&Vec<i64>> = inputs.iter().map(|b| &b.ids).collect();
+                    (n.clone(), serde_json::json!({"texts": qs, "ids": ids}))
+                })
                 .collect::<serde_json::Map<_, _>>()),
         );
         let names: Vec<String> = verified
@@ -284,16 +288,13 @@ pub fn run(a: BenchArgs, base: &EngineOptions) -> Result<()> {
     }
     if a.profile {
         for c in &configs {
-            for (name, _, ids) in &c.sets {
+            for (name, _, inputs) in &c.sets {
                 let runs = 200;
-                let nodes = c.classifier.engine().profile(&ids[0], runs)?;
+                let nodes = c.classifier.engine().profile(&inputs[0], runs)?;
                 let total: f64 = nodes.iter().map(|n| n.1).sum::<f64>() / runs as f64;
                 println!(
                     "== {} {} {} {name} ({} tokens): {total:.1} µs in nodes",
-                    c.bundle,
-                    c.variant,
-                    c.mode,
-                    ids[0].len()
+                    c.bundle, c.variant, c.mode, inputs[0].seq
                 );
                 let shown = a.profile_nodes;
                 for (node, us) in nodes.iter().take(shown) {
@@ -317,9 +318,9 @@ pub fn run(a: BenchArgs, base: &EngineOptions) -> Result<()> {
     }
     for _ in 0..a.rounds.max(1) {
         for c in configs.iter_mut() {
-            for (si, (_, qs, ids)) in c.sets.iter().enumerate() {
+            for (si, (_, qs, inputs)) in c.sets.iter().enumerate() {
                 let mut round = Vec::with_capacity(qs.len());
-                for (q, id) in qs.iter().zip(ids) {
+                for (q, input) in qs.iter().zip(inputs) {
                     let t0 = Instant::now();
                     let p = c.classifier.classify(q)?;
                     let t1 = Instant::now();
@@ -331,9 +332,8 @@ pub fn run(a: BenchArgs, base: &EngineOptions) -> Result<()> {
                     let e = c.classifier.encoder().encode_slow(q)?;
                     let t2c = Instant::now();
                     std::hint::black_box(&e);
-                    let mask = vec![1i64; id.len()];
                     let t3 = Instant::now();
-                    let out = c.classifier.engine().run(id, &mask, 1, id.len())?;
+                    let out = c.classifier.engine().run_batch(input)?;
                     let t4 = Instant::now();
                     std::hint::black_box(&out);
                     let us = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e6;
@@ -348,7 +348,7 @@ pub fn run(a: BenchArgs, base: &EngineOptions) -> Result<()> {
         }
     }
     for c in &configs {
-        for (si, (name, _, ids)) in c.sets.iter().enumerate() {
+        for (si, (name, _, inputs)) in c.sets.iter().enumerate() {
             let e = sorted(&c.e2e[si]);
             let row = Row {
                 kind: "latency",
@@ -356,8 +356,9 @@ pub fn run(a: BenchArgs, base: &EngineOptions) -> Result<()> {
                 variant: c.variant.clone(),
                 mode: c.mode.clone(),
                 set: name.clone(),
-                queries: ids.len(),
-                mean_tokens: ids.iter().map(Vec::len).sum::<usize>() as f64 / ids.len() as f64,
+                queries: inputs.len(),
+                mean_tokens: inputs.iter().map(|b| b.seq).sum::<usize>() as f64
+                    / inputs.len() as f64,
                 e2e_p50_us: pct(&e, 0.5),
                 e2e_p99_us: pct(&e, 0.99),
                 e2e_mean_us: e.iter().sum::<f64>() / e.len() as f64,
@@ -490,9 +491,8 @@ fn check(a: &BenchArgs, texts: &[String], base: &EngineOptions) -> Result<()> {
             for t in &all {
                 let e = enc.encode(t)?;
                 tokens_differ += usize::from(e != enc.encode_slow(t)?);
-                let ids = e.ids;
-                let mask = vec![1i64; ids.len()];
-                let (lp, ap) = plain.run(&ids, &mask, 1, ids.len())?;
+                let input = enc.batch(&[e]);
+                let (lp, ap) = plain.run_batch(&input)?;
                 let pp = device::softmax(&lp);
                 let diff = |x: &[f32], y: &[f32]| {
                     x.iter()
@@ -501,7 +501,7 @@ fn check(a: &BenchArgs, texts: &[String], base: &EngineOptions) -> Result<()> {
                         .fold(0f32, f32::max)
                 };
                 for engine in &fast {
-                    let (lf, af) = engine.run(&ids, &mask, 1, ids.len())?;
+                    let (lf, af) = engine.run_batch(&input)?;
                     let pf = device::softmax(&lf);
                     match label_agreement(&pp, &pf, tol) {
                         LabelAgreement::Same => {}

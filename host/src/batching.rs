@@ -4,11 +4,16 @@
 use candle_core::{Device, Result, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::model::NgramInput;
 
 /// Token ids of one example and its class index.
 #[derive(Debug, Clone)]
 pub struct EncodedExample {
     pub ids: Vec<u32>,
+    /// The text's n-gram ids (`device::ngrams`; empty when the model has no bag).
+    pub ngrams: Vec<u32>,
     pub label: u32,
     /// Distillation soft targets: the teacher's class probabilities at the distillation
     /// temperature (`None` outside distillation; see [`crate::distill`]).
@@ -20,6 +25,7 @@ impl EncodedExample {
     pub fn new(encoded: &device::tokenize::Encoded, label: u32) -> Self {
         Self {
             ids: encoded.ids.iter().map(|&i| i as u32).collect(),
+            ngrams: encoded.ngrams.iter().map(|&i| i as u32).collect(),
             label,
             soft: None,
         }
@@ -59,10 +65,25 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// f32 `[B,C]` soft targets, when every example in the batch has them.
     pub soft: Option<Tensor>,
+    /// The n-gram ids, padded to the batch's most (at least one column of padding when
+    /// no example has any: a model without a bag ignores them).
+    pub ngrams: NgramInput,
 }
 
 impl Batch {
     pub fn new(examples: &[EncodedExample], indices: &[usize], device: &Device) -> Result<Self> {
+        Self::with_ngram_dropout(examples, indices, 0.0, None, device)
+    }
+
+    /// A training batch whose n-gram ids are each dropped with probability `p` (drawn
+    /// from `rng` only when `p > 0`, so runs without it keep their random stream).
+    pub fn with_ngram_dropout(
+        examples: &[EncodedExample],
+        indices: &[usize],
+        p: f64,
+        rng: Option<&mut StdRng>,
+        device: &Device,
+    ) -> Result<Self> {
         let b = indices.len();
         let s = indices
             .iter()
@@ -89,14 +110,39 @@ impl Batch {
                 Tensor::from_vec(rows.concat(), (b, c), device)
             })
             .transpose()?;
+        let mut rows: Vec<Vec<u32>> = indices.iter().map(|&i| examples[i].ngrams.clone()).collect();
+        if let (Some(rng), true) = (rng, p > 0.0) {
+            for row in &mut rows {
+                row.retain(|_| !rng.random_bool(p));
+            }
+        }
         Ok(Self {
             ids: Tensor::from_vec(ids, (b, s), device)?,
             mask: Tensor::from_vec(mask, (b, s), device)?,
             labels: Tensor::from_vec(labels, b, device)?,
             indices: indices.to_vec(),
             soft,
+            ngrams: ngram_input(&rows, device)?,
         })
     }
+}
+
+/// Rows of n-gram ids as the model's input: padded with id 0 and weight 0, each real id
+/// weighted 1 / (its row's count).
+pub fn ngram_input(rows: &[Vec<u32>], device: &Device) -> Result<NgramInput> {
+    let m = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut ids = vec![0u32; rows.len() * m];
+    let mut weight = vec![0f32; rows.len() * m];
+    for (r, row) in rows.iter().enumerate() {
+        for (j, &id) in row.iter().enumerate() {
+            ids[r * m + j] = id;
+            weight[r * m + j] = 1.0 / row.len() as f32;
+        }
+    }
+    Ok(NgramInput {
+        ids: Tensor::from_vec(ids, (rows.len(), m), device)?,
+        weight: Tensor::from_vec(weight, (rows.len(), m), device)?,
+    })
 }
 
 /// Training order for one epoch: shuffle, sort windows of `50 × batch_size` by length,

@@ -308,10 +308,10 @@ impl Checkpoint {
 
     /// The text encoder for this checkpoint (same code the device runs).
     pub fn encoder(&self) -> Result<device::tokenize::TextEncoder> {
-        Ok(device::tokenize::TextEncoder::from_bytes(
-            &self.tokenizer_json,
-            self.config.max_len,
-        )?)
+        Ok(
+            device::tokenize::TextEncoder::from_bytes(&self.tokenizer_json, self.config.max_len)?
+                .with_ngrams(self.config.ngrams),
+        )
     }
 }
 

@@ -32,6 +32,10 @@ pub struct ModelConfig {
     pub layer_norm_eps: f64,
     /// Class labels, in the order of the classifier's outputs.
     pub labels: Vec<String>,
+    /// The bag-of-n-grams input (`ngram_ids`, a `[buckets, hidden]` table): how the text
+    /// is hashed, as the bundle's manifest carries it. None: token ids only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ngrams: Option<bundle::NgramSpec>,
 }
 
 impl ModelConfig {

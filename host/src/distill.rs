@@ -207,7 +207,7 @@ pub fn teacher_targets(
     for indices in batches {
         let batch = Batch::new(&encoded, &indices, &device)?;
         let logits = teacher
-            .forward(&batch.ids, &batch.mask, &off)?
+            .forward(&batch.ids, &batch.mask, Some(&batch.ngrams), &off)?
             .logits
             .index_select(&columns, 1)?;
         let p = candle_nn::ops::softmax(&(logits / temperature)?, D::Minus1)?.to_vec2::<f32>()?;
@@ -525,7 +525,8 @@ pub fn run(job: &DistillJob) -> Result<DistillSummary> {
         }
         (StudentTokenizer::File(p), None) => std::fs::read(p).map_err(|e| HostError::io(p, e))?,
     };
-    let encoder = device::tokenize::TextEncoder::from_bytes(&tokenizer_json, job.preset.max_len)?;
+    let encoder = device::tokenize::TextEncoder::from_bytes(&tokenizer_json, job.preset.max_len)?
+        .with_ngrams(job.preset.ngram_spec());
     let teacher_encoder = teacher_ckpt.encoder()?;
 
     // Training rows: the originals, then `augment` perturbed copies of each.
@@ -777,11 +778,13 @@ mod tests {
         let dev = Device::Cpu;
         let mut a = EncodedExample {
             ids: vec![2, 7, 3],
+            ngrams: Vec::new(),
             label: 0,
             soft: Some(vec![0.9, 0.1]),
         };
         let b = EncodedExample {
             ids: vec![2, 8, 9, 3],
+            ngrams: Vec::new(),
             label: 1,
             soft: Some(vec![0.3, 0.7]),
         };

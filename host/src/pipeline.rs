@@ -166,70 +166,24 @@ pub fn load_splits(
 
 /// The model's shape: the pretrained encoder's sizes (with the preset's head, length and
 /// dropout) when there is one, else the preset's.
-/// Name of the training-only n-gram table in the VarMap (never saved).
-const NGRAM_WEIGHTS: &str = "embeddings.ngram_embeddings.weight";
-/// Name of the word-embedding table (saved with the n-gram vectors folded in).
-const WORD_WEIGHTS: &str = "embeddings.word_embeddings.weight";
-
-/// A seeded N(0, 0.02) n-gram table of `buckets` rows, registered in `varmap` (so the
-/// optimizer trains it), with the index tables of the encoder's vocabulary.
-fn ngram_embeddings(
-    encoder: &device::tokenize::TextEncoder,
-    varmap: &candle_nn::VarMap,
-    buckets: usize,
-    hidden: usize,
-    seed: u64,
-) -> Result<crate::model::layers::NgramEmbeddings> {
-    use rand::SeedableRng;
-    use rand_distr::Distribution;
-    let vocab = encoder.tokenizer().get_vocab(true);
-    let mut tokens = vec![String::new(); encoder.vocab_size()];
-    for (t, id) in vocab {
-        if let Some(slot) = tokens.get_mut(id as usize) {
-            *slot = t;
-        }
-    }
-    let device = Device::Cpu;
-    let (index, weight) = crate::model::layers::NgramEmbeddings::tables(&tokens, buckets, &device)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x6e67_7261_6d73);
-    let normal = rand_distr::Normal::new(0.0f32, 0.02).expect("valid std");
-    let values: Vec<f32> = (0..buckets * hidden)
-        .map(|_| normal.sample(&mut rng))
-        .collect();
-    let var = candle_core::Var::from_tensor(&candle_core::Tensor::from_vec(
-        values,
-        (buckets, hidden),
-        &device,
-    )?)?;
-    let table = var.as_tensor().clone();
-    varmap
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .insert(NGRAM_WEIGHTS.into(), var);
-    Ok(crate::model::layers::NgramEmbeddings {
-        table,
-        index,
-        weight,
-    })
-}
-
 pub fn model_config(
     pretrained: Option<&crate::pretrained::PretrainedEncoder>,
     p: &Preset,
     vocab_size: usize,
     labels: &[String],
 ) -> Result<ModelConfig> {
-    match pretrained {
+    let mut config = match pretrained {
         Some(enc) => enc.model_config(
             labels.to_vec(),
             p.max_len,
             p.pool_dim,
             p.dropout,
             vocab_size,
-        ),
-        None => Ok(p.model_config(vocab_size, labels.to_vec())),
-    }
+        )?,
+        None => p.model_config(vocab_size, labels.to_vec()),
+    };
+    config.ngrams = p.ngram_spec();
+    Ok(config)
 }
 
 /// Copies a pretrained encoder's weights into a fresh `varmap` (built for `config`) and
@@ -295,6 +249,7 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     let encoder = device::tokenize::TextEncoder::from_bytes(&tokenizer_json, job.preset.max_len)?;
     let p = &job.preset;
     let config = model_config(pretrained.as_ref(), p, encoder.vocab_size(), &labels)?;
+    let encoder = encoder.with_ngrams(config.ngrams);
     let train_enc = encode(&encoder, &train_set, &labels)?;
     let val_enc = encode(&encoder, &val_set, &labels)?;
 
@@ -304,20 +259,10 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
     write_json(&out.join(CONFIG_FILE), &config)?;
 
     let device = Device::Cpu;
-    let (mut model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
+    let (model, varmap) = AttentionClassifier::fresh(&config, job.options.seed, &device)?;
     let init = load_pretrained(pretrained.as_ref(), &varmap, &config, job.options.progress)?;
     drop(pretrained);
-    // The deployed parameters: an n-gram table is folded into the word embeddings.
     let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
-    if p.ngram_buckets > 0 {
-        model.embeddings.ngrams = Some(ngram_embeddings(
-            &encoder,
-            &varmap,
-            p.ngram_buckets,
-            config.hidden,
-            job.options.seed,
-        )?);
-    }
     if job.options.progress {
         eprintln!(
             "training {} ({} parameters, vocab {}) on {} examples, validating on {}, {} labels",
@@ -337,21 +282,7 @@ pub fn run(job: &TrainJob) -> Result<TrainSummary> {
         &val_enc,
         &job.options,
         &special,
-        |_| match &model.embeddings.ngrams {
-            None => save_weights(&varmap, &out),
-            Some(ng) => {
-                let mut tensors: std::collections::HashMap<String, candle_core::Tensor> = varmap
-                    .data()
-                    .lock()
-                    .expect("varmap lock")
-                    .iter()
-                    .filter(|(name, _)| name.as_str() != NGRAM_WEIGHTS)
-                    .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
-                    .collect();
-                tensors.insert(WORD_WEIGHTS.into(), ng.fold(&model.embeddings.word)?);
-                crate::checkpoint::save_tensors(&tensors, &out)
-            }
-        },
+        |_| save_weights(&varmap, &out),
     )?;
 
     let summary = TrainSummary {

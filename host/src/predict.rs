@@ -29,7 +29,7 @@ pub fn predict(
     let off = Dropout::off();
     for indices in sorted_batches(examples, 128) {
         let batch = Batch::new(examples, &indices, device)?;
-        let out = model.forward(&batch.ids, &batch.mask, &off)?;
+        let out = model.forward(&batch.ids, &batch.mask, Some(&batch.ngrams), &off)?;
         loss_sum += cross_entropy(&out.logits, &batch.labels, 0.0)?.to_scalar::<f32>()? as f64
             * indices.len() as f64;
         let p = candle_nn::ops::softmax_last_dim(&out.logits)?.to_vec2::<f32>()?;

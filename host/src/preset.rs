@@ -27,12 +27,20 @@ pub struct Preset {
     pub token_dropout: f64,
     pub ema_decay: f64,
     pub patience: usize,
-    /// Hashed character n-gram buckets added to each vocabulary token's embedding during
-    /// training (0 = off; see `host::model::layers::NgramEmbeddings`). Folded into the
-    /// word-embedding table when saved: the checkpoint, the ONNX graph and the device do
-    /// not change.
+    /// Rows of the bag-of-n-grams table (0 = no bag; see `host::model::NgramBag` and
+    /// `device::ngrams`): the model's third input, `ngram_ids`.
     #[serde(default)]
     pub ngram_buckets: usize,
+    /// Most n-gram ids read per text (the width of `ngram_ids`).
+    #[serde(default = "default_ngram_max")]
+    pub ngram_max: usize,
+    /// Share of a text's n-gram ids dropped at random in each training step.
+    #[serde(default)]
+    pub ngram_dropout: f64,
+}
+
+fn default_ngram_max() -> usize {
+    256
 }
 
 const SHIPPED: [(&str, &str); 3] = [
@@ -61,7 +69,16 @@ impl Preset {
             dropout: self.dropout,
             layer_norm_eps: 1e-12,
             labels,
+            ngrams: self.ngram_spec(),
         }
+    }
+
+    /// The n-gram input these settings give, if any.
+    pub fn ngram_spec(&self) -> Option<bundle::NgramSpec> {
+        (self.ngram_buckets > 0).then_some(bundle::NgramSpec {
+            buckets: self.ngram_buckets as u32,
+            max: self.ngram_max,
+        })
     }
 
     /// Names of the shipped presets.
@@ -118,6 +135,12 @@ impl Preset {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("learning rate {} must be positive", self.lr));
+        }
+        if let Some(spec) = self.ngram_spec() {
+            spec.check().or_else(|p| bad(format!("n-grams: {p}")))?;
+        }
+        if !(0.0..1.0).contains(&self.ngram_dropout) {
+            return bad(format!("ngram_dropout {} must be in [0, 1)", self.ngram_dropout));
         }
         Ok(())
     }

@@ -179,6 +179,7 @@ impl PretrainedEncoder {
             dropout,
             layer_norm_eps: c.layer_norm_eps,
             labels,
+            ngrams: None,
         })
     }
 

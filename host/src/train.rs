@@ -37,6 +37,9 @@ pub struct TrainOptions {
     /// Share of real tokens replaced by `[MASK]` in each training batch (word dropout):
     /// a regulariser that keeps a small model from memorising exact phrasings.
     pub token_dropout: f64,
+    /// Share of a text's n-gram ids dropped in each training batch (a model with a bag).
+    #[serde(default)]
+    pub ngram_dropout: f64,
     /// Decay of the exponential moving average of the weights that is validated and saved
     /// (0 = off).
     pub ema_decay: f64,
@@ -70,6 +73,7 @@ impl Default for TrainOptions {
             patience: 5,
             label_smoothing: 0.1,
             token_dropout: 0.0,
+            ngram_dropout: 0.0,
             ema_decay: 0.0,
             layer_lr_decay: 1.0,
             freeze_embeddings: false,
@@ -257,9 +261,15 @@ pub fn train(
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (batch_no, indices) in batches.iter().enumerate() {
             let lr = lr_at(step, total_steps, warmup, opts.lr);
-            let batch = Batch::new(train_set, indices, &device)?;
+            let batch = Batch::with_ngram_dropout(
+                train_set,
+                indices,
+                opts.ngram_dropout,
+                Some(&mut rng),
+                &device,
+            )?;
             let batch = mask_tokens(batch, opts.token_dropout, special, &mut rng)?;
-            let out = model.forward(&batch.ids, &batch.mask, &dropout)?;
+            let out = model.forward(&batch.ids, &batch.mask, Some(&batch.ngrams), &dropout)?;
             let l = match (&batch.soft, &opts.distill) {
                 (Some(soft), Some(kd)) => {
                     kd_loss(&out.logits, soft, &batch.labels, kd, opts.label_smoothing)?

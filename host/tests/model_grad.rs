@@ -17,7 +17,13 @@ fn config() -> ModelConfig {
         dropout: 0.1,
         layer_norm_eps: 1e-12,
         labels: (0..5).map(|i| format!("c{i}")).collect(),
+        ngrams: Some(bundle::NgramSpec { buckets: 64, max: 8 }),
     }
+}
+
+fn ngrams(rows: &[&[u32]], dev: &Device) -> host::model::NgramInput {
+    let rows: Vec<Vec<u32>> = rows.iter().map(|r| r.to_vec()).collect();
+    host::batching::ngram_input(&rows, dev).unwrap()
 }
 
 /// After one backward pass every trainable parameter has a non-zero gradient: catches
@@ -30,7 +36,10 @@ fn every_parameter_gets_a_gradient() {
     let ids = Tensor::new(&[[2u32, 10, 11, 12, 3], [2, 20, 3, 0, 0]], &dev).unwrap();
     let mask = Tensor::new(&[[1f32, 1., 1., 1., 1.], [1., 1., 1., 0., 0.]], &dev).unwrap();
     let labels = Tensor::new(&[1u32, 3], &dev).unwrap();
-    let out = model.forward(&ids, &mask, &Dropout::train(0.1, 1)).unwrap();
+    let ng = ngrams(&[&[5, 9, 17], &[40]], &dev);
+    let out = model
+        .forward(&ids, &mask, Some(&ng), &Dropout::train(0.1, 1))
+        .unwrap();
     let loss = host::loss::cross_entropy(&out.logits, &labels, 0.1).unwrap();
     let grads = loss.backward().unwrap();
     let data = varmap.data().lock().unwrap();
@@ -65,6 +74,7 @@ fn padding_invariance_and_attention_distribution() {
         .forward(
             &Tensor::new(&[[2u32, 10, 11, 3]], &dev).unwrap(),
             &Tensor::new(&[[1f32, 1., 1., 1.]], &dev).unwrap(),
+            Some(&ngrams(&[&[7, 8]], &dev)),
             &off,
         )
         .unwrap();
@@ -76,6 +86,7 @@ fn padding_invariance_and_attention_distribution() {
                 &dev,
             )
             .unwrap(),
+            Some(&ngrams(&[&[7, 8], &[1, 2, 3, 4, 5]], &dev)),
             &off,
         )
         .unwrap();
@@ -109,6 +120,7 @@ fn training_loop_learns_a_separable_task() {
     let (model, varmap) = AttentionClassifier::fresh(&cfg, 1, &dev).unwrap();
     let ex = |tok: u32, label: u32, n: u32| EncodedExample {
         ids: vec![2, tok, 10 + n % 5, 3],
+        ngrams: vec![1 + n % 7],
         label,
         soft: None,
     };

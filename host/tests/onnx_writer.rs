@@ -28,6 +28,7 @@ fn config() -> ModelConfig {
         dropout: 0.1,
         layer_norm_eps: 1e-5,
         labels: (0..5).map(|i| format!("label{i}")).collect(),
+        ngrams: None,
     }
 }
 

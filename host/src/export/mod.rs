@@ -108,6 +108,7 @@ pub(crate) fn new_manifest(out: &Path, ckpt: &Checkpoint) -> bundle::Manifest {
         ckpt.config.max_len,
     );
     manifest.tool_version = format!("tools {}", env!("CARGO_PKG_VERSION"));
+    manifest.ngrams = ckpt.config.ngrams;
     // The checkpoint's calibrated out-of-scope rule (an unreadable rejection.json is
     // reported by `tools eval`/`calibrate`; the bundle then goes without a rule).
     manifest.rejection = crate::rejection::read_checkpoint_rule(&ckpt.dir)
@@ -159,7 +160,7 @@ pub fn export(
         let indices: Vec<usize> = (0..examples.len()).collect();
         let batch = crate::batching::Batch::new(&examples, &indices, &device)?;
         let reference = model
-            .forward(&batch.ids, &batch.mask, &crate::model::Dropout::off())?
+            .forward(&batch.ids, &batch.mask, Some(&batch.ngrams), &crate::model::Dropout::off())?
             .logits
             .to_vec2::<f32>()?;
         for (i, enc) in encoded.iter().enumerate() {

@@ -37,7 +37,7 @@ use prost::Message;
 use tract_onnx::pb;
 
 use crate::config::ModelConfig;
-use crate::quantize::{QuantizedModel, Variant, EMBEDDING_TABLES};
+use crate::quantize::{is_embedding_table, QuantizedModel, Variant, NGRAM_TABLE};
 
 /// ONNX opset of the default domain.
 pub const OPSET_VERSION: i64 = 17;
@@ -52,6 +52,7 @@ pub const SEQ_DIM: &str = "seq";
 
 const INPUT_IDS: &str = device::engine::INPUT_NAMES[0];
 const ATTENTION_MASK: &str = device::engine::INPUT_NAMES[1];
+const NGRAM_IDS: &str = device::engine::NGRAM_INPUT;
 const LOGITS: &str = OUTPUT_NAMES[0];
 const ATTENTION: &str = OUTPUT_NAMES[1];
 /// Additive mask value for padding, as in the candle model.
@@ -101,7 +102,7 @@ pub struct ExternalLayout {
 /// the MatMul operand `[in, out]`, embedding tables as stored `[rows, d]`.
 fn int8_operand(q: &QuantizedModel, name: &str) -> Option<(Vec<usize>, Vec<i8>)> {
     let t = q.tables.get(name)?;
-    if EMBEDDING_TABLES.contains(&name) {
+    if is_embedding_table(name) {
         return Some((vec![t.rows, t.cols], t.values.clone()));
     }
     let mut v = vec![0i8; t.values.len()];
@@ -181,7 +182,11 @@ fn build_graph(config: &ModelConfig, mut b: GraphBuilder) -> Result<Vec<u8>> {
         x = attention(&mut b, config, &prefix, &x, &mask.key_4d)?;
         x = ffn(&mut b, config, &prefix, &x)?;
     }
-    let pooled = pooling(&mut b, config, &x, &mask.additive_2d)?;
+    let mut pooled = pooling(&mut b, config, &x, &mask.additive_2d)?;
+    if let Some(spec) = config.ngrams {
+        let bag = ngram_bag(&mut b, config, &spec)?;
+        pooled = b.add_node("Add", &[&pooled, &bag], "ngram_bag.added", vec![]);
+    }
     classifier(&mut b, config, &pooled)?;
     Ok(b.into_model(config).encode_to_vec())
 }
@@ -206,6 +211,10 @@ fn check_config(c: &ModelConfig) -> Result<()> {
             "hidden {} is not divisible by heads {}",
             c.hidden, c.heads
         )));
+    }
+    if let Some(spec) = &c.ngrams {
+        spec.check()
+            .map_err(|p| OnnxError::Config(format!("ngrams: {p}")))?;
     }
     if !(c.layer_norm_eps.is_finite() && c.layer_norm_eps > 0.0) {
         return Err(OnnxError::Config(format!(
@@ -242,7 +251,7 @@ struct QuantCtx<'q> {
 impl<'w> GraphBuilder<'w> {
     fn new(weights: &'w HashMap<String, Tensor>) -> Self {
         // Graph inputs and outputs keep their exact names: no node may take them.
-        let names = [INPUT_IDS, ATTENTION_MASK, LOGITS, ATTENTION]
+        let names = [INPUT_IDS, ATTENTION_MASK, NGRAM_IDS, LOGITS, ATTENTION]
             .map(String::from)
             .into();
         GraphBuilder {
@@ -666,10 +675,19 @@ impl<'w> GraphBuilder<'w> {
             name: "attention_classifier".into(),
             node: self.nodes,
             initializer: self.initializers,
-            input: vec![
+            input: [
                 value_info(INPUT_IDS, DataType::Int64, &[Dim::batch(), Dim::seq()]),
                 value_info(ATTENTION_MASK, DataType::Int64, &[Dim::batch(), Dim::seq()]),
-            ],
+            ]
+            .into_iter()
+            .chain(config.ngrams.map(|spec| {
+                value_info(
+                    NGRAM_IDS,
+                    DataType::Int64,
+                    &[Dim::batch(), Dim::Fixed(spec.max)],
+                )
+            }))
+            .collect(),
             output: vec![
                 value_info(
                     LOGITS,
@@ -980,6 +998,34 @@ pub fn pooling(b: &mut GraphBuilder, c: &ModelConfig, x: &str, mask: &str) -> Re
         "pooling.pooled",
         vec![attr_int("keepdims", 0)],
     ))
+}
+
+/// Bag of n-grams: `Σ_m table[ngram_ids[b,m]] / max(#{m : ngram_ids[b,m] > 0}, 1)`,
+/// `[B, d]` (row 0 of the table, the padding id's, is zero).
+pub fn ngram_bag(
+    b: &mut GraphBuilder,
+    c: &ModelConfig,
+    spec: &bundle::NgramSpec,
+) -> Result<String> {
+    let rows = b.gather_rows(
+        NGRAM_TABLE,
+        &[spec.buckets as usize, c.hidden],
+        NGRAM_IDS,
+        2,
+        "ngram_bag.rows",
+    )?;
+    let axis1 = b.const_i64("const.axes_1", &[1], &[1]);
+    let keep0 = vec![attr_int("keepdims", 0)];
+    let sum = b.add_node("ReduceSum", &[&rows, &axis1], "ngram_bag.sum", keep0);
+    let zero = b.const_i64("const.scalar_0", &[], &[0]);
+    let real = b.add_node("Greater", &[NGRAM_IDS, &zero], "ngram_bag.real", vec![]);
+    let float = attr_int("to", pb::tensor_proto::DataType::Float as i64);
+    let real = b.add_node("Cast", &[&real], "ngram_bag.real_f32", vec![float]);
+    let keep1 = vec![attr_int("keepdims", 1)];
+    let count = b.add_node("ReduceSum", &[&real, &axis1], "ngram_bag.count", keep1);
+    let one = b.const_f32("const.one", 1.0);
+    let count = b.add_node("Max", &[&count, &one], "ngram_bag.count_at_least_1", vec![]);
+    Ok(b.add_node("Div", &[&sum, &count], "ngram_bag.mean", vec![]))
 }
 
 /// `logits = pooled Wc^T + bc`, emitted as the `logits` output.

@@ -52,6 +52,10 @@ pub fn parameter_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     v.push(("pooling.query.weight".into(), vec![1, cfg.pool_dim]));
     v.push(("classifier.weight".into(), vec![cfg.num_labels(), d]));
     v.push(("classifier.bias".into(), vec![cfg.num_labels()]));
+    // Last, so adding the bag leaves every other weight's seeded initial value unchanged.
+    if let Some(spec) = cfg.ngrams {
+        v.push((format!("{}.weight", super::NGRAM_BAG), vec![spec.buckets as usize, d]));
+    }
     v
 }
 
@@ -74,7 +78,11 @@ pub fn init_varmap(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<VarM
             } else if name.contains("LayerNorm") {
                 vec![1.0; n]
             } else {
-                (0..n).map(|_| normal.sample(&mut rng)).collect()
+                let mut v: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
+                if name.starts_with(super::NGRAM_BAG) {
+                    v[..shape[1]].fill(0.0); // the padding row
+                }
+                v
             };
             let var = Var::from_tensor(&Tensor::from_vec(values, shape, device)?)?;
             data.insert(name, var);

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{Device, Result, Tensor, D};
+use candle_core::{Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -158,95 +158,45 @@ pub struct Embeddings {
     pub word: Tensor,
     pub position: Tensor,
     pub norm: LayerNorm,
-    /// Training only: hashed character n-gram vectors added to the word vectors.
-    pub ngrams: Option<NgramEmbeddings>,
 }
 
-/// fastText-style sub-word information for a WordPiece vocabulary, as a training-time
-/// parameterisation of the word-embedding table: token `v`'s vector is
-/// `word[v] + mean_g table[bucket(g)]` over the character 3-5-grams `g` of its text
-/// (`<` marks a word-initial piece; `##` is dropped; special tokens and pieces shorter
-/// than 3 characters have none). Tokens sharing n-grams ("alarm", "alarms", "##larm")
-/// share parameters while training; [`NgramEmbeddings::fold`] computes the whole table,
-/// which is what the checkpoint saves, so inference (candle, ONNX, the device) sees an
-/// ordinary embedding table.
+/// The `ngram_ids` of a batch (`device::ngrams`), as the model reads them.
 #[derive(Debug, Clone)]
-pub struct NgramEmbeddings {
-    /// `[buckets, d]`.
-    pub table: Tensor,
-    /// u32 `[vocab, G]`: bucket of each of token v's n-grams (0 where unused).
-    pub index: Tensor,
-    /// f32 `[vocab, G]`: 1/count on used entries, 0 elsewhere.
+pub struct NgramInput {
+    /// u32 `[B, M]`, 0 on padding.
+    pub ids: Tensor,
+    /// f32 `[B, M]`: 1 / (the row's id count) on real ids, 0 on padding (so each row
+    /// averages its ids; a row without ids gives the zero vector).
     pub weight: Tensor,
 }
 
-impl NgramEmbeddings {
-    /// Most n-grams kept per token.
-    pub const MAX_PER_TOKEN: usize = 24;
+/// Bag of n-grams: the mean of one learnt vector per n-gram id of the text, added to the
+/// attention-pooled vector before the classifier. It reads what a TF-IDF baseline reads
+/// (whole words, word pairs, character n-grams), so a word the vocabulary never saw still
+/// counts through the n-grams it shares with words that were seen. Row 0 (padding) is
+/// zero from initialisation on and never gets a gradient (its weight is 0).
+#[derive(Debug, Clone)]
+pub struct NgramBag {
+    /// `[buckets, d]`.
+    pub table: Tensor,
+}
 
-    /// The n-gram buckets of one vocabulary token (see the type's docs).
-    pub fn token_ngrams(token: &str, buckets: usize) -> Vec<u32> {
-        let special = token.len() > 2 && token.starts_with('[') && token.ends_with(']');
-        if special || buckets == 0 {
-            return Vec::new();
-        }
-        let text: Vec<char> = match token.strip_prefix("##") {
-            Some(rest) => rest.chars().collect(),
-            None => std::iter::once('<').chain(token.chars()).collect(),
-        };
-        let mut out = Vec::new();
-        for n in 3..=5 {
-            for w in text.windows(n) {
-                let g: String = w.iter().collect();
-                out.push(device::tokenize::fnv1a32(g.as_bytes()) % buckets as u32);
-                if out.len() == Self::MAX_PER_TOKEN {
-                    return out;
-                }
-            }
-        }
-        out
+impl NgramBag {
+    pub fn new(vb: VarBuilder, buckets: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            table: vb.get((buckets, hidden), "weight")?,
+        })
     }
 
-    /// Index and weight tables for a vocabulary (`tokens[id]` = token text).
-    pub fn tables(tokens: &[String], buckets: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-        let per: Vec<Vec<u32>> = tokens
-            .iter()
-            .map(|t| Self::token_ngrams(t, buckets))
-            .collect();
-        let g = per.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let mut index = vec![0u32; tokens.len() * g];
-        let mut weight = vec![0f32; tokens.len() * g];
-        for (v, grams) in per.iter().enumerate() {
-            for (j, &b) in grams.iter().enumerate() {
-                index[v * g + j] = b;
-                weight[v * g + j] = 1.0 / grams.len() as f32;
-            }
-        }
-        Ok((
-            Tensor::from_vec(index, (tokens.len(), g), device)?,
-            Tensor::from_vec(weight, (tokens.len(), g), device)?,
-        ))
-    }
-
-    /// The n-gram part `[N, d]` of the vectors of token ids `ids` (u32 `[N]`).
-    pub fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
-        let n = ids.dim(0)?;
-        let (_, g) = self.index.dims2()?;
+    /// `[B, d]`: `Σ_m weight[b,m] · table[ids[b,m]]`.
+    pub fn forward(&self, input: &NgramInput) -> Result<Tensor> {
+        let (b, m) = input.ids.dims2()?;
         let d = self.table.dim(1)?;
-        let idx = self.index.index_select(ids, 0)?.flatten_all()?;
-        let w = self.weight.index_select(ids, 0)?.reshape((n, g, 1))?;
         self.table
-            .index_select(&idx, 0)?
-            .reshape((n, g, d))?
-            .broadcast_mul(&w)?
+            .index_select(&input.ids.flatten_all()?, 0)?
+            .reshape((b, m, d))?
+            .broadcast_mul(&input.weight.unsqueeze(2)?)?
             .sum(1)
-    }
-
-    /// `word + n-gram part` for the whole vocabulary: the table a checkpoint saves.
-    pub fn fold(&self, word: &Tensor) -> Result<Tensor> {
-        let v = word.dim(0)?;
-        let ids = Tensor::arange(0u32, v as u32, word.device())?;
-        word + self.lookup(&ids)?
     }
 }
 
@@ -256,7 +206,6 @@ impl Embeddings {
             word: vb.get((cfg.vocab_size, cfg.hidden), "word_embeddings.weight")?,
             position: vb.get((cfg.max_len, cfg.hidden), "position_embeddings.weight")?,
             norm: LayerNorm::new(vb.pp("LayerNorm"), cfg.hidden, cfg.layer_norm_eps)?,
-            ngrams: None,
         })
     }
 
@@ -265,11 +214,7 @@ impl Embeddings {
         let (b, s) = ids.dims2()?;
         let hidden = self.word.dim(1)?;
         let flat = ids.flatten_all()?;
-        let mut words = self.word.index_select(&flat, 0)?;
-        if let Some(ng) = &self.ngrams {
-            words = (words + ng.lookup(&flat)?)?;
-        }
-        let words = words.reshape((b, s, hidden))?;
+        let words = self.word.index_select(&flat, 0)?.reshape((b, s, hidden))?;
         // The position rows are a bias over the batch: [B, S·d] + [S·d].
         let positions = self.position.narrow(0, 0, s)?.flatten_all()?;
         let x = super::fused_ops::add_bias(&words.reshape((b, s * hidden))?, &positions)?
@@ -399,49 +344,23 @@ impl AttentionPooling {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
-    fn ngram_vectors_fold_into_the_word_table() {
+    fn the_bag_averages_the_rows_of_real_ids() {
         let dev = Device::Cpu;
-        let tokens: Vec<String> = ["[PAD]", "alarm", "##arm", "alarms", "a", "灯", "[CJK000]"]
-            .iter()
-            .map(|t| t.to_string())
-            .collect();
-        // "<alarm": 3-grams <al ala lar arm, 4-grams <ala alar larm, 5-grams <alar alarm.
-        assert_eq!(NgramEmbeddings::token_ngrams("alarm", 1 << 20).len(), 9);
-        assert_eq!(NgramEmbeddings::token_ngrams("##arm", 1 << 20).len(), 1);
-        for t in ["[PAD]", "a", "灯", "[CJK000]"] {
-            assert!(NgramEmbeddings::token_ngrams(t, 64).is_empty(), "{t}");
-        }
-        let (index, weight) = NgramEmbeddings::tables(&tokens, 16, &dev).unwrap();
-        let table = Tensor::randn(0f32, 1.0, (16, 4), &dev).unwrap();
-        let word = Tensor::randn(0f32, 1.0, (tokens.len(), 4), &dev).unwrap();
-        let ng = NgramEmbeddings {
-            table: table.clone(),
-            index,
-            weight,
+        let mut t: Vec<f32> = (0..20).map(|v| v as f32).collect();
+        t[..4].fill(0.0); // row 0, padding
+        let bag = NgramBag {
+            table: Tensor::from_vec(t, (5, 4), &dev).unwrap(),
         };
-        let folded = ng.fold(&word).unwrap();
-        // Row by row: the word vector plus the mean of its n-gram bucket rows.
-        let t = table.to_vec2::<f32>().unwrap();
-        let w = word.to_vec2::<f32>().unwrap();
-        let f = folded.to_vec2::<f32>().unwrap();
-        for (v, tok) in tokens.iter().enumerate() {
-            let grams = NgramEmbeddings::token_ngrams(tok, 16);
-            for j in 0..4 {
-                let mean = if grams.is_empty() {
-                    0.0
-                } else {
-                    grams.iter().map(|&b| t[b as usize][j]).sum::<f32>() / grams.len() as f32
-                };
-                assert!((f[v][j] - (w[v][j] + mean)).abs() < 1e-5, "{tok}");
-            }
-        }
-        // A batch lookup is the folded table's rows.
-        let ids = Tensor::new(&[3u32, 1, 0], &dev).unwrap();
-        let looked = (word.index_select(&ids, 0).unwrap() + ng.lookup(&ids).unwrap()).unwrap();
-        let rows = folded.index_select(&ids, 0).unwrap();
-        let diff = (looked - rows).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+        let input = NgramInput {
+            ids: Tensor::new(&[[2u32, 4, 0], [0, 0, 0]], &dev).unwrap(),
+            weight: Tensor::new(&[[0.5f32, 0.5, 0.0], [0.0, 0.0, 0.0]], &dev).unwrap(),
+        };
+        let out = bag.forward(&input).unwrap().to_vec2::<f32>().unwrap();
+        // Rows 2 (8..12) and 4 (16..20) averaged; the empty row is zero.
+        assert_eq!(out[0], [12.0, 13.0, 14.0, 15.0]);
+        assert_eq!(out[1], [0.0; 4]);
     }
 }

@@ -14,10 +14,13 @@ use candle_nn::{VarBuilder, VarMap};
 
 pub use dropout::Dropout;
 pub use init::{init_varmap, is_no_decay, parameter_shapes};
-pub use layers::{ActQuant, Linear, Probe};
+pub use layers::{ActQuant, Linear, NgramBag, NgramInput, Probe};
 use layers::{AttentionPooling, Embeddings, EncoderLayer, MASK_NEG};
 
 use crate::config::ModelConfig;
+
+/// Weight-name prefix of the bag-of-n-grams table (`ngram_bag.weight`).
+pub const NGRAM_BAG: &str = "ngram_bag";
 
 /// What one forward pass returns: class scores and the pooling weights.
 #[derive(Debug, Clone)]
@@ -35,6 +38,8 @@ pub struct AttentionClassifier {
     pub embeddings: Embeddings,
     pub layers: Vec<EncoderLayer>,
     pub pooling: AttentionPooling,
+    /// Present when the config has `ngrams`.
+    pub ngram_bag: Option<NgramBag>,
     pub classifier: Linear,
 }
 
@@ -46,6 +51,10 @@ impl AttentionClassifier {
             .map(|l| EncoderLayer::new(vb.pp(format!("encoder.layer.{l}")), config))
             .collect::<Result<Vec<_>>>()?;
         let pooling = AttentionPooling::new(vb.pp("pooling"), config)?;
+        let ngram_bag = config
+            .ngrams
+            .map(|spec| NgramBag::new(vb.pp(NGRAM_BAG), spec.buckets as usize, config.hidden))
+            .transpose()?;
         let classifier = Linear::new(
             vb.pp("classifier"),
             config.hidden,
@@ -57,6 +66,7 @@ impl AttentionClassifier {
             embeddings,
             layers,
             pooling,
+            ngram_bag,
             classifier,
         })
     }
@@ -103,16 +113,24 @@ impl AttentionClassifier {
         Ok(x)
     }
 
-    /// `ids`: u32 `[B,S]`; `mask`: f32 `[B,S]` (1 real, 0 padding).
+    /// `ids`: u32 `[B,S]`; `mask`: f32 `[B,S]` (1 real, 0 padding); `ngrams`: the
+    /// batch's n-gram ids, required when the model has a bag (ignored otherwise).
     pub fn forward(
         &self,
         ids: &Tensor,
         mask: &Tensor,
+        ngrams: Option<&NgramInput>,
         dropout: &Dropout,
     ) -> Result<ClassifierOutput> {
         let x = self.encode(ids, mask, dropout)?;
         let pad = ((mask.ones_like()? - mask)? * MASK_NEG)?;
-        let (pooled, alpha) = self.pooling.forward(&x, &pad)?;
+        let (mut pooled, alpha) = self.pooling.forward(&x, &pad)?;
+        if let Some(bag) = &self.ngram_bag {
+            let input = ngrams.ok_or_else(|| {
+                candle_core::Error::Msg("the model reads n-gram ids; the batch has none".into())
+            })?;
+            pooled = (pooled + bag.forward(input)?)?;
+        }
         let logits = self.classifier.forward(&dropout.apply(&pooled)?)?;
         Ok(ClassifierOutput { logits, alpha })
     }

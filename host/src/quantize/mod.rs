@@ -45,11 +45,31 @@ use crate::model::AttentionClassifier;
 pub use calibrate::CalibMethod;
 pub use report::QuantReport;
 
-/// Embedding tables quantised per row.
+/// Embedding tables quantised per row (and the bag-of-n-grams table, when the model has one:
+/// [`embedding_tables`]).
 pub const EMBEDDING_TABLES: [&str; 2] = [
     "embeddings.word_embeddings.weight",
     "embeddings.position_embeddings.weight",
 ];
+/// The bag-of-n-grams table's weight name.
+pub const NGRAM_TABLE: &str = "ngram_bag.weight";
+
+/// Every table of `config` quantised per row, with its `(rows, cols)`.
+pub fn embedding_tables(config: &ModelConfig) -> Vec<(&'static str, usize, usize)> {
+    let mut v = vec![
+        (EMBEDDING_TABLES[0], config.vocab_size, config.hidden),
+        (EMBEDDING_TABLES[1], config.max_len, config.hidden),
+    ];
+    if let Some(spec) = config.ngrams {
+        v.push((NGRAM_TABLE, spec.buckets as usize, config.hidden));
+    }
+    v
+}
+
+/// Whether `name` is a table quantised per row (stored `[rows, d]`, gathered by id).
+pub fn is_embedding_table(name: &str) -> bool {
+    EMBEDDING_TABLES.contains(&name) || name == NGRAM_TABLE
+}
 /// Format of [`QuantSpec`].
 pub const QUANT_FORMAT: u32 = 1;
 
@@ -253,8 +273,11 @@ impl QuantizedModel {
             .into_iter()
             .map(|(p, o, i)| (format!("{p}.weight"), o, i))
             .collect();
-        quantised.push((EMBEDDING_TABLES[0].into(), config.vocab_size, config.hidden));
-        quantised.push((EMBEDDING_TABLES[1].into(), config.max_len, config.hidden));
+        quantised.extend(
+            embedding_tables(config)
+                .into_iter()
+                .map(|(n, r, c)| (n.to_string(), r, c)),
+        );
         let mut tables = BTreeMap::new();
         for (name, rows, cols) in &quantised {
             let t = weights

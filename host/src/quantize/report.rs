@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::{snr_db, QuantizedModel, Variant, EMBEDDING_TABLES};
+use super::{embedding_tables, snr_db, QuantizedModel, Variant};
 use crate::batching::{sorted_batches, Batch, EncodedExample};
 use crate::error::Result;
 use crate::metrics::Report;
@@ -155,7 +155,7 @@ pub fn logits(
     for indices in sorted_batches(examples, 64) {
         let batch = Batch::new(examples, &indices, device)?;
         let l = model
-            .forward(&batch.ids, &batch.mask, &Dropout::off())?
+            .forward(&batch.ids, &batch.mask, Some(&batch.ngrams), &Dropout::off())?
             .logits
             .to_vec2::<f32>()?;
         for (row, &i) in indices.iter().enumerate() {
@@ -278,7 +278,7 @@ pub fn measure(
         let w = float_weights[name].flatten_all()?.to_vec1::<f32>()?;
         Ok(q.tables[name].snr_db(&w))
     };
-    for name in EMBEDDING_TABLES {
+    for (name, _, _) in embedding_tables(&q.config) {
         layers.push(LayerError {
             name: name.to_string(),
             weight_snr_db: weight_snr(name)?,

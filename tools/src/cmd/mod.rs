@@ -89,11 +89,17 @@ pub struct RecipeArgs {
     /// Decay of the weight average that is validated and saved (0 = off; preset default).
     #[arg(long, value_name = "F")]
     pub ema_decay: Option<f64>,
-    /// Hashed character 3-5-gram buckets whose vectors are added to each token's embedding
-    /// in training, fastText-style, and folded into the embedding table when saved (the
-    /// bundle does not change; 0 = off; preset default).
+    /// Rows of the bag-of-n-grams table: hashed words, word pairs and character 2-5-grams
+    /// of the text, averaged and added to the pooled vector (the model's third input,
+    /// `ngram_ids`; bundle format 3; 0 = off; preset default).
     #[arg(long, value_name = "N")]
     pub ngram_buckets: Option<usize>,
+    /// Most n-gram ids read per text (preset default).
+    #[arg(long, value_name = "N")]
+    pub ngram_max: Option<usize>,
+    /// Share of a text's n-gram ids dropped at random in each training step (preset default).
+    #[arg(long, value_name = "P")]
+    pub ngram_dropout: Option<f64>,
     /// Epochs without a better validation macro-F1 before stopping.
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
@@ -143,7 +149,9 @@ impl RecipeArgs {
             token_dropout,
             ema_decay,
             patience,
-            ngram_buckets
+            ngram_buckets,
+            ngram_max,
+            ngram_dropout
         );
         if self.changes_shape() {
             p.name = format!("{}-custom", p.name);
@@ -163,6 +171,7 @@ impl RecipeArgs {
             patience: p.patience,
             label_smoothing: p.label_smoothing,
             token_dropout: p.token_dropout,
+            ngram_dropout: p.ngram_dropout,
             ema_decay: p.ema_decay,
             seed: self.seed,
             progress,

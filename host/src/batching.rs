@@ -110,7 +110,10 @@ impl Batch {
                 Tensor::from_vec(rows.concat(), (b, c), device)
             })
             .transpose()?;
-        let mut rows: Vec<Vec<u32>> = indices.iter().map(|&i| examples[i].ngrams.clone()).collect();
+        let mut rows: Vec<Vec<u32>> = indices
+            .iter()
+            .map(|&i| examples[i].ngrams.clone())
+            .collect();
         if let (Some(rng), true) = (rng, p > 0.0) {
             for row in &mut rows {
                 row.retain(|_| !rng.random_bool(p));

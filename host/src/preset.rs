@@ -37,6 +37,10 @@ pub struct Preset {
     /// Share of a text's n-gram ids dropped at random in each training step.
     #[serde(default)]
     pub ngram_dropout: f64,
+    /// Weight of the branch losses (the pooled tokens alone and the bag alone, each scored
+    /// by the classifier) added to the loss of a model with a bag.
+    #[serde(default)]
+    pub branch_loss: f64,
 }
 
 fn default_ngram_max() -> usize {
@@ -140,7 +144,10 @@ impl Preset {
             spec.check().or_else(|p| bad(format!("n-grams: {p}")))?;
         }
         if !(0.0..1.0).contains(&self.ngram_dropout) {
-            return bad(format!("ngram_dropout {} must be in [0, 1)", self.ngram_dropout));
+            return bad(format!(
+                "ngram_dropout {} must be in [0, 1)",
+                self.ngram_dropout
+            ));
         }
         Ok(())
     }

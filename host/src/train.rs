@@ -40,6 +40,12 @@ pub struct TrainOptions {
     /// Share of a text's n-gram ids dropped in each training batch (a model with a bag).
     #[serde(default)]
     pub ngram_dropout: f64,
+    /// Weight of the branch losses of a model with a bag: the classifier also scores the
+    /// attention-pooled vector alone and the bag alone, and their cross-entropies are added
+    /// with this weight, so neither branch can coast on the other (the token branch fits
+    /// the training set first and would otherwise leave the bag under-trained).
+    #[serde(default)]
+    pub branch_loss: f64,
     /// Decay of the exponential moving average of the weights that is validated and saved
     /// (0 = off).
     pub ema_decay: f64,
@@ -74,6 +80,7 @@ impl Default for TrainOptions {
             label_smoothing: 0.1,
             token_dropout: 0.0,
             ngram_dropout: 0.0,
+            branch_loss: 0.0,
             ema_decay: 0.0,
             layer_lr_decay: 1.0,
             freeze_embeddings: false,
@@ -275,6 +282,17 @@ pub fn train(
                     kd_loss(&out.logits, soft, &batch.labels, kd, opts.label_smoothing)?
                 }
                 _ => cross_entropy(&out.logits, &batch.labels, opts.label_smoothing)?,
+            };
+            let l = match (&out.branches, opts.branch_loss > 0.0) {
+                (Some((pooled, bag)), true) => {
+                    let branch = |x: &candle_core::Tensor| -> Result<candle_core::Tensor> {
+                        let logits = model.classifier.forward(&dropout.apply(x)?)?;
+                        Ok(cross_entropy(&logits, &batch.labels, opts.label_smoothing)?)
+                    };
+                    let extra = (branch(pooled)? + branch(bag)?)?;
+                    (l + (extra * opts.branch_loss)?)?
+                }
+                _ => l,
             };
             let loss_value = l.to_scalar::<f32>()?;
             if !loss_value.is_finite() {

@@ -17,7 +17,10 @@ fn config() -> ModelConfig {
         dropout: 0.1,
         layer_norm_eps: 1e-12,
         labels: (0..5).map(|i| format!("c{i}")).collect(),
-        ngrams: Some(bundle::NgramSpec { buckets: 64, max: 8 }),
+        ngrams: Some(bundle::NgramSpec {
+            buckets: 64,
+            max: 8,
+        }),
     }
 }
 
@@ -40,7 +43,17 @@ fn every_parameter_gets_a_gradient() {
     let out = model
         .forward(&ids, &mask, Some(&ng), &Dropout::train(0.1, 1))
         .unwrap();
+    // The branch losses training adds for a model with a bag: each branch alone.
+    let (pooled, bag) = out
+        .branches
+        .as_ref()
+        .expect("a model with a bag has branches");
+    let branch = |x: &Tensor| {
+        let logits = model.classifier.forward(x).unwrap();
+        host::loss::cross_entropy(&logits, &labels, 0.1).unwrap()
+    };
     let loss = host::loss::cross_entropy(&out.logits, &labels, 0.1).unwrap();
+    let loss = (loss + (branch(pooled) + branch(bag)).unwrap()).unwrap();
     let grads = loss.backward().unwrap();
     let data = varmap.data().lock().unwrap();
     let mut names: Vec<_> = data.keys().cloned().collect();

@@ -76,7 +76,12 @@ fn candle_logits(c: &ModelConfig, w: &HashMap<String, Tensor>, texts: &[&str]) -
     let indices: Vec<usize> = (0..texts.len()).collect();
     let batch = Batch::new(&examples, &indices, &Device::Cpu).unwrap();
     model
-        .forward(&batch.ids, &batch.mask, Some(&batch.ngrams), &Dropout::off())
+        .forward(
+            &batch.ids,
+            &batch.mask,
+            Some(&batch.ngrams),
+            &Dropout::off(),
+        )
         .unwrap()
         .logits
         .to_vec2::<f32>()
@@ -97,7 +102,11 @@ fn the_written_graph_takes_ngram_ids_and_matches_candle() {
     let n = c.num_labels();
     for (i, row) in reference.iter().enumerate() {
         let diff = device::max_abs_diff(&logits[i * n..(i + 1) * n], row);
-        assert!(diff < 1e-3, "{:?}: tract and candle differ by {diff}", TEXTS[i]);
+        assert!(
+            diff < 1e-3,
+            "{:?}: tract and candle differ by {diff}",
+            TEXTS[i]
+        );
     }
     // The ids matter: the same tokens without their n-grams give other logits.
     let mut bare = enc.batch(&encoded);

@@ -160,7 +160,12 @@ pub fn export(
         let indices: Vec<usize> = (0..examples.len()).collect();
         let batch = crate::batching::Batch::new(&examples, &indices, &device)?;
         let reference = model
-            .forward(&batch.ids, &batch.mask, Some(&batch.ngrams), &crate::model::Dropout::off())?
+            .forward(
+                &batch.ids,
+                &batch.mask,
+                Some(&batch.ngrams),
+                &crate::model::Dropout::off(),
+            )?
             .logits
             .to_vec2::<f32>()?;
         for (i, enc) in encoded.iter().enumerate() {

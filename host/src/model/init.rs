@@ -54,7 +54,10 @@ pub fn parameter_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     v.push(("classifier.bias".into(), vec![cfg.num_labels()]));
     // Last, so adding the bag leaves every other weight's seeded initial value unchanged.
     if let Some(spec) = cfg.ngrams {
-        v.push((format!("{}.weight", super::NGRAM_BAG), vec![spec.buckets as usize, d]));
+        v.push((
+            format!("{}.weight", super::NGRAM_BAG),
+            vec![spec.buckets as usize, d],
+        ));
     }
     v
 }

@@ -29,6 +29,10 @@ pub struct ClassifierOutput {
     pub logits: Tensor,
     /// `[B, S]` attention pooling weights α (sum to 1 over real tokens, 0 on padding).
     pub alpha: Tensor,
+    /// `[B, d]` the attention-pooled vector alone and the bag-of-n-grams vector alone
+    /// (a model with a bag; training can score each branch by itself too, see
+    /// `TrainOptions::branch_loss`).
+    pub branches: Option<(Tensor, Tensor)>,
 }
 
 /// The classifier: a plain struct of layers.
@@ -124,14 +128,22 @@ impl AttentionClassifier {
     ) -> Result<ClassifierOutput> {
         let x = self.encode(ids, mask, dropout)?;
         let pad = ((mask.ones_like()? - mask)? * MASK_NEG)?;
-        let (mut pooled, alpha) = self.pooling.forward(&x, &pad)?;
-        if let Some(bag) = &self.ngram_bag {
-            let input = ngrams.ok_or_else(|| {
-                candle_core::Error::Msg("the model reads n-gram ids; the batch has none".into())
-            })?;
-            pooled = (pooled + bag.forward(input)?)?;
-        }
-        let logits = self.classifier.forward(&dropout.apply(&pooled)?)?;
-        Ok(ClassifierOutput { logits, alpha })
+        let (pooled, alpha) = self.pooling.forward(&x, &pad)?;
+        let (sum, branches) = match &self.ngram_bag {
+            Some(bag) => {
+                let input = ngrams.ok_or_else(|| {
+                    candle_core::Error::Msg("the model reads n-gram ids; the batch has none".into())
+                })?;
+                let bag = bag.forward(input)?;
+                ((&pooled + &bag)?, Some((pooled, bag)))
+            }
+            None => (pooled, None),
+        };
+        let logits = self.classifier.forward(&dropout.apply(&sum)?)?;
+        Ok(ClassifierOutput {
+            logits,
+            alpha,
+            branches,
+        })
     }
 }

@@ -67,7 +67,12 @@ fn run_probed(
     }
     for indices in sorted_batches(examples, 32) {
         let batch = Batch::new(examples, &indices, device)?;
-        m.forward(&batch.ids, &batch.mask, Some(&batch.ngrams), &Dropout::off())?;
+        m.forward(
+            &batch.ids,
+            &batch.mask,
+            Some(&batch.ngrams),
+            &Dropout::off(),
+        )?;
     }
     Ok(())
 }

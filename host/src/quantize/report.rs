@@ -155,7 +155,12 @@ pub fn logits(
     for indices in sorted_batches(examples, 64) {
         let batch = Batch::new(examples, &indices, device)?;
         let l = model
-            .forward(&batch.ids, &batch.mask, Some(&batch.ngrams), &Dropout::off())?
+            .forward(
+                &batch.ids,
+                &batch.mask,
+                Some(&batch.ngrams),
+                &Dropout::off(),
+            )?
             .logits
             .to_vec2::<f32>()?;
         for (row, &i) in indices.iter().enumerate() {

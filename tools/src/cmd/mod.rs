@@ -100,6 +100,10 @@ pub struct RecipeArgs {
     /// Share of a text's n-gram ids dropped at random in each training step (preset default).
     #[arg(long, value_name = "P")]
     pub ngram_dropout: Option<f64>,
+    /// Weight of the branch losses of a model with a bag: the classifier also scores the
+    /// pooled tokens alone and the bag alone (preset default).
+    #[arg(long, value_name = "F")]
+    pub branch_loss: Option<f64>,
     /// Epochs without a better validation macro-F1 before stopping.
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
@@ -151,7 +155,8 @@ impl RecipeArgs {
             patience,
             ngram_buckets,
             ngram_max,
-            ngram_dropout
+            ngram_dropout,
+            branch_loss
         );
         if self.changes_shape() {
             p.name = format!("{}-custom", p.name);
@@ -172,6 +177,7 @@ impl RecipeArgs {
             label_smoothing: p.label_smoothing,
             token_dropout: p.token_dropout,
             ngram_dropout: p.ngram_dropout,
+            branch_loss: p.branch_loss,
             ema_decay: p.ema_decay,
             seed: self.seed,
             progress,

@@ -231,7 +231,9 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
     let dir = quantized_bundle();
     let v = bundle::Bundle::read(dir).unwrap().verify().unwrap();
     let m = v.manifest();
-    assert_eq!(m.format_version, 2);
+    // The tiny preset reads n-gram ids: format 3 (variants and the bag).
+    assert_eq!(m.format_version, 3);
+    assert!(m.ngrams.is_some());
     let names: Vec<&str> = m.variants.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, ["weights-int8", "int8-compute"]);
     assert_eq!(m.default_variant.as_deref(), Some("weights-int8"));

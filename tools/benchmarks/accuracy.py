@@ -63,6 +63,9 @@ DATASET_ARGS = {
     ("snips", "minilm"): ["--epochs", "4", "--lr", "1.5e-4", "--layer-lr-decay", "0.9"],
     ("snips", "minilm-distilled"): ["--lr", "1.5e-4", "--layer-lr-decay", "0.9"],
     ("snips", "tiny"): ["--epochs", "8"],
+    # The bag of n-grams keeps learning past 20 epochs on CLINC150's 15k texts: 30 epochs
+    # gave the best validation macro-F1 of the runs tried (0.925; 0.917-0.920 at 20).
+    ("clinc150", "tiny"): ["--epochs", "30"],
     # More teacher-labelled copies and the teacher weighed more took the distilled tiny
     # model from 0.924 (augment 2, alpha 0.5) to 0.942 (6, 0.8) and 0.948
     # (12, 0.9) in-scope (docs/accuracy.md, notes).

@@ -1001,31 +1001,42 @@ pub fn pooling(b: &mut GraphBuilder, c: &ModelConfig, x: &str, mask: &str) -> Re
 }
 
 /// Bag of n-grams: `Σ_m table[ngram_ids[b,m]] / max(#{m : ngram_ids[b,m] > 0}, 1)`,
-/// `[B, d]` (row 0 of the table, the padding id's, is zero).
+/// `[B, d]` (row 0 of the table, the padding id's, is zero). The sum over `m` is one
+/// `MatMul` of the per-id weights `[B,1,M]` (1/count on real ids, 0 on padding, times the
+/// row's scale in an int8 table) with the gathered rows `[B,M,d]`: a `ReduceSum` over the
+/// middle axis of `[B,M,d]` and the per-element scale multiply were most of the bag's time
+/// in tract.
 pub fn ngram_bag(
     b: &mut GraphBuilder,
     c: &ModelConfig,
     spec: &bundle::NgramSpec,
 ) -> Result<String> {
-    let rows = b.gather_rows(
-        NGRAM_TABLE,
-        &[spec.buckets as usize, c.hidden],
-        NGRAM_IDS,
-        2,
-        "ngram_bag.rows",
-    )?;
+    let axis0 = vec![attr_int("axis", 0)];
+    let float = attr_int("to", pb::tensor_proto::DataType::Float as i64);
     let axis1 = b.const_i64("const.axes_1", &[1], &[1]);
-    let keep0 = vec![attr_int("keepdims", 0)];
-    let sum = b.add_node("ReduceSum", &[&rows, &axis1], "ngram_bag.sum", keep0);
     let zero = b.const_i64("const.scalar_0", &[], &[0]);
     let real = b.add_node("Greater", &[NGRAM_IDS, &zero], "ngram_bag.real", vec![]);
-    let float = attr_int("to", pb::tensor_proto::DataType::Float as i64);
-    let real = b.add_node("Cast", &[&real], "ngram_bag.real_f32", vec![float]);
+    let real = b.add_node("Cast", &[&real], "ngram_bag.real_f32", vec![float.clone()]);
     let keep1 = vec![attr_int("keepdims", 1)];
     let count = b.add_node("ReduceSum", &[&real, &axis1], "ngram_bag.count", keep1);
     let one = b.const_f32("const.one", 1.0);
     let count = b.add_node("Max", &[&count, &one], "ngram_bag.count_at_least_1", vec![]);
-    Ok(b.add_node("Div", &[&sum, &count], "ngram_bag.mean", vec![]))
+    let mut weight = b.add_node("Div", &[&real, &count], "ngram_bag.weight", vec![]);
+    let rows = match b.int8_initializers(NGRAM_TABLE)? {
+        Some((q, scale)) => {
+            let rows = b.add_node("Gather", &[&q, NGRAM_IDS], "ngram_bag.rows.int8", axis0.clone());
+            let scales = b.add_node("Gather", &[&scale, NGRAM_IDS], "ngram_bag.scales", axis0);
+            weight = b.add_node("Mul", &[&weight, &scales], "ngram_bag.weight_scaled", vec![]);
+            b.add_node("Cast", &[&rows], "ngram_bag.rows", vec![float])
+        }
+        None => {
+            let table = b.weight(NGRAM_TABLE, &[spec.buckets as usize, c.hidden])?;
+            b.add_node("Gather", &[&table, NGRAM_IDS], "ngram_bag.rows", axis0)
+        }
+    };
+    let weight = b.add_node("Unsqueeze", &[&weight, &axis1], "ngram_bag.weight_row", vec![]);
+    let sum = b.add_node("MatMul", &[&weight, &rows], "ngram_bag.sum", vec![]);
+    Ok(b.add_node("Squeeze", &[&sum, &axis1], "ngram_bag.mean", vec![]))
 }
 
 /// `logits = pooled Wc^T + bc`, emitted as the `logits` output.

@@ -77,19 +77,103 @@ pub fn feature_id(feature: &str, buckets: u32) -> i64 {
 }
 
 /// A text's `ngram_ids`: at most `spec.max` distinct ids in `1..spec.buckets`, unpadded.
+///
+/// The same ids as hashing each string of [`features`] with [`feature_id`], computed
+/// without building the strings (this runs on every query on the board).
 pub fn ngram_ids(text: &str, spec: &NgramSpec) -> Vec<i64> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for f in features(text) {
-        if out.len() == spec.max {
-            break;
-        }
-        let id = feature_id(&f, spec.buckets);
-        if seen.insert(id) {
-            out.push(id);
+    let words = words(text);
+    let mut ids = IdSet::new(spec);
+    // Words, then adjacent pairs: `W` + word, `B` + word + ' ' + word.
+    for w in &words {
+        ids.push(fnv_extend(fnv1a32(b"W"), w.as_bytes()));
+    }
+    for p in words.windows(2) {
+        let h = fnv_extend(fnv1a32(b"B"), p[0].as_bytes());
+        ids.push(fnv_extend(fnv_extend(h, b" "), p[1].as_bytes()));
+    }
+    // Character n-grams of `<word>`: each character's UTF-8 bytes, hashed window by window.
+    let mut chars: Vec<([u8; 4], usize)> = Vec::new();
+    for w in &words {
+        chars.clear();
+        let mut put = |c: char| {
+            let mut b = [0u8; 4];
+            let n = c.encode_utf8(&mut b).len();
+            chars.push((b, n));
+        };
+        put('<');
+        w.chars().take(MAX_WORD_CHARS).for_each(&mut put);
+        put('>');
+        for n in CHAR_NGRAMS {
+            for g in chars.windows(n) {
+                let h = g
+                    .iter()
+                    .fold(fnv1a32(b"C"), |h, (b, len)| fnv_extend(h, &b[..*len]));
+                ids.push(h);
+            }
         }
     }
-    out
+    ids.into_vec()
+}
+
+/// FNV-1a continued over `bytes` from the state `h`.
+fn fnv_extend(mut h: u32, bytes: &[u8]) -> u32 {
+    for &b in bytes {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// The distinct ids of one text in order of first appearance, at most `max`.
+struct IdSet {
+    out: Vec<i64>,
+    max: usize,
+    buckets: u32,
+    /// One bit per id for tables up to 2^16 rows (8 kB), else a hash set.
+    bits: Vec<u64>,
+    set: std::collections::HashSet<i64>,
+}
+
+impl IdSet {
+    const BITSET_ROWS: u32 = 1 << 16;
+
+    fn new(spec: &NgramSpec) -> IdSet {
+        let bits = if spec.buckets <= Self::BITSET_ROWS {
+            vec![0u64; (spec.buckets as usize).div_ceil(64)]
+        } else {
+            Vec::new()
+        };
+        IdSet {
+            out: Vec::with_capacity(spec.max.min(512)),
+            max: spec.max,
+            buckets: spec.buckets.max(2),
+            bits,
+            set: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Adds the id of a feature hash, unless it is there already or the set is full.
+    fn push(&mut self, hash: u32) {
+        if self.out.len() == self.max {
+            return;
+        }
+        let id = 1 + i64::from(hash % (self.buckets - 1));
+        let new = if self.bits.is_empty() {
+            self.set.insert(id)
+        } else {
+            let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+            let new = self.bits[word] & bit == 0;
+            self.bits[word] |= bit;
+            new
+        };
+        if new {
+            self.out.push(id);
+        }
+    }
+
+    fn into_vec(self) -> Vec<i64> {
+        self.out
+    }
 }
 
 /// Rows of `ngram_ids` padded with 0 to `spec.max`, row-major `[rows, spec.max]`.
@@ -166,6 +250,35 @@ mod tests {
             padded(&[vec![4, 5], vec![1, 2, 3, 9]], &spec),
             [4, 5, 0, 1, 2, 3]
         );
+    }
+
+    #[test]
+    fn ids_are_the_hashed_feature_strings() {
+        for spec in [
+            SPEC,
+            NgramSpec {
+                buckets: 1 << 20,
+                max: 4096,
+            },
+            NgramSpec { buckets: 7, max: 5 },
+        ] {
+            for text in [
+                "Turn ON the kitchen lights, please!",
+                "打开客厅的灯，谢谢 and the 2nd lamp",
+                "Ünïcödé ßtraße İstanbul ΟΔΟΣ 🙂",
+                "a b",
+                "",
+            ] {
+                let mut want = Vec::new();
+                for f in features(text) {
+                    let id = feature_id(&f, spec.buckets);
+                    if want.len() < spec.max && !want.contains(&id) {
+                        want.push(id);
+                    }
+                }
+                assert_eq!(ngram_ids(text, &spec), want, "{text:?} {spec:?}");
+            }
+        }
     }
 
     #[test]

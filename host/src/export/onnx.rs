@@ -1024,9 +1024,19 @@ pub fn ngram_bag(
     let mut weight = b.add_node("Div", &[&real, &count], "ngram_bag.weight", vec![]);
     let rows = match b.int8_initializers(NGRAM_TABLE)? {
         Some((q, scale)) => {
-            let rows = b.add_node("Gather", &[&q, NGRAM_IDS], "ngram_bag.rows.int8", axis0.clone());
+            let rows = b.add_node(
+                "Gather",
+                &[&q, NGRAM_IDS],
+                "ngram_bag.rows.int8",
+                axis0.clone(),
+            );
             let scales = b.add_node("Gather", &[&scale, NGRAM_IDS], "ngram_bag.scales", axis0);
-            weight = b.add_node("Mul", &[&weight, &scales], "ngram_bag.weight_scaled", vec![]);
+            weight = b.add_node(
+                "Mul",
+                &[&weight, &scales],
+                "ngram_bag.weight_scaled",
+                vec![],
+            );
             b.add_node("Cast", &[&rows], "ngram_bag.rows", vec![float])
         }
         None => {
@@ -1034,7 +1044,12 @@ pub fn ngram_bag(
             b.add_node("Gather", &[&table, NGRAM_IDS], "ngram_bag.rows", axis0)
         }
     };
-    let weight = b.add_node("Unsqueeze", &[&weight, &axis1], "ngram_bag.weight_row", vec![]);
+    let weight = b.add_node(
+        "Unsqueeze",
+        &[&weight, &axis1],
+        "ngram_bag.weight_row",
+        vec![],
+    );
     let sum = b.add_node("MatMul", &[&weight, &rows], "ngram_bag.sum", vec![]);
     Ok(b.add_node("Squeeze", &[&sum, &axis1], "ngram_bag.mean", vec![]))
 }

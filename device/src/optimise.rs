@@ -9,24 +9,26 @@
 //! | # | stage | fusion | what it replaces | off with |
 //! |---|---|---|---|---|
 //! | 1 | protobuf | [`fuse_attention`] | the attention core: head split and merge, `Q·Kᵀ`, scale, mask, `Softmax`, `·V` → one `DeviceFusedAttention` node ([`FusedAttention`]) | `tract_ops` |
-//! | 2 | protobuf | [`quantize_to_i8`] | a u8 `QuantizeLinear` feeding only `MatMulInteger` → an i8 one (tract's u8 → i8 offset node per matmul disappears) | `tract_ops` |
-//! | 3 | protobuf | [`fuse_dequantize_bias`] | per-channel `DequantizeLinear` + its bias `Add` → one `DeviceDequantizeLinearBias` node | `tract_ops` |
-//! | 4 | parser | [`fused_ops::register`] | tract's parsers of `LayerNormalization`, `Softmax` (opset ≥ 13), `QuantizeLinear`, `DequantizeLinear` (and the nodes of 1 and 3) → [`FusedLayerNorm`], [`FusedSoftmax`], [`FusedQuantizeLinear`], [`FusedDequantizeLinear`], [`FusedAttention`] | `tract_ops` |
-//! | 5 | decluttered model | [`fuse_gelu`] | tract's f32 `GeluExact` → [`FusedGelu`] | `tract_ops` |
-//! | 6 | decluttered model | [`fuse_dense`] | f32 `EinSum` by a constant `[k, n]` matrix (+ its constant bias `Add`) → [`FusedDense`]; AVX-512F cores only | `dense` (or `tract_ops`) |
-//! | 7 | decluttered model | [`fuse_dense_i8`] | int8 `EinSum` + [`FusedDequantizeLinear`] → [`FusedDenseI8`]; AVX-512 VNNI cores only | `dense_i8` (or `tract_ops`) |
-//! | 8 | optimised plan | [`fuse_adds`] | f32 `Add` nodes tract left to its generic evaluator, broadcasting by rows → [`FusedAdd`] | `tract_ops` |
+//! | 2 | protobuf | [`fuse_embedding_bag`] | the n-gram bag of a model with `ngram_ids`: `Greater`/`Cast` of the ids, their count, the row `Gather`s (int8 table: and its `Cast` and the scale `Gather` and `Mul`), `Unsqueeze`, `MatMul`, `Squeeze` → one `DeviceEmbeddingBag` node ([`FusedEmbeddingBag`]), which skips padding ids | `tract_ops` |
+//! | 3 | protobuf | [`quantize_to_i8`] | a u8 `QuantizeLinear` feeding only `MatMulInteger` → an i8 one (tract's u8 → i8 offset node per matmul disappears) | `tract_ops` |
+//! | 4 | protobuf | [`fuse_dequantize_bias`] | per-channel `DequantizeLinear` + its bias `Add` → one `DeviceDequantizeLinearBias` node | `tract_ops` |
+//! | 5 | parser | [`fused_ops::register`] | tract's parsers of `LayerNormalization`, `Softmax` (opset ≥ 13), `QuantizeLinear`, `DequantizeLinear` (and the nodes of 1, 2 and 4) → [`FusedLayerNorm`], [`FusedSoftmax`], [`FusedQuantizeLinear`], [`FusedDequantizeLinear`], [`FusedAttention`], [`FusedEmbeddingBag`] | `tract_ops` |
+//! | 6 | decluttered model | [`fuse_gelu`] | tract's f32 `GeluExact` → [`FusedGelu`] | `tract_ops` |
+//! | 7 | decluttered model | [`fuse_dense`] | f32 `EinSum` by a constant `[k, n]` matrix (+ its constant bias `Add`) → [`FusedDense`]; AVX-512F cores only | `dense` (or `tract_ops`) |
+//! | 8 | decluttered model | [`fuse_dense_i8`] | int8 `EinSum` + [`FusedDequantizeLinear`] → [`FusedDenseI8`]; AVX-512 VNNI cores only | `dense_i8` (or `tract_ops`) |
+//! | 9 | optimised plan | [`fuse_adds`] | f32 `Add` nodes tract left to its generic evaluator, broadcasting by rows → [`FusedAdd`] | `tract_ops` |
 //!
 //! The options are [`FusionOptions`]; an f16 engine (tract's `f32_to_f16` transform, applied
 //! by the engine after this stage) runs none of them ([`FusionOptions::none`]), the fused
 //! kernels being f32. Which matmul kernels tract picks when a plan is optimised is the
 //! other knob of [`plan`] ([`KernelOptions`]).
 //!
-//! 1-3 stay rewrites of the protobuf: tract's parser and declutter turn the attention
-//! pattern into axis moves and `EinSum`s whose form depends on its own rewrite order, while
-//! the exported ONNX form is fixed, and 2-4 must happen before parsing because the parser
-//! picks an op by the node's type. 5-7 are passes over the decluttered model, each one walk
-//! matching one op (they match disjoint ops, so their order only fixes node names), and 8
+//! 1-4 stay rewrites of the protobuf: tract's parser and declutter turn the attention
+//! pattern into axis moves and `EinSum`s whose form depends on its own rewrite order (and
+//! the bag into gathers, casts and a packed matmul), while the exported ONNX form is
+//! fixed, and 3-5 must happen before parsing because the parser
+//! picks an op by the node's type. 6-8 are passes over the decluttered model, each one walk
+//! matching one op (they match disjoint ops, so their order only fixes node names), and 9
 //! one walk over the optimised plan, which is where tract has decided which additions it
 //! leaves generic.
 //!
@@ -34,6 +36,7 @@
 //! [`FusedLayerNorm`]: crate::fused_ops::FusedLayerNorm
 //! [`FusedSoftmax`]: crate::fused_ops::FusedSoftmax
 //! [`FusedAttention`]: crate::fused_ops::FusedAttention
+//! [`FusedEmbeddingBag`]: crate::fused_ops::FusedEmbeddingBag
 //! [`FusedQuantizeLinear`]: crate::fused_ops::FusedQuantizeLinear
 //! [`FusedDequantizeLinear`]: crate::fused_ops::FusedDequantizeLinear
 //! [`FusedGelu`]: crate::fused_ops::FusedGelu
@@ -47,8 +50,8 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::fused_ops::{
-    self, fuse_adds, fuse_attention, fuse_dense, fuse_dense_i8, fuse_dequantize_bias, fuse_gelu,
-    quantize_to_i8,
+    self, fuse_adds, fuse_attention, fuse_dense, fuse_dense_i8, fuse_dequantize_bias,
+    fuse_embedding_bag, fuse_gelu, quantize_to_i8,
 };
 use crate::matmul_kernels::KernelOptions;
 
@@ -58,9 +61,9 @@ use crate::matmul_kernels::KernelOptions;
 pub struct FusionOptions {
     /// tract's own ops everywhere: none of the fusions (for comparison and checks).
     pub tract_ops: bool,
-    /// The f32 dense layers as `FusedDense` on AVX-512F cores (fusion 6).
+    /// The f32 dense layers as `FusedDense` on AVX-512F cores (fusion 7).
     pub dense: bool,
-    /// The int8-compute dense layers as `FusedDenseI8` on AVX-512 VNNI cores (fusion 7).
+    /// The int8-compute dense layers as `FusedDenseI8` on AVX-512 VNNI cores (fusion 8).
     pub dense_i8: bool,
 }
 
@@ -88,12 +91,12 @@ impl FusionOptions {
         !self.tract_ops
     }
 
-    /// Fusion 6 runs: asked for, and this CPU has the tiles.
+    /// Fusion 7 runs: asked for, and this CPU has the tiles.
     fn dense_here(&self) -> bool {
         self.fused() && self.dense && fused_ops::dense::available()
     }
 
-    /// Fusion 7 runs: asked for, and this CPU has the tiles.
+    /// Fusion 8 runs: asked for, and this CPU has the tiles.
     fn dense_i8_here(&self) -> bool {
         self.fused() && self.dense_i8 && fused_ops::dense_i8::available()
     }
@@ -101,7 +104,7 @@ impl FusionOptions {
 
 /// Parses `proto` with `onnx` (whose data provider serves the external data; `model_dir`
 /// is where the protobuf's external references are resolved), types and declutters it, with
-/// fusions 1-7 of the module doc as `options` say. The protobuf is dropped as soon as tract
+/// fusions 1-8 of the module doc as `options` say. The protobuf is dropped as soon as tract
 /// has parsed it. Errors say which step failed (`tract cannot parse it`, `unresolved
 /// inputs`, `tract cannot type it`, or the failing fusion).
 pub fn optimise(
@@ -112,11 +115,12 @@ pub fn optimise(
 ) -> TractResult<TypedModel> {
     let parsed = {
         if options.fused() {
-            // 4: the fused parsers.
+            // 5: the fused parsers.
             fused_ops::register(&mut onnx.op_register);
             if let Some(graph) = proto.graph.as_mut() {
-                // 1-3.
+                // 1-4.
                 fuse_attention(graph);
+                fuse_embedding_bag(graph);
                 quantize_to_i8(graph);
                 fuse_dequantize_bias(graph);
             }
@@ -138,7 +142,7 @@ pub fn optimise(
         .and_then(|m| m.into_decluttered())
         .map_err(|e| e.context("tract cannot type it"))?;
     if options.fused() {
-        // 5-7.
+        // 6-8.
         fuse_gelu(&mut typed)?;
         if options.dense_here() {
             fuse_dense(&mut typed)?;
@@ -152,7 +156,7 @@ pub fn optimise(
 
 /// The runnable plan of `model` (the output of [`optimise`]): symbolic (`fixed` None) or
 /// with the symbols `(batch, seq)` set to 1 and `len`, optimised by tract under `kernels`,
-/// then fusion 8 as `options` say.
+/// then fusion 9 as `options` say.
 pub fn plan(
     model: &TypedModel,
     fixed: Option<(&(Symbol, Symbol), usize)>,
@@ -173,7 +177,7 @@ pub fn plan(
         }
     })?;
     if options.fused() {
-        // 8.
+        // 9.
         fuse_adds(&mut optimised)?;
     }
     optimised.into_runnable()

@@ -167,6 +167,10 @@ enum Ngrams<'a> {
     Float(&'a str),
     /// `ngram_ids` `[batch, 4]` gathering an int8 table and its per-row scales.
     Int8,
+    /// `ngram_ids` `[batch, 4]` in the exporter's form (`host::export::onnx::ngram_bag`):
+    /// per-id weights `1 / max(count, 1)` (int8: times the row scale) times the gathered
+    /// rows in one `MatMul`. The form the device fuses into one `FusedEmbeddingBag`.
+    Exported { int8: bool },
 }
 
 /// logits = Σ_s attention[s]·(tokens[id_s] + positions[s]) + Σ_j ngrams[g_j] / max(#g>0, 1);
@@ -221,6 +225,63 @@ fn model(ngrams: Ngrams) -> pb::ModelProto {
                 "logits",
                 &[("keepdims", 0)],
             ));
+        }
+        Ngrams::Exported { int8 } => {
+            nodes.push(node(
+                "ReduceSum",
+                &["weighted", "axis1"],
+                "pooled",
+                &[("keepdims", 0)],
+            ));
+            input.push(value_info("ngram_ids", DataType::Int64, &["batch", "4"]));
+            let float = [("to", DataType::Float as i64)];
+            nodes.extend([
+                node("Greater", &["ngram_ids", "zero"], "bag_real_b", &[]),
+                node("Cast", &["bag_real_b"], "bag_real", &float),
+                node(
+                    "ReduceSum",
+                    &["bag_real", "axis1"],
+                    "bag_count",
+                    &[("keepdims", 1)],
+                ),
+                node("Max", &["bag_count", "one_f"], "bag_count_1", &[]),
+                node("Div", &["bag_real", "bag_count_1"], "bag_weight", &[]),
+            ]);
+            let weight = if int8 {
+                let (q, scales) = ngram_table_int8();
+                initializer.push(pb::TensorProto {
+                    raw_data: q.iter().map(|&v| v as u8).collect(),
+                    ..tensor("ngram_q", &[rows, C as i64], DataType::Int8)
+                });
+                initializer.push(f32_tensor("ngram_scale", &[rows], scales));
+                nodes.extend([
+                    node("Gather", &["ngram_q", "ngram_ids"], "bag_q", &[("axis", 0)]),
+                    node(
+                        "Gather",
+                        &["ngram_scale", "ngram_ids"],
+                        "bag_s",
+                        &[("axis", 0)],
+                    ),
+                    node("Mul", &["bag_weight", "bag_s"], "bag_weight_s", &[]),
+                    node("Cast", &["bag_q"], "bag_rows", &float),
+                ]);
+                "bag_weight_s"
+            } else {
+                initializer.push(f32_tensor("ngram_table", &[rows, C as i64], ngram_table()));
+                nodes.push(node(
+                    "Gather",
+                    &["ngram_table", "ngram_ids"],
+                    "bag_rows",
+                    &[("axis", 0)],
+                ));
+                "bag_weight"
+            };
+            nodes.extend([
+                node("Unsqueeze", &[weight, "axis1"], "bag_w3", &[]),
+                node("MatMul", &["bag_w3", "bag_rows"], "bag_sum", &[]),
+                node("Squeeze", &["bag_sum", "axis1"], "bag_mean", &[]),
+                node("Add", &["pooled", "bag_mean"], "logits", &[]),
+            ]);
         }
         Ngrams::Float(_) | Ngrams::Int8 => {
             nodes.push(node(
@@ -605,4 +666,75 @@ fn a_model_and_manifest_that_disagree_on_ngrams_are_refused() {
     .is_err());
     let engine = Engine::from_onnx_bytes(&onnx(Ngrams::Float("4")), C).unwrap();
     Classifier::new(encoder.with_ngrams(Some(SPEC)), engine, labels).unwrap();
+}
+
+/// The exporter's bag runs as one `FusedEmbeddingBag` node (the fused engine) and gives
+/// the logits of tract's own ops (`tract_ops`) and of the hand computation, for float and
+/// int8 tables, one text and a padded batch with an all-padding row; out-of-table ids stay
+/// clean errors.
+#[test]
+fn the_exported_bag_runs_as_one_fused_node_with_tract_values() {
+    use device::options::FusionOptions;
+    use device::EngineOptions;
+    let dir = tempfile::tempdir().unwrap();
+    for int8 in [false, true] {
+        let bytes = onnx(Ngrams::Exported { int8 });
+        let file = if int8 {
+            "bag_int8.onnx"
+        } else {
+            "bag_f32.onnx"
+        };
+        std::fs::write(dir.path().join(file), &bytes).unwrap();
+        let engine = |tract_ops: bool| {
+            let options = EngineOptions {
+                fusion: FusionOptions {
+                    tract_ops,
+                    ..FusionOptions::default()
+                },
+                ..EngineOptions::default()
+            };
+            Engine::from_onnx_file(dir.path(), file, C, options).unwrap()
+        };
+        let (fused, tract) = (engine(false), engine(true));
+        let names = |e: &Engine| -> Vec<String> {
+            e.plan()
+                .unwrap()
+                .model()
+                .nodes()
+                .iter()
+                .map(|n| n.op.name().to_string())
+                .collect()
+        };
+        let (fused_names, tract_names) = (names(&fused), names(&tract));
+        let bags = |n: &[String]| n.iter().filter(|n| *n == "FusedEmbeddingBag").count();
+        assert_eq!(bags(&fused_names), 1, "{fused_names:?}");
+        assert_eq!(bags(&tract_names), 0, "{tract_names:?}");
+        // The bag's gathers (rows, and an int8 table's scales) are gone; the token and
+        // position gathers stay.
+        let gathers = |n: &[String]| n.iter().filter(|n| n.contains("Gather")).count();
+        assert_eq!(
+            gathers(&fused_names) + 1 + usize::from(int8),
+            gathers(&tract_names),
+            "{fused_names:?} vs {tract_names:?}"
+        );
+
+        let a: (&[i64], &[i64]) = (&[2, 6, 3], &[5, 63, 0, 0]);
+        let b: (&[i64], &[i64]) = (&[2, 10, 7, 9, 3], &[1, 2, 3, 4]);
+        let none: (&[i64], &[i64]) = (&[2, 3], &[0, 0, 0, 0]);
+        for rows in [&[a][..], &[b], &[none], &[a, b, none]] {
+            let (got, _) = fused.run_batch(&batch(rows)).unwrap();
+            let (want, _) = tract.run_batch(&batch(rows)).unwrap();
+            assert_close(&got, &want, "fused vs tract ops");
+            let by_hand: Vec<f32> = rows
+                .iter()
+                .flat_map(|r| expected_logits(r.0, r.1, int8))
+                .collect();
+            assert_close(&got, &by_hand, "fused vs by hand");
+        }
+        let m = match fused.run_batch(&batch(&[(&[2, 6, 3], &[5, 64, 0, 0])])) {
+            Err(DeviceError::Input(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(m.contains("outside the n-gram table"), "{m}");
+    }
 }

@@ -13,7 +13,8 @@
 //! the additions tract leaves generic in a symbolic plan in [`add`] (nodes of the
 //! optimised plan). Multi-head attention's core (scores, mask, softmax, weighted sum of V,
 //! and the head splits and merges around them) is one node in [`attention`], put in place
-//! of the pattern in the protobuf before tract parses it; in the same pass, [`signed`]
+//! of the pattern in the protobuf before tract parses it, and so is a model's n-gram bag
+//! in [`embedding_bag`]; in the same pass, [`signed`]
 //! has each int8-compute matmul's activations quantised to i8 directly (tract's u8 → i8
 //! offset node per matmul disappears, the integers are the same) and
 //! [`quant::fuse_dequantize_bias`] merges each dequantisation with the bias `Add` after it.
@@ -36,6 +37,7 @@ pub mod attention;
 #[macro_use]
 pub mod dense;
 pub mod dense_i8;
+pub mod embedding_bag;
 pub mod gelu;
 mod graph_index;
 pub mod quant;
@@ -47,6 +49,7 @@ pub use add::{fuse_adds, FusedAdd};
 pub use attention::{fuse_attention, FusedAttention};
 pub use dense::{fuse_dense, FusedDense};
 pub use dense_i8::{fuse_dense_i8, FusedDenseI8};
+pub use embedding_bag::{fuse_embedding_bag, FusedEmbeddingBag};
 pub use gelu::{fuse_gelu, FusedGelu};
 pub use quant::{fuse_dequantize_bias, FusedDequantizeLinear, FusedQuantizeLinear};
 pub use signed::quantize_to_i8;
@@ -56,10 +59,11 @@ use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_onnx::tract_hir::internal::*;
 
 /// Registers the fused parsers for `LayerNormalization`, `Softmax` (opset ≥ 13),
-/// `QuantizeLinear` and `DequantizeLinear`, and for the attention nodes
-/// [`fuse_attention`] puts in a protobuf.
+/// `QuantizeLinear` and `DequantizeLinear`, and for the attention and n-gram bag nodes
+/// [`fuse_attention`] and [`fuse_embedding_bag`] put in a protobuf.
 pub fn register(ops: &mut OnnxOpRegister) {
     ops.insert(attention::OP_TYPE, attention::parse_fused_attention);
+    ops.insert(embedding_bag::OP_TYPE, embedding_bag::parse_embedding_bag);
     ops.insert("LayerNormalization", parse_layer_norm);
     ops.insert("Softmax", parse_softmax);
     ops.insert("QuantizeLinear", quant::parse_quantize_linear);

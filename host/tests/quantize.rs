@@ -116,7 +116,8 @@ fn quantize_reports_every_variant_and_layer_and_writes_a_checkpoint() {
     let ratio = report.int8_weights_bytes as f64 / report.float_weights_bytes as f64;
     assert!((0.24..0.30).contains(&ratio), "int8/float weights {ratio}");
     // Every quantised tensor has an error entry; int8 noise is far below the signal.
-    assert_eq!(report.layers.len(), 2 + 2 * 6 + 3);
+    // Word, position and n-gram tables; six linears per layer; pooling and classifier.
+    assert_eq!(report.layers.len(), 3 + 2 * 6 + 3);
     for l in &report.layers {
         assert!(l.weight_snr_db > 30.0, "{}: {}", l.name, l.weight_snr_db);
         if let Some(snr) = l.output_snr_db_int8_compute {
@@ -407,12 +408,12 @@ fn every_plan_route_gives_the_same_answer() {
         ];
         let mut lengths = std::collections::BTreeSet::new();
         for t in &texts {
-            let ids = enc.encode(t).unwrap().ids;
-            lengths.insert(ids.len());
-            let mask = vec![1i64; ids.len()];
+            let encoded = enc.encode(t).unwrap();
+            lengths.insert(encoded.ids.len());
+            let batch = enc.batch(std::slice::from_ref(&encoded));
             let runs: Vec<_> = engines
                 .iter()
-                .map(|e| e.run(&ids, &mask, 1, ids.len()).unwrap())
+                .map(|e| e.run_batch(&batch).unwrap())
                 .collect();
             let probs = |logits: &[f32]| {
                 let max = logits.iter().fold(f32::MIN, |m, &v| m.max(v));
@@ -422,7 +423,7 @@ fn every_plan_route_gives_the_same_answer() {
             };
             let reference = probs(&runs[2].0);
             for (route, (logits, attention)) in runs.iter().enumerate() {
-                assert_eq!(attention.len(), ids.len());
+                assert_eq!(attention.len(), encoded.ids.len());
                 let worst = probs(logits)
                     .iter()
                     .zip(&reference)
@@ -431,7 +432,7 @@ fn every_plan_route_gives_the_same_answer() {
                 assert!(
                     worst <= tolerance,
                     "{variant}, route {route}, {} tokens: |Δp| {worst}",
-                    ids.len()
+                    encoded.ids.len()
                 );
             }
         }
@@ -494,10 +495,11 @@ fn prepared_plans_and_stored_routes() {
     let words = "please set an alarm for seven tomorrow morning and play some jazz after it";
     for n in 1..=12 {
         let text: Vec<&str> = words.split(' ').cycle().take(n * 5).collect();
-        let ids = enc.encode(&text.join(" ")).unwrap().ids;
-        let mask = vec![1i64; ids.len()];
-        let (a, _) = replayed.run(&ids, &mask, 1, ids.len()).unwrap();
-        let (b, _) = symbolic.run(&ids, &mask, 1, ids.len()).unwrap();
+        let encoded = enc.encode(&text.join(" ")).unwrap();
+        let batch = enc.batch(std::slice::from_ref(&encoded));
+        let ids = &encoded.ids;
+        let (a, _) = replayed.run_batch(&batch).unwrap();
+        let (b, _) = symbolic.run_batch(&batch).unwrap();
         let worst = a
             .iter()
             .zip(&b)
@@ -539,8 +541,8 @@ fn int8_embedding_rows_are_gathered_before_scaling() {
         }
         let int8_gathers = gathers.iter().filter(|n| int8_init(&n.input[0])).count();
         assert_eq!(
-            int8_gathers, 2,
-            "{file}: word and position tables gathered as int8"
+            int8_gathers, 3,
+            "{file}: word, position and n-gram tables gathered as int8"
         );
     }
 }
@@ -554,8 +556,15 @@ fn python_has_onnx() -> bool {
 }
 
 /// Runs `onnx_check.py` on `dir/file` and returns onnxruntime's logits, row-major.
-fn onnxruntime_logits(dir: &Path, file: &str, ids: &[Vec<i64>], mask: &[Vec<i64>]) -> Vec<f32> {
-    let inputs = serde_json::json!({"input_ids": ids, "attention_mask": mask});
+fn onnxruntime_logits(
+    dir: &Path,
+    file: &str,
+    ids: &[Vec<i64>],
+    mask: &[Vec<i64>],
+    ngram_ids: &[Vec<i64>],
+) -> Vec<f32> {
+    let inputs =
+        serde_json::json!({"input_ids": ids, "attention_mask": mask, "ngram_ids": ngram_ids});
     let inputs_path = dir.join("inputs.json.tmp");
     std::fs::write(&inputs_path, inputs.to_string()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx_check.py");
@@ -625,13 +634,17 @@ fn onnxruntime_and_tract_agree_on_every_exported_variant() {
             .encoder()
             .encode_batch(&texts.iter().map(String::as_str).collect::<Vec<_>>())
             .unwrap();
-        let batch = device::Batch::from_encoded(&enc, classifier.encoder().pad_id());
-        let (tract, _) = classifier
-            .engine()
-            .run(&batch.ids, &batch.mask, batch.batch, batch.seq)
-            .unwrap();
-        let rows = |v: &[i64]| v.chunks(batch.seq).map(|r| r.to_vec()).collect::<Vec<_>>();
-        let ort = onnxruntime_logits(dir, &file, &rows(&batch.ids), &rows(&batch.mask));
+        let batch = classifier.encoder().batch(&enc);
+        assert!(batch.ngram_width > 0, "the tiny preset reads n-gram ids");
+        let (tract, _) = classifier.engine().run_batch(&batch).unwrap();
+        let rows = |v: &[i64], w: usize| v.chunks(w).map(|r| r.to_vec()).collect::<Vec<_>>();
+        let ort = onnxruntime_logits(
+            dir,
+            &file,
+            &rows(&batch.ids, batch.seq),
+            &rows(&batch.mask, batch.seq),
+            &rows(&batch.ngram_ids, batch.ngram_width),
+        );
         assert_eq!(ort.len(), tract.len());
         let c = v.manifest().labels.len();
         let argmax = |r: &[f32]| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();

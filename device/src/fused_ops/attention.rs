@@ -17,13 +17,11 @@
 //! Softmax, the merge `Transpose [0, 2, 1, 3]` + `Reshape [0, 0, h·d]`, and no other
 //! consumer of any intermediate; anything else stays as it was.
 
-use std::collections::{HashMap, HashSet};
-
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{self, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 
-use super::graph_index::GraphIndex;
+use super::graph_index::{fuse_matches, GraphIndex, Match};
 use super::softmax_in_place;
 
 /// The op type of the fused node in the rewritten protobuf (never written to a file).
@@ -32,40 +30,7 @@ pub const OP_TYPE: &str = "DeviceFusedAttention";
 /// Replaces every attention core of the graph (see the module doc) by one [`OP_TYPE`]
 /// node; returns how many it replaced.
 pub fn fuse_attention(graph: &mut pb::GraphProto) -> usize {
-    let found = {
-        let g = GraphIndex::new(graph);
-        graph
-            .node
-            .iter()
-            .enumerate()
-            .filter_map(|(ix, n)| g.match_at(ix, n))
-            .collect::<Vec<_>>()
-    };
-    if found.is_empty() {
-        return 0;
-    }
-    let removed: HashSet<usize> = found.iter().flat_map(|m| m.removed.clone()).collect();
-    let mut replacement: HashMap<usize, NodeProto> =
-        found.iter().map(|m| (m.at, m.node.clone())).collect();
-    let nodes = std::mem::take(&mut graph.node);
-    graph.node = nodes
-        .into_iter()
-        .enumerate()
-        .filter_map(|(ix, n)| match replacement.remove(&ix) {
-            Some(fused) => Some(fused),
-            None if removed.contains(&ix) => None,
-            None => Some(n),
-        })
-        .collect();
-    found.len()
-}
-
-/// One match: the fused node, the index it takes (the merging Reshape's, so the order stays
-/// topological) and every node it replaces.
-struct Match {
-    at: usize,
-    node: NodeProto,
-    removed: Vec<usize>,
+    fuse_matches(graph, |g, ix, n| g.match_at(ix, n))
 }
 
 impl<'g> GraphIndex<'g> {

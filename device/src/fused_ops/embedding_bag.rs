@@ -16,13 +16,11 @@
 //! ids a graph input of int64, the table (and scale) initializers, the constants `0`, `1`,
 //! axes `[1]`, and no other consumer of any intermediate; anything else stays as it was.
 
-use std::collections::{HashMap, HashSet};
-
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{self, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 
-use super::graph_index::GraphIndex;
+use super::graph_index::{fuse_matches, GraphIndex, Match};
 
 /// The op type of the fused node in the rewritten protobuf (never written to a file).
 pub const OP_TYPE: &str = "DeviceEmbeddingBag";
@@ -30,39 +28,7 @@ pub const OP_TYPE: &str = "DeviceEmbeddingBag";
 /// Replaces every n-gram bag of the graph (see the module doc) by one [`OP_TYPE`] node;
 /// returns how many it replaced.
 pub fn fuse_embedding_bag(graph: &mut pb::GraphProto) -> usize {
-    let found = {
-        let g = GraphIndex::new(graph);
-        graph
-            .node
-            .iter()
-            .enumerate()
-            .filter_map(|(ix, n)| match_at(&g, ix, n))
-            .collect::<Vec<_>>()
-    };
-    if found.is_empty() {
-        return 0;
-    }
-    let removed: HashSet<usize> = found.iter().flat_map(|m| m.removed.clone()).collect();
-    let mut replacement: HashMap<usize, NodeProto> =
-        found.iter().map(|m| (m.at, m.node.clone())).collect();
-    let nodes = std::mem::take(&mut graph.node);
-    graph.node = nodes
-        .into_iter()
-        .enumerate()
-        .filter_map(|(ix, n)| match replacement.remove(&ix) {
-            Some(fused) => Some(fused),
-            None if removed.contains(&ix) => None,
-            None => Some(n),
-        })
-        .collect();
-    found.len()
-}
-
-struct Match {
-    /// The `Squeeze` node the fused node takes the place of.
-    at: usize,
-    node: NodeProto,
-    removed: Vec<usize>,
+    fuse_matches(graph, match_at)
 }
 
 fn int_attr(node: &NodeProto, name: &str) -> Option<i64> {

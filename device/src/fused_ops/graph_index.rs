@@ -1,5 +1,6 @@
 //! Producers, consumers and constants of an ONNX graph by tensor name: what the protobuf
-//! rewrites of [`super`] (attention, i8 quantisers, dequantise + bias) look patterns up in.
+//! rewrites of [`super`] (attention, the n-gram bag, i8 quantisers, dequantise + bias) look
+//! patterns up in, and the splice that puts their fused nodes in place ([`fuse_matches`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -126,4 +127,46 @@ impl<'g> GraphIndex<'g> {
         (t.data_type == pb::tensor_proto::DataType::Float as i32 && t.dims.len() == 1)
             .then_some(t.dims[0])
     }
+}
+
+/// One fused node found in a graph: the node, the index it takes (the last replaced node's,
+/// so the order stays topological) and every node it replaces.
+pub(super) struct Match {
+    pub(super) at: usize,
+    pub(super) node: NodeProto,
+    pub(super) removed: Vec<usize>,
+}
+
+/// Looks for a match at every node of `graph` and splices the fused nodes in, dropping the
+/// nodes they replace; returns how many it fused.
+pub(super) fn fuse_matches(
+    graph: &mut pb::GraphProto,
+    match_at: impl Fn(&GraphIndex, usize, &NodeProto) -> Option<Match>,
+) -> usize {
+    let found = {
+        let g = GraphIndex::new(graph);
+        graph
+            .node
+            .iter()
+            .enumerate()
+            .filter_map(|(ix, n)| match_at(&g, ix, n))
+            .collect::<Vec<_>>()
+    };
+    if found.is_empty() {
+        return 0;
+    }
+    let removed: HashSet<usize> = found.iter().flat_map(|m| m.removed.clone()).collect();
+    let mut replacement: HashMap<usize, NodeProto> =
+        found.iter().map(|m| (m.at, m.node.clone())).collect();
+    let nodes = std::mem::take(&mut graph.node);
+    graph.node = nodes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(ix, n)| match replacement.remove(&ix) {
+            Some(fused) => Some(fused),
+            None if removed.contains(&ix) => None,
+            None => Some(n),
+        })
+        .collect();
+    found.len()
 }

@@ -299,6 +299,42 @@ def insns(blocks):
     return sum(c * n for c, n, _ in blocks.values())
 
 
+_ESCAPES = {"$LT$": "<", "$GT$": ">", "$RF$": "&", "$BP$": "*", "$C$": ",", "$u20$": " ",
+            "$u27$": "'", "$u5b$": "[", "$u5d$": "]", "$u7b$": "{", "$u7d$": "}", "$u7e$": "~",
+            "$SP$": "@", "..": "::"}
+
+
+def demangle(sym):
+    """A legacy Rust symbol (`_ZN...17h<hash>E`) as a path without its hash; others unchanged.
+    Blocks without a symbol are tract-linalg's hand-written assembly kernels."""
+    if sym == "?":
+        return "(no symbol: assembly kernels)"
+    m = re.match(r"_ZN(.*)E(\.llvm\.\d+)?$", sym)
+    if not m:
+        return sym
+    rest, parts = m.group(1), []
+    while rest and rest[0].isdigit():
+        n = re.match(r"\d+", rest).group(0)
+        part, rest = rest[len(n):len(n) + int(n)], rest[len(n) + int(n):]
+        parts.append(part)
+    if parts and re.fullmatch(r"h[0-9a-f]{16}", parts[-1]):
+        parts.pop()
+    name = "::".join(p.lstrip("_") if p.startswith("_$") else p for p in parts)
+    for k, v in _ESCAPES.items():
+        name = name.replace(k, v)
+    return name
+
+
+def profile(blocks, top):
+    """The per-query instructions by function, heaviest first: [(share, insns, name)]."""
+    by = {}
+    for c, n, sym in blocks.values():
+        name = demangle(sym)
+        by[name] = by.get(name, 0) + c * n
+    total = sum(by.values()) or 1
+    return [(v / total, v, k) for k, v in sorted(by.items(), key=lambda kv: -kv[1])[:top]]
+
+
 # ---------------------------------------------------------------- llvm-mca costing
 
 class Coster:
@@ -546,6 +582,12 @@ def measure(tools, a, bundle, variant, vfile, core, lengths, plans, results, wor
             results[key] = est
             log(f"  {ln}: {est['insns'] / 1e6:.2f} M insns/query, {est['us']:.0f} µs "
                 f"(llvm-mca costed {est['mca_share']:.0%})")
+            if a.profile:
+                rows = profile(per_query, a.profile)
+                text = "".join(f"{share:6.1%} {v / 1e3:9.1f} k  {name}\n" for share, v, name in rows)
+                path = work / f"profile-{tag}-{side}{'-' + plan if plan else ''}-{ln}.txt"
+                path.write_text(text)
+                log(f"  where a {ln} query's instructions go ({path}):\n{text}")
 
 
 def auto_step(bundle, vfile):
@@ -708,6 +750,9 @@ def main():
     p.add_argument("--report-only", action="store_true", help="rewrite the section from WORK/arm_estimate.json")
     p.add_argument("--fresh", action="store_true", help="forget earlier results in WORK/arm_estimate.json")
     p.add_argument("--keep-dumps", action="store_true")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also print (and write to WORK/profile-*.txt) the N functions with the "
+                        "most instructions per query")
     a = p.parse_args()
     if a.ort is None:
         a.ort = True

@@ -1,4 +1,5 @@
-//! f32 dense layers, `x·W + b` with `W` and `b` constants, on AVX-512 cores (issue #7).
+//! f32 dense layers, `x·W + b` with `W` and `b` constants, on AVX-512 cores (issue #7)
+//! and on aarch64 (issue #30).
 //!
 //! A query's weight matmuls have few rows (its 8-64 tokens) against constant matrices
 //! that do not stay cached between queries (MiniLM-L6: 42 MB of f32). tract multiplies
@@ -19,12 +20,26 @@
 //! interleaved with onnxruntime: MiniLM float short 2.95 → 2.68 ms with the prefetch
 //! (onnxruntime 2.97), 64 tokens 13.8 → 10.9 ms (onnxruntime 11.9); docs/performance-notes.md (2026-12-01).
 //!
+//! On aarch64 (Raspberry Pi 4's Cortex-A72, Pi 5's A76) tract's arm64simd kernels pad a
+//! short query's tokens to their tile (10 tokens: 16 columns of the 12x8 tile) and each
+//! plan packs its own weights and the activations per call; the estimate of issue #30 put
+//! the float variants at 1.04-1.07x onnxruntime's time. Here the panels are [`NR`] = 16
+//! outputs, so a block is one contiguous 16 KB run and the whole matrix one forward
+//! stream (what the cores' hardware prefetchers follow; no `prfm`), and a tile is up to 5
+//! tokens x 16 outputs: 20 accumulators, one q register holding 4 consecutive inputs of
+//! each token, read in place from the activations, and `fmla` by element against 4
+//! weight rows, 80 `fmla` per 21 loads. The rows are split evenly over the fewest tiles,
+//! so no token is padded. Estimated (tools/benchmarks/arm_estimate.py, tiny float,
+//! symbolic plan, tract's kernels → these tiles): A72 short 1,253 → 977 µs, long 7,235 →
+//! 6,584; A76 short 498 → 385, long 2,705 → 2,494 (onnxruntime 1,166, 6,586, 515, 2,519);
+//! the tiles run at llvm-mca's `fmla` throughput (1 per cycle on the A72, 2 on the A76).
+//!
 //! [`fuse_dense`] replaces, in a decluttered f32 model, each `EinSum` of an activation
 //! by a constant rank-2 matrix over the activation's last axis (ONNX `MatMul` with a
 //! weight initializer), with the constant `Add` after it when that is its only use. The
-//! engine fuses on AVX-512F cores only ([`available`]; [`crate::optimise`] decides);
-//! elsewhere tract's kernels stay. The portable loop [`dense_portable`] is the reference
-//! the tests hold the AVX-512 tiles to.
+//! engine fuses on AVX-512F cores and on aarch64 ([`available`]; [`crate::optimise`]
+//! decides); elsewhere (armv7, older x86) tract's kernels stay. The portable loop
+//! [`dense_portable`] is the reference the tests hold the AVX-512 and NEON tiles to.
 
 use std::sync::Arc;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -623,9 +638,9 @@ mod neon {
                 macro_rules! lane {
                     ($l:literal) => {
                         let w = [0, 1, 2, 3].map(|j| vld1q_f32(b.add($l * NR + 4 * j)));
-                        for t in 0..R {
-                            for j in 0..4 {
-                                acc[t][j] = vfmaq_laneq_f32::<$l>(acc[t][j], w[j], xs[t]);
+                        for (acc, x) in acc.iter_mut().zip(&xs) {
+                            for (v, w) in acc.iter_mut().zip(&w) {
+                                *v = vfmaq_laneq_f32::<$l>(*v, *w, *x);
                             }
                         }
                     };
@@ -639,10 +654,10 @@ mod neon {
             }
             while i < kb {
                 let w = [0, 1, 2, 3].map(|j| vld1q_f32(b.add(4 * j)));
-                for t in 0..R {
+                for (t, acc) in acc.iter_mut().enumerate() {
                     let s = *a.add(t * lda + i);
-                    for j in 0..4 {
-                        acc[t][j] = vfmaq_n_f32(acc[t][j], w[j], s);
+                    for (v, w) in acc.iter_mut().zip(&w) {
+                        *v = vfmaq_n_f32(*v, *w, s);
                     }
                 }
                 b = b.add(NR);

@@ -14,7 +14,7 @@
 //! | 4 | protobuf | [`fuse_dequantize_bias`] | per-channel `DequantizeLinear` + its bias `Add` → one `DeviceDequantizeLinearBias` node | `tract_ops` |
 //! | 5 | parser | [`fused_ops::register`] | tract's parsers of `LayerNormalization`, `Softmax` (opset ≥ 13), `QuantizeLinear`, `DequantizeLinear` (and the nodes of 1, 2 and 4) → [`FusedLayerNorm`], [`FusedSoftmax`], [`FusedQuantizeLinear`], [`FusedDequantizeLinear`], [`FusedAttention`], [`FusedEmbeddingBag`] | `tract_ops` |
 //! | 6 | decluttered model | [`fuse_gelu`] | tract's f32 `GeluExact` → [`FusedGelu`] | `tract_ops` |
-//! | 7 | decluttered model | [`fuse_dense`] | f32 `EinSum` by a constant `[k, n]` matrix (+ its constant bias `Add`) → [`FusedDense`]; AVX-512F cores only | `dense` (or `tract_ops`) |
+//! | 7 | decluttered model | [`fuse_dense`] | f32 `EinSum` by a constant `[k, n]` matrix (+ its constant bias `Add`) → [`FusedDense`]; AVX-512F cores and aarch64 | `dense` (or `tract_ops`) |
 //! | 8 | decluttered model | [`fuse_dense_i8`] | int8 `EinSum` + [`FusedDequantizeLinear`] → [`FusedDenseI8`]; AVX-512 VNNI cores only | `dense_i8` (or `tract_ops`) |
 //! | 9 | optimised plan | [`fuse_adds`] | f32 `Add` nodes tract left to its generic evaluator, broadcasting by rows → [`FusedAdd`] | `tract_ops` |
 //!
@@ -61,7 +61,7 @@ use crate::matmul_kernels::KernelOptions;
 pub struct FusionOptions {
     /// tract's own ops everywhere: none of the fusions (for comparison and checks).
     pub tract_ops: bool,
-    /// The f32 dense layers as `FusedDense` on AVX-512F cores (fusion 7).
+    /// The f32 dense layers as `FusedDense` on AVX-512F cores and aarch64 (fusion 7).
     pub dense: bool,
     /// The int8-compute dense layers as `FusedDenseI8` on AVX-512 VNNI cores (fusion 8).
     pub dense_i8: bool,

@@ -1,4 +1,5 @@
-//! f32 dense layers, `x·W + b` with `W` and `b` constants, on AVX-512 cores (issue #7).
+//! f32 dense layers, `x·W + b` with `W` and `b` constants, on AVX-512 cores (issue #7)
+//! and on aarch64 (issue #30).
 //!
 //! A query's weight matmuls have few rows (its 8-64 tokens) against constant matrices
 //! that do not stay cached between queries (MiniLM-L6: 42 MB of f32). tract multiplies
@@ -19,12 +20,28 @@
 //! interleaved with onnxruntime: MiniLM float short 2.95 → 2.68 ms with the prefetch
 //! (onnxruntime 2.97), 64 tokens 13.8 → 10.9 ms (onnxruntime 11.9); docs/performance-notes.md (2026-12-01).
 //!
+//! On aarch64 (Raspberry Pi 4's Cortex-A72, Pi 5's A76) tract's arm64simd kernels pad a
+//! short query's tokens to their tile (10 tokens: 16 columns of the 12x8 tile) and each
+//! plan packs its own weights and the activations per call; the estimate of issue #30 put
+//! the float variants at 1.04-1.07x onnxruntime's time. Here the panels are [`NR`] = 16
+//! outputs, so a block is one contiguous 16 KB run and the whole matrix one forward
+//! stream (what the cores' hardware prefetchers follow; no `prfm`), and a tile is up to 5
+//! tokens x 16 outputs: 20 accumulators, one q register holding 4 consecutive inputs of
+//! each token, read in place from the activations, and `fmla` by element against 4
+//! weight rows, 80 `fmla` per 21 loads. The rows are split evenly over the fewest tiles,
+//! so no token is padded. Estimated (tools/benchmarks/arm_estimate.py, tiny float,
+//! symbolic plan, tract's kernels → these tiles): A72 short 1,253 → 977 µs, long 7,235 →
+//! 6,584; A76 short 498 → 385, long 2,705 → 2,494 (onnxruntime 1,166, 6,586, 515, 2,519);
+//! MiniLM-L6 float short, A72 22.18 → 20.11 ms (onnxruntime 20.64), A76 8.32 → 7.43 ms
+//! (8.47). The tiles run at llvm-mca's `fmla` throughput (1 per cycle on the A72, 2 on
+//! the A76); what is left above onnxruntime on long queries is GELU and attention.
+//!
 //! [`fuse_dense`] replaces, in a decluttered f32 model, each `EinSum` of an activation
 //! by a constant rank-2 matrix over the activation's last axis (ONNX `MatMul` with a
 //! weight initializer), with the constant `Add` after it when that is its only use. The
-//! engine fuses on AVX-512F cores only ([`available`]; [`crate::optimise`] decides);
-//! elsewhere tract's kernels stay. The portable loop [`dense_portable`] is the reference
-//! the tests hold the AVX-512 tiles to.
+//! engine fuses on AVX-512F cores and on aarch64 ([`available`]; [`crate::optimise`]
+//! decides); elsewhere (armv7, older x86) tract's kernels stay. The portable loop
+//! [`dense_portable`] is the reference the tests hold the AVX-512 and NEON tiles to.
 
 use std::sync::Arc;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -32,13 +49,24 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::Add;
 use tract_onnx::tract_hir::internal::*;
 
-/// Inputs (`k`) per packed block: a block of one panel is `KB x NR` floats, 32 KB.
+/// Inputs (`k`) per packed block: a block of one panel is `KB x NR` floats (32 KB, 16 KB
+/// on aarch64).
 const KB: usize = 256;
 /// Outputs per panel: two zmm registers.
+#[cfg(not(target_arch = "aarch64"))]
 const NR: usize = 32;
+/// Outputs per panel: the NEON tile's four q registers, so the weights of a block are
+/// read in one sequential stream.
+#[cfg(target_arch = "aarch64")]
+const NR: usize = 16;
 /// Tokens per tile: 24 accumulators, two weight registers, one broadcast.
+#[cfg(not(target_arch = "aarch64"))]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR: usize = 12;
+/// Tokens per tile: 20 accumulators (5 x 4 q registers), one q register of 4 inputs per
+/// token and 4 of weights, 29 of the 32.
+#[cfg(target_arch = "aarch64")]
+const MR: usize = 5;
 
 /// One 64-byte line of packed weights (`N` values of `T`): a `Vec` of them is 64-byte
 /// aligned, as the tiles' aligned loads need.
@@ -286,13 +314,18 @@ impl TypedOp for FusedDense {
     as_op!();
 }
 
-/// Whether this CPU runs [`FusedDense`] with its AVX-512 tiles (and the engine fuses).
+/// Whether this CPU runs [`FusedDense`] with its own tiles (and the engine fuses):
+/// AVX-512F on x86-64, always on aarch64 (NEON is part of the architecture).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         false
     }
@@ -307,7 +340,13 @@ pub fn dense(x: &[f32], rows: usize, w: &PackedDense, out: &mut [f32]) {
         unsafe { avx512::dense(x, rows, w, out) };
         return;
     }
-    dense_portable(x, rows, w, out)
+    // SAFETY: the slices hold `rows` rows (asserted above); aarch64 always has NEON.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        neon::dense(x, rows, w, out)
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    dense_portable(x, rows, w, out);
 }
 
 /// The same sums in plain loops, block by block like the tiles.
@@ -487,6 +526,154 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{panel_offset, PackedDense, KB, MR, NR};
+    use std::arch::aarch64::*;
+
+    /// # Safety
+    /// `x` holds `rows · w.k` values, `out` `rows · w.n`.
+    pub(super) unsafe fn dense(x: &[f32], rows: usize, w: &PackedDense, out: &mut [f32]) {
+        let (k, n) = (w.k, w.n);
+        if rows == 0 {
+            return;
+        }
+        let panels = n.div_ceil(NR);
+        // The rows split evenly over the fewest tiles (11 rows: 3 + 4 + 4, not 5 + 5 + 1),
+        // so no tile is left with too few accumulators to hide the fmla latency.
+        let tiles = rows.div_ceil(MR);
+        let weights = w.weights().as_ptr();
+        for block in 0..k.div_ceil(KB) {
+            let (k0, kb) = (block * KB, KB.min(k - block * KB));
+            for p in 0..panels {
+                let cols = NR.min(n - p * NR);
+                // SAFETY (all pointers below): offsets inside the packed weights (block
+                // k0, panel p), the bias (panel p), `x` (rows t0.., input k0) and `out`
+                // (rows t0.., column p·NR).
+                let b = unsafe { weights.add(panel_offset(k0, kb, panels, p)) };
+                let bias = if block == 0 {
+                    unsafe { w.bias.as_ptr().add(p * NR) }
+                } else {
+                    std::ptr::null()
+                };
+                for tile in 0..tiles {
+                    let (t0, t1) = (tile * rows / tiles, (tile + 1) * rows / tiles);
+                    let a = unsafe { x.as_ptr().add(t0 * k + k0) };
+                    let c = unsafe { out.as_mut_ptr().add(t0 * n + p * NR) };
+                    if cols == NR {
+                        unsafe { tile_rows(t1 - t0, a, k, b, kb, c, n, bias) };
+                    } else {
+                        // A partial panel: the tile runs on a full-width copy (the
+                        // padding columns' weights and bias are zeros).
+                        let mut full = [0f32; MR * NR];
+                        for t in 0..t1 - t0 {
+                            let row = unsafe { std::slice::from_raw_parts(c.add(t * n), cols) };
+                            full[t * NR..][..cols].copy_from_slice(row);
+                        }
+                        let f = full.as_mut_ptr();
+                        unsafe { tile_rows(t1 - t0, a, k, b, kb, f, NR, bias) };
+                        for t in 0..t1 - t0 {
+                            let row = unsafe { std::slice::from_raw_parts_mut(c.add(t * n), cols) };
+                            row.copy_from_slice(&full[t * NR..][..cols]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`tile`] for `r` (1 to [`MR`]) rows.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_rows(
+        r: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        kb: usize,
+        c: *mut f32,
+        ldc: usize,
+        bias: *const f32,
+    ) {
+        // SAFETY: as the caller's.
+        unsafe {
+            match r {
+                1 => tile::<1>(a, lda, b, kb, c, ldc, bias),
+                2 => tile::<2>(a, lda, b, kb, c, ldc, bias),
+                3 => tile::<3>(a, lda, b, kb, c, ldc, bias),
+                4 => tile::<4>(a, lda, b, kb, c, ldc, bias),
+                _ => tile::<5>(a, lda, b, kb, c, ldc, bias),
+            }
+        }
+    }
+
+    /// `R` rows of `c` (stride `ldc`, [`NR`] columns) = (`bias` if not null, else `c`) +
+    /// `a`·`b` over `kb` inputs; `a` is `R` rows of stride `lda`, `b` a packed `[kb][NR]`.
+    /// Four inputs of a row per q register, each multiplied by a weight row with `fmla`
+    /// by element, so the activations are read in place (no broadcast, no repacking).
+    #[inline(always)]
+    unsafe fn tile<const R: usize>(
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        kb: usize,
+        c: *mut f32,
+        ldc: usize,
+        bias: *const f32,
+    ) {
+        // SAFETY: `a`, `b` and `c` hold what the doc says; `bias`, when not null, NR values.
+        unsafe {
+            let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+            if bias.is_null() {
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    for (j, v) in acc.iter_mut().enumerate() {
+                        *v = vld1q_f32(c.add(t * ldc + 4 * j));
+                    }
+                }
+            } else {
+                let row = [0, 1, 2, 3].map(|j| vld1q_f32(bias.add(4 * j)));
+                acc = [row; R];
+            }
+            let mut b = b;
+            let mut i = 0;
+            while i + 4 <= kb {
+                let xs: [float32x4_t; R] = std::array::from_fn(|t| vld1q_f32(a.add(t * lda + i)));
+                macro_rules! lane {
+                    ($l:literal) => {
+                        let w = [0, 1, 2, 3].map(|j| vld1q_f32(b.add($l * NR + 4 * j)));
+                        for (acc, x) in acc.iter_mut().zip(&xs) {
+                            for (v, w) in acc.iter_mut().zip(&w) {
+                                *v = vfmaq_laneq_f32::<$l>(*v, *w, *x);
+                            }
+                        }
+                    };
+                }
+                lane!(0);
+                lane!(1);
+                lane!(2);
+                lane!(3);
+                b = b.add(4 * NR);
+                i += 4;
+            }
+            while i < kb {
+                let w = [0, 1, 2, 3].map(|j| vld1q_f32(b.add(4 * j)));
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let s = *a.add(t * lda + i);
+                    for (v, w) in acc.iter_mut().zip(&w) {
+                        *v = vfmaq_n_f32(*v, *w, s);
+                    }
+                }
+                b = b.add(NR);
+                i += 1;
+            }
+            for (t, acc) in acc.iter().enumerate() {
+                for (j, v) in acc.iter().enumerate() {
+                    vst1q_f32(c.add(t * ldc + 4 * j), *v);
+                }
+            }
+        }
+    }
+}
+
 /// Replaces each f32 `EinSum` of a decluttered model that multiplies an activation's
 /// last axis by a constant `[k, n]` matrix (and the constant bias `Add` right after it,
 /// when it is the product's only use) by one [`FusedDense`]; returns how many.
@@ -627,18 +814,21 @@ mod tests {
         }
     }
 
-    /// Every tile height (1-12 rows and more than one tile), partial panels (n not a
-    /// multiple of 32, n below 16) and partial blocks (k not a multiple of 256), with and
-    /// without a bias: the dispatching `dense` (AVX-512 where present) and the portable
-    /// loop against an f64 reference.
+    /// Every tile height (1-12 rows, the NEON tiles' 1-5, and more than one tile),
+    /// partial panels (n not a multiple of 32 or 16, n below 16) and partial blocks (k not
+    /// a multiple of 256, nor of the NEON tiles' 4 inputs), with and without a bias: the
+    /// dispatching `dense` (AVX-512 or NEON where present) and the portable loop against
+    /// an f64 reference.
     #[test]
     fn dense_matches_the_reference_on_every_edge() {
         for &(k, n) in &[
             (1, 1),
             (7, 5),
+            (6, 70),
             (16, 32),
             (200, 33),
             (256, 64),
+            (258, 20),
             (300, 40),
             (513, 17),
         ] {
@@ -646,7 +836,7 @@ mod tests {
             let b = values(n, n as u64, 1.0);
             for bias in [None, Some(&b[..])] {
                 let packed = PackedDense::new(&w, k, n, bias).unwrap();
-                for rows in [1, 2, 5, 11, 12, 13, 25, 64] {
+                for rows in [1, 2, 3, 4, 5, 6, 11, 12, 13, 25, 64] {
                     let x = values(rows * k, (rows * 7 + k) as u64, 1.0);
                     let want = reference(&x, &w, bias, rows, k, n);
                     let what = format!("k {k}, n {n}, rows {rows}, bias {}", bias.is_some());
@@ -697,10 +887,11 @@ mod tests {
     }
 
     /// The layer becomes one FusedDense node (bias included) and the plan gives tract's
-    /// values; the product of two activations stays tract's.
+    /// values; the product of two activations stays tract's. 42 inputs and 50 outputs:
+    /// an input tail past the NEON tiles' groups of 4 and partial panels on both paths.
     #[test]
     fn a_linear_layer_runs_fused_with_tract_values() {
-        let (k, n) = (40usize, 48usize);
+        let (k, n) = (42usize, 50usize);
         for bias in [true, false] {
             let proto = model(layer_graph(k as i64, n as i64, bias));
             let inputs = [

@@ -18,8 +18,9 @@
 //! has each int8-compute matmul's activations quantised to i8 directly (tract's u8 → i8
 //! offset node per matmul disappears, the integers are the same) and
 //! [`quant::fuse_dequantize_bias`] merges each dequantisation with the bias `Add` after it.
-//! On AVX-512 cores the f32 dense layers (`MatMul` by a weight initializer, and its bias)
-//! become [`dense`]'s packed 12-token tiles, and on AVX-512 VNNI cores the int8-compute
+//! On AVX-512 cores and on aarch64 the f32 dense layers (`MatMul` by a weight initializer,
+//! and its bias) become [`dense`]'s packed tiles (12 tokens with AVX-512, 5 with NEON),
+//! and on AVX-512 VNNI cores the int8-compute
 //! ones (the integer product and its dequantisation) [`dense_i8`]'s, in the decluttered
 //! model like the GELU.
 //!

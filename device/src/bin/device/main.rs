@@ -36,7 +36,7 @@ const ENVIRONMENT: &str = "\
 Environment (engine options, read once at start; defaults are the fast ones; a flag wins over
 its variable):
   DEVICE_F32_DENSE=0                 tract's matmuls for the f32 dense layers (x·W + b with constant
-                                     W) instead of the packed 12-token tiles used on AVX-512 CPUs
+                                     W) instead of the packed tiles used on AVX-512 CPUs and aarch64
   DEVICE_I8_DENSE=0                  tract's matmuls for the int8 dense layers of int8-compute
                                      variants instead of the VNNI tiles used on AVX-512 VNNI CPUs
   DEVICE_F32_KERNELS=auto|tract|shape

@@ -325,14 +325,17 @@ def demangle(sym):
     return name
 
 
-def profile(blocks, top):
-    """The per-query instructions by function, heaviest first: [(share, insns, name)]."""
+def profile(blocks, block_cycles, ghz, top):
+    """Where a query's estimated time goes, by function, heaviest first:
+    [(share, µs, instructions, name)], each block costed as in the estimate."""
     by = {}
-    for c, n, sym in blocks.values():
-        name = demangle(sym)
-        by[name] = by.get(name, 0) + c * n
-    total = sum(by.values()) or 1
-    return [(v / total, v, k) for k, v in sorted(by.items(), key=lambda kv: -kv[1])[:top]]
+    for h, (c, n, sym) in blocks.items():
+        e = by.setdefault(demangle(sym), [0.0, 0.0])
+        e[0] += c * block_cycles.get(h, n)
+        e[1] += c * n
+    total = sum(v[0] for v in by.values()) or 1
+    rows = sorted(by.items(), key=lambda kv: -kv[1][0])[:top]
+    return [(v[0] / total, v[0] / (ghz * 1e3), v[1], k) for k, v in rows]
 
 
 # ---------------------------------------------------------------- llvm-mca costing
@@ -436,7 +439,8 @@ def estimate(coster, blocks, core, top):
             covered += cnt * n
     cycles += total - covered                 # the rest: 1 cycle per instruction
     return {"cycles": cycles, "insns": total, "mca_share": covered / total if total else 0.0,
-            "us": cycles / (c["ghz"] * 1e3)}
+            "us": cycles / (c["ghz"] * 1e3),
+            "block_cycles": {h: costs[h] for h, _ in head if costs[h] is not None}}
 
 
 # ---------------------------------------------------------------- bundles and queries
@@ -574,6 +578,7 @@ def measure(tools, a, bundle, variant, vfile, core, lengths, plans, results, wor
             per_query, neg = delta(dumps[i], dumps[i + 1], k)
             ntok = len(qs[ln][1]) if qs[ln][1] else None
             est = estimate(a.coster, per_query, core, a.mca_blocks)
+            block_cycles = est.pop("block_cycles")
             est.update({"bundle": str(bundle), "label": bundle_label(bundle), "variant": variant,
                         "core": core, "length": ln, "side": side, "plan": plan, "tokens": ntok,
                         "k": k, "negative_insns": neg, "macs": macs_per_query(Path(bundle) / vfile, ntok) if ntok else None,
@@ -583,8 +588,9 @@ def measure(tools, a, bundle, variant, vfile, core, lengths, plans, results, wor
             log(f"  {ln}: {est['insns'] / 1e6:.2f} M insns/query, {est['us']:.0f} µs "
                 f"(llvm-mca costed {est['mca_share']:.0%})")
             if a.profile:
-                rows = profile(per_query, a.profile)
-                text = "".join(f"{share:6.1%} {v / 1e3:9.1f} k  {name}\n" for share, v, name in rows)
+                rows = profile(per_query, block_cycles, CORES[core]["ghz"], a.profile)
+                text = "".join(f"{share:6.1%} {us:9.1f} µs {n / 1e3:9.1f} k insns  {name}\n"
+                               for share, us, n, name in rows)
                 path = work / f"profile-{tag}-{side}{'-' + plan if plan else ''}-{ln}.txt"
                 path.write_text(text)
                 log(f"  where a {ln} query's instructions go ({path}):\n{text}")

@@ -19,9 +19,9 @@
 //! offset node per matmul disappears, the integers are the same) and
 //! [`quant::fuse_dequantize_bias`] merges each dequantisation with the bias `Add` after it.
 //! On AVX-512 cores the f32 dense layers (`MatMul` by a weight initializer, and its bias)
-//! become [`dense`]'s packed 12-token tiles, and on AVX-512 VNNI cores the int8-compute
-//! ones (the integer product and its dequantisation) [`dense_i8`]'s, in the decluttered
-//! model like the GELU.
+//! become [`dense`]'s packed 12-token tiles, and on AVX-512 VNNI and aarch64 cores the
+//! int8-compute ones (the integer product and its dequantisation) [`dense_i8`]'s, in the
+//! decluttered model like the GELU.
 //!
 //! They replace tract's parsers for these op types, so the ONNX file stays standard
 //! (onnxruntime runs the same file). A Softmax over another axis or of another datum

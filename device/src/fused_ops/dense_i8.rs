@@ -450,23 +450,38 @@ mod neon {
         static PACKED_ROWS: RefCell<Vec<i8>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// Packs `rows` rows of `x` by tiles of `mr` rows, `[quad][row][4 · copies]` bytes per
-    /// tile: each row's four inputs `copies` times over (inputs past k zero), so that one
+    /// Packs `rows` rows of `x` by tiles of `mr` rows, `[quad][row][4 · COPIES]` bytes per
+    /// tile: each row's four inputs `COPIES` times over (inputs past k zero), so that one
     /// load gives `sdot` four rows and `smull` one row against four columns.
-    fn pack_rows(a: &mut Vec<i8>, x: &[i8], rows: usize, k: usize, mr: usize, copies: usize) {
-        let (quads, width) = (k.div_ceil(4), 4 * copies);
+    fn pack_rows<const COPIES: usize>(a: &mut Vec<i8>, x: &[i8], rows: usize, k: usize, mr: usize) {
+        let (quads, width) = (k.div_ceil(4), 4 * COPIES);
         a.clear();
         a.resize(rows * quads * width + SLACK, 0);
         for t0 in (0..rows).step_by(mr) {
             let r = mr.min(rows - t0);
             let dst = &mut a[t0 * quads * width..][..r * quads * width];
             for t in 0..r {
-                let row = &x[(t0 + t) * k..][..k];
-                for (q, quad) in row.chunks(4).enumerate() {
-                    let at = (q * r + t) * width;
-                    for copy in dst[at..at + width].chunks_exact_mut(4) {
-                        copy[..quad.len()].copy_from_slice(quad);
+                let (full, tail) = x[(t0 + t) * k..][..k].as_chunks::<4>();
+                let mut last = [0i8; 4];
+                last[..tail.len()].copy_from_slice(tail);
+                let d = dst[t * width..].as_mut_ptr();
+                let mut put = |q: usize, quad: &[i8; 4]| {
+                    let v = u32::from_ne_bytes(quad.map(|b| b as u8));
+                    for c in 0..COPIES {
+                        // SAFETY: (q · r + t) · width + 4 · c + 4 ≤ r · quads · width, the
+                        // tile's length, for q < quads, t < r and c < COPIES.
+                        unsafe {
+                            d.add(q * r * width + 4 * c)
+                                .cast::<u32>()
+                                .write_unaligned(v)
+                        };
                     }
+                };
+                for (q, quad) in full.iter().enumerate() {
+                    put(q, quad);
+                }
+                if !tail.is_empty() {
+                    put(full.len(), &last);
                 }
             }
         }
@@ -489,18 +504,39 @@ mod neon {
             }
         }
 
-        /// Stores the first `cols` (> 0) of the 4 outputs of group `g` at `c`:
+        /// Correction, scale and bias of the 4 columns of group `g`.
+        ///
+        /// # Safety
+        /// Group `g` is within the padded vectors.
+        #[inline(always)]
+        unsafe fn group(&self, g: usize) -> Group {
+            // SAFETY: the caller's.
+            unsafe {
+                Group(
+                    vld1q_s32(self.correction.add(4 * g)),
+                    vld1q_f32(self.scale.add(4 * g)),
+                    vld1q_f32(self.bias.add(4 * g)),
+                )
+            }
+        }
+    }
+
+    /// A group's correction, scale and bias.
+    #[derive(Clone, Copy)]
+    struct Group(int32x4_t, float32x4_t, float32x4_t);
+
+    impl Group {
+        /// Stores the first `cols` (> 0) of the group's 4 outputs at `c`:
         /// `(acc - correction) as f32 · scale + bias`, two roundings as the definition.
         ///
         /// # Safety
-        /// `c` has room for `cols.min(4)` values; group `g` is within the padded vectors.
+        /// `c` has room for `cols.min(4)` values.
         #[inline(always)]
-        unsafe fn store(&self, acc: int32x4_t, g: usize, c: *mut f32, cols: usize) {
+        unsafe fn store(self, acc: int32x4_t, c: *mut f32, cols: usize) {
+            let v = vmulq_f32(vcvtq_f32_s32(vsubq_s32(acc, self.0)), self.1);
+            let v = vaddq_f32(v, self.2);
             // SAFETY: the caller's.
             unsafe {
-                let acc = vsubq_s32(acc, vld1q_s32(self.correction.add(4 * g)));
-                let v = vmulq_f32(vcvtq_f32_s32(acc), vld1q_f32(self.scale.add(4 * g)));
-                let v = vaddq_f32(v, vld1q_f32(self.bias.add(4 * g)));
                 if cols >= 4 {
                     vst1q_f32(c, v);
                 } else {
@@ -534,7 +570,7 @@ mod neon {
     pub(super) unsafe fn dense_i8_sdot(x: &[i8], rows: usize, w: &PackedDenseI8, out: &mut [f32]) {
         let (k, n, quads) = (w.k, w.n, w.quads());
         PACKED_ROWS.with_borrow_mut(|a| {
-            pack_rows(a, x, rows, k, SDOT_MR, 1);
+            pack_rows::<1>(a, x, rows, k, SDOT_MR);
             for j0 in (0..n).step_by(SDOT_NR) {
                 let e = Epilogue::at(w, j0);
                 let cols = SDOT_NR.min(n - j0);
@@ -630,9 +666,10 @@ mod neon {
                 a = a.add(R * 4);
                 b = b.add(NR * 4);
             }
-            for (t, acc) in acc.iter().enumerate() {
-                for (g, &acc) in acc.iter().enumerate().take(cols.div_ceil(4)) {
-                    e.store(acc, g, c.add(t * ldc + 4 * g), cols - 4 * g);
+            for g in 0..4.min(cols.div_ceil(4)) {
+                let group = e.group(g);
+                for (t, acc) in acc.iter().enumerate() {
+                    group.store(acc[g], c.add(t * ldc + 4 * g), cols - 4 * g);
                 }
             }
         }
@@ -662,7 +699,7 @@ mod neon {
         );
         let (k, n, quads) = (w.k, w.n, w.quads());
         PACKED_ROWS.with_borrow_mut(|a| {
-            pack_rows(a, x, rows, k, SMULL_MR, 4);
+            pack_rows::<4>(a, x, rows, k, SMULL_MR);
             for j0 in (0..n).step_by(SMULL_NR) {
                 let e = Epilogue::at(w, j0);
                 let cols = SMULL_NR.min(n - j0);
@@ -751,10 +788,11 @@ mod neon {
                 a = a.add(R * 16);
                 b = b.add(NR * 4);
             }
-            for (t, acc) in acc.iter().enumerate() {
-                for (g, acc) in acc.iter().enumerate().take(cols.div_ceil(4)) {
-                    let sums = vpaddq_s32(acc[0], acc[1]);
-                    e.store(sums, g, c.add(t * ldc + 4 * g), cols - 4 * g);
+            for g in 0..2.min(cols.div_ceil(4)) {
+                let group = e.group(g);
+                for (t, acc) in acc.iter().enumerate() {
+                    let sums = vpaddq_s32(acc[g][0], acc[g][1]);
+                    group.store(sums, c.add(t * ldc + 4 * g), cols - 4 * g);
                 }
             }
         }

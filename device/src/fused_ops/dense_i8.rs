@@ -465,7 +465,7 @@ mod neon {
                 let mut last = [0i8; 4];
                 last[..tail.len()].copy_from_slice(tail);
                 let d = dst[t * width..].as_mut_ptr();
-                let mut put = |q: usize, quad: &[i8; 4]| {
+                let put = |q: usize, quad: &[i8; 4]| {
                     let v = u32::from_ne_bytes(quad.map(|b| b as u8));
                     for c in 0..COPIES {
                         // SAFETY: (q · r + t) · width + 4 · c + 4 ≤ r · quads · width, the

@@ -15,7 +15,7 @@
 //! | 5 | parser | [`fused_ops::register`] | tract's parsers of `LayerNormalization`, `Softmax` (opset ≥ 13), `QuantizeLinear`, `DequantizeLinear` (and the nodes of 1, 2 and 4) → [`FusedLayerNorm`], [`FusedSoftmax`], [`FusedQuantizeLinear`], [`FusedDequantizeLinear`], [`FusedAttention`], [`FusedEmbeddingBag`] | `tract_ops` |
 //! | 6 | decluttered model | [`fuse_gelu`] | tract's f32 `GeluExact` → [`FusedGelu`] | `tract_ops` |
 //! | 7 | decluttered model | [`fuse_dense`] | f32 `EinSum` by a constant `[k, n]` matrix (+ its constant bias `Add`) → [`FusedDense`]; AVX-512F cores and aarch64 | `dense` (or `tract_ops`) |
-//! | 8 | decluttered model | [`fuse_dense_i8`] | int8 `EinSum` + [`FusedDequantizeLinear`] → [`FusedDenseI8`]; AVX-512 VNNI cores only | `dense_i8` (or `tract_ops`) |
+//! | 8 | decluttered model | [`fuse_dense_i8`] | int8 `EinSum` + [`FusedDequantizeLinear`] → [`FusedDenseI8`]; AVX-512 VNNI and aarch64 cores (`sdot` with the dot product, else `smull`) | `dense_i8` (or `tract_ops`) |
 //! | 9 | optimised plan | [`fuse_adds`] | f32 `Add` nodes tract left to its generic evaluator, broadcasting by rows → [`FusedAdd`] | `tract_ops` |
 //!
 //! The options are [`FusionOptions`]; an f16 engine (tract's `f32_to_f16` transform, applied
@@ -63,7 +63,8 @@ pub struct FusionOptions {
     pub tract_ops: bool,
     /// The f32 dense layers as `FusedDense` on AVX-512F cores and aarch64 (fusion 7).
     pub dense: bool,
-    /// The int8-compute dense layers as `FusedDenseI8` on AVX-512 VNNI cores (fusion 8).
+    /// The int8-compute dense layers as `FusedDenseI8` on AVX-512 VNNI and aarch64 cores
+    /// (fusion 8).
     pub dense_i8: bool,
 }
 

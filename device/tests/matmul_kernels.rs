@@ -179,8 +179,8 @@ fn f32_pick(m: usize, n: usize) -> String {
         .unwrap_or_default()
 }
 
-/// Whether this CPU has AVX-512F (and VNNI if `vnni`), where the policies have kernels to
-/// choose from; the feature check only compiles on x86-64.
+/// Whether this is an x86-64 CPU with AVX-512F (and VNNI if `vnni`); the detection macro
+/// exists only on x86, so this file also builds for the ARM targets.
 fn has_avx512(vnni: bool) -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -557,7 +557,7 @@ def measure(tools, a, bundle, variant, vfile, core, lengths, plans, results, wor
             if side == "device":
                 text = "".join(f"{qs[ln][0]}\n" * sched[ln] for ln in lengths)
                 cmd = [a.device, "classify", "--bundle", Path(bundle).resolve(), "--variant", variant]
-                env = {PLAN_ENV[plan]: "1"}
+                env = {PLAN_ENV[plan]: "1", **dict(e.split("=", 1) for e in a.device_env)}
                 stdout, secs = counted_run(tools, core, cmd, env, text, out, SYSROOT)
                 answers = [l for l in stdout.splitlines() if l.startswith("{")]
                 if len(answers) != sum(sched.values()) or '"error"' in stdout:
@@ -739,6 +739,9 @@ def main():
     p.add_argument("--variants", default=None, help="comma-separated; default: all of each bundle")
     p.add_argument("--lengths", default="short,64", help="short (~10 tokens) and/or 64")
     p.add_argument("--plans", default="symbolic,fixed", help="device plan modes: symbolic, fixed")
+    p.add_argument("--device-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the device (repeatable), e.g. DEVICE_I8_DENSE=0 "
+                   "for an A/B in another --work")
     p.add_argument("--step", type=int, default=0, help="K, the extra queries (default 10; 2 for "
                    "models over 100 M MACs per 64-token query)")
     p.add_argument("--mca-blocks", type=int, default=400, help="heaviest blocks costed by llvm-mca")

@@ -1,4 +1,5 @@
-//! int8 dense layers (int8-compute variants) as one op on AVX-512 VNNI cores (issue #7).
+//! int8 dense layers (int8-compute variants) as one op on AVX-512 VNNI and aarch64 NEON
+//! cores (issues #7 and #30).
 //!
 //! An int8-compute layer is, after parsing: quantise the activations to i8, an integer
 //! `EinSum` of them (minus their zero point) by the constant i8 weights, then
@@ -16,9 +17,21 @@
 //! bytes: the activations are offset by 128 into u8 and the weights' column sums times
 //! `128 + zero point` subtracted at the end (exact integers).
 //!
+//! On aarch64 the same packing feeds two NEON forms, chosen per call by the core. With
+//! the dot product (Cortex-A76, Pi 5) `sdot` takes a 16-byte load of a panel as it is, 4
+//! columns x 4 inputs, against one row's 4 inputs, in 6-token x 16-output tiles. Without
+//! it (Cortex-A72, Pi 4), where tract's `smlal` kernel does 4 multiply-adds per
+//! instruction, the gemmlowp form does 8: `smull`/`smull2` of a row's 4 inputs (repeated
+//! across the register) by two columns' into i16 products, `sadalp` of their pairs into
+//! i32, in 4-token x 8-output tiles; where no weight is -128 (as the exporter writes them)
+//! `smlal`/`smlal2` first add the next 4 inputs' products into the same i16 lanes, which
+//! cannot overflow then. Both multiply signed bytes as they are, so only `zero point · Σ w`
+//! is subtracted.
+//!
 //! [`fuse_dense_i8`] replaces each such `EinSum` + dequantisation of a decluttered model
-//! (the quantisation stays: it often feeds three products, Q, K and V). On cores without
-//! AVX-512 VNNI tract's kernels stay ([`available`]; [`crate::optimise`] decides).
+//! (the quantisation stays: it often feeds three products, Q, K and V). On other cores
+//! (x86-64 without AVX-512 VNNI, armv7) tract's kernels stay ([`available`];
+//! [`crate::optimise`] decides).
 
 use std::sync::Arc;
 use tract_onnx::tract_core::ops::einsum::EinSum;
@@ -33,6 +46,10 @@ const NR: usize = 32;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR: usize = 12;
 
+/// What the tiles add to each activation before multiplying: `vpdpbusd` takes them as u8
+/// (+128); the NEON tiles multiply signed bytes as they are.
+const X_OFFSET: i32 = if cfg!(target_arch = "x86_64") { 128 } else { 0 };
+
 /// An i8 weight matrix `[k, n]` with what its dequantisation needs, packed: for each
 /// panel of [`NR`] outputs, for each group of four inputs, the panel's 32 columns of four
 /// bytes (inputs past `k` and columns past `n` zero).
@@ -40,10 +57,17 @@ pub struct PackedDenseI8 {
     k: usize,
     n: usize,
     lines: Vec<Line<i8, 64>>,
-    /// `(128 + zero point) · Σᵢ w[i][j]`, per column, padded to whole panels (the VNNI
-    /// tiles' u8 offset and zero point, subtracted once).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    /// `(X_OFFSET + zero point) · Σᵢ w[i][j]`, per column, padded to whole panels (the
+    /// tiles' activation offset and zero point, subtracted once).
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     correction: Vec<i32>,
+    /// No weight is -128, so no product is (-128)·(-128) = 2¹⁴ and two products always fit
+    /// one i16 (the NEON `smull` tiles then add a second input into the same lanes).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pairs_fit_i16: bool,
     /// Per-column scale and bias (zeros without one), padded to whole panels.
     scale: Vec<f32>,
     bias: Vec<f32>,
@@ -90,7 +114,7 @@ impl PackedDenseI8 {
                 sums[j] += w[i * n + j] as i32;
             }
         }
-        let correction = sums.iter().map(|s| s * (128 + zero_point)).collect();
+        let correction = sums.iter().map(|s| s * (X_OFFSET + zero_point)).collect();
         let mut scales = vec![0f32; panels * NR];
         for (j, s) in scales.iter_mut().take(n).enumerate() {
             *s = scale[if scale.len() == 1 { 0 } else { j }];
@@ -113,6 +137,7 @@ impl PackedDenseI8 {
             bias: biases,
             has_bias: bias.is_some(),
             zero_point,
+            pairs_fit_i16: !w.contains(&-128),
         })
     }
 
@@ -202,14 +227,19 @@ impl TypedOp for FusedDenseI8 {
     as_op!();
 }
 
-/// Whether this CPU runs [`FusedDenseI8`] with its VNNI tiles.
+/// Whether this CPU runs [`FusedDenseI8`] with its tiles: VNNI on x86-64, NEON (part of
+/// every aarch64 core) on aarch64.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vnni")
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        true
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         false
     }
@@ -224,7 +254,15 @@ pub fn dense_i8(x: &[i8], rows: usize, w: &PackedDenseI8, out: &mut [f32]) {
         unsafe { vnni::dense_i8(x, rows, w, out) };
         return;
     }
-    dense_i8_portable(x, rows, w, out)
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("dotprod") {
+        // SAFETY: the dot product instructions are present.
+        unsafe { neon::dense_i8_sdot(x, rows, w, out) };
+    } else {
+        neon::dense_i8_smull(x, rows, w, out);
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    dense_i8_portable(x, rows, w, out);
 }
 
 /// The same values in plain loops (exact i32 sums, the same two roundings).
@@ -383,6 +421,384 @@ mod vnni {
     }
 }
 
+/// The NEON tiles: `sdot` where the core has the dot product (Cortex-A76, Pi 5), else the
+/// `smull` + `sadalp` form (Cortex-A72, Pi 4), both on the packing above (a 16-byte load
+/// of a panel is 4 columns x 4 inputs) and exact i32 sums of signed bytes.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{PackedDenseI8, NR};
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+    use std::cell::RefCell;
+
+    /// Rows per `sdot` tile: 6 rows x 16 outputs is 24 accumulators, with 4 weight and 2
+    /// activation registers 30 of the 32.
+    const SDOT_MR: usize = 6;
+    /// Outputs per `sdot` tile: half a panel, four registers of four i32.
+    const SDOT_NR: usize = 16;
+    /// Rows per `smull` tile: 4 rows x 8 outputs with two accumulators each (a pair of
+    /// lanes per output) is 16, with 4 weight registers (two quads), the activations and
+    /// the i16 products in flight.
+    const SMULL_MR: usize = 4;
+    /// Outputs per `smull` tile: a quarter of a panel.
+    const SMULL_NR: usize = 8;
+    /// Bytes past the packed rows that a tile's 16-byte loads may read (into unused lanes).
+    const SLACK: usize = 32;
+
+    thread_local! {
+        /// The activations of one call, per tile of rows (see [`pack_rows`]).
+        static PACKED_ROWS: RefCell<Vec<i8>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Packs `rows` rows of `x` by tiles of `mr` rows, `[quad][row][4 · COPIES]` bytes per
+    /// tile: each row's four inputs `COPIES` times over (inputs past k zero), so that one
+    /// load gives `sdot` four rows and `smull` one row against four columns.
+    fn pack_rows<const COPIES: usize>(a: &mut Vec<i8>, x: &[i8], rows: usize, k: usize, mr: usize) {
+        let (quads, width) = (k.div_ceil(4), 4 * COPIES);
+        a.clear();
+        a.resize(rows * quads * width + SLACK, 0);
+        for t0 in (0..rows).step_by(mr) {
+            let r = mr.min(rows - t0);
+            let dst = &mut a[t0 * quads * width..][..r * quads * width];
+            for t in 0..r {
+                let (full, tail) = x[(t0 + t) * k..][..k].as_chunks::<4>();
+                let mut last = [0i8; 4];
+                last[..tail.len()].copy_from_slice(tail);
+                let d = dst[t * width..].as_mut_ptr();
+                let put = |q: usize, quad: &[i8; 4]| {
+                    let v = u32::from_ne_bytes(quad.map(|b| b as u8));
+                    for c in 0..COPIES {
+                        // SAFETY: (q · r + t) · width + 4 · c + 4 ≤ r · quads · width, the
+                        // tile's length, for q < quads, t < r and c < COPIES.
+                        unsafe {
+                            d.add(q * r * width + 4 * c)
+                                .cast::<u32>()
+                                .write_unaligned(v)
+                        };
+                    }
+                };
+                for (q, quad) in full.iter().enumerate() {
+                    put(q, quad);
+                }
+                if !tail.is_empty() {
+                    put(full.len(), &last);
+                }
+            }
+        }
+    }
+
+    /// The per-column correction, scale and bias from a tile's first column on.
+    struct Epilogue {
+        correction: *const i32,
+        scale: *const f32,
+        bias: *const f32,
+    }
+
+    impl Epilogue {
+        /// From column `j` (a multiple of 4; the vectors are padded to whole panels).
+        fn at(w: &PackedDenseI8, j: usize) -> Epilogue {
+            Epilogue {
+                correction: w.correction[j..].as_ptr(),
+                scale: w.scale[j..].as_ptr(),
+                bias: w.bias[j..].as_ptr(),
+            }
+        }
+
+        /// Correction, scale and bias of the 4 columns of group `g`.
+        ///
+        /// # Safety
+        /// Group `g` is within the padded vectors.
+        #[inline(always)]
+        unsafe fn group(&self, g: usize) -> Group {
+            // SAFETY: the caller's.
+            unsafe {
+                Group(
+                    vld1q_s32(self.correction.add(4 * g)),
+                    vld1q_f32(self.scale.add(4 * g)),
+                    vld1q_f32(self.bias.add(4 * g)),
+                )
+            }
+        }
+    }
+
+    /// A group's correction, scale and bias.
+    #[derive(Clone, Copy)]
+    struct Group(int32x4_t, float32x4_t, float32x4_t);
+
+    impl Group {
+        /// Stores the first `cols` (> 0) of the group's 4 outputs at `c`:
+        /// `(acc - correction) as f32 · scale + bias`, two roundings as the definition.
+        ///
+        /// # Safety
+        /// `c` has room for `cols.min(4)` values.
+        #[inline(always)]
+        unsafe fn store(self, acc: int32x4_t, c: *mut f32, cols: usize) {
+            let v = vmulq_f32(vcvtq_f32_s32(vsubq_s32(acc, self.0)), self.1);
+            let v = vaddq_f32(v, self.2);
+            // SAFETY: the caller's.
+            unsafe {
+                if cols >= 4 {
+                    vst1q_f32(c, v);
+                } else {
+                    vst1q_lane_f32::<0>(c, v);
+                    if cols > 1 {
+                        vst1q_lane_f32::<1>(c.add(1), v);
+                    }
+                    if cols > 2 {
+                        vst1q_lane_f32::<2>(c.add(2), v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `$tile!(R)` for a runtime `r` of the listed row counts.
+    macro_rules! for_rows {
+        ($r:expr, [$($rows:literal),*], $tile:ident) => {
+            match $r {
+                $($rows => $tile!($rows),)*
+                _ => unreachable!("a tile of {} rows", $r),
+            }
+        };
+    }
+
+    /// `out[r] = dequantise(x[r]·W)` with `sdot` tiles of [`SDOT_MR`] x [`SDOT_NR`].
+    ///
+    /// # Safety
+    /// The core has FEAT_DotProd; `x` holds `rows · w.k` values, `out` `rows · w.n`.
+    #[target_feature(enable = "neon,dotprod")]
+    pub(super) unsafe fn dense_i8_sdot(x: &[i8], rows: usize, w: &PackedDenseI8, out: &mut [f32]) {
+        let (k, n, quads) = (w.k, w.n, w.quads());
+        PACKED_ROWS.with_borrow_mut(|a| {
+            pack_rows::<1>(a, x, rows, k, SDOT_MR);
+            for j0 in (0..n).step_by(SDOT_NR) {
+                let e = Epilogue::at(w, j0);
+                let cols = SDOT_NR.min(n - j0);
+                // SAFETY (all pointers below): columns j0.. of panel j0 / NR, each quad's
+                // NR · 4 bytes apart; the tile's rows of the packed activations and of `out`.
+                let b = unsafe {
+                    w.bytes()
+                        .as_ptr()
+                        .add((j0 / NR) * quads * NR * 4 + (j0 % NR) * 4)
+                };
+                for t0 in (0..rows).step_by(SDOT_MR) {
+                    let r = SDOT_MR.min(rows - t0);
+                    let at = unsafe { a.as_ptr().add(t0 * quads * 4) };
+                    let c = unsafe { out.as_mut_ptr().add(t0 * n + j0) };
+                    macro_rules! tile {
+                        ($rows:literal) => {
+                            unsafe { sdot_tile::<$rows>(at, b, quads, c, n, cols, &e) }
+                        };
+                    }
+                    for_rows!(r, [1, 2, 3, 4, 5, 6], tile);
+                }
+            }
+        });
+    }
+
+    /// `acc += w · x.4b[lane]`: each of the 4 i32 lanes adds the dot product of its 4 bytes
+    /// of `w` with the 4 bytes `lane` of `x` (`vdotq_laneq_s32`, unstable as an intrinsic).
+    /// Registers only; to be used in an `unsafe` block of a function that enables dotprod.
+    macro_rules! sdot {
+        ($acc:expr, $w:expr, $x:expr, $lane:literal) => {{
+            let mut acc = $acc;
+            asm!(
+                "sdot {acc:v}.4s, {w:v}.16b, {x:v}.4b[{lane}]",
+                acc = inout(vreg) acc,
+                w = in(vreg) $w,
+                x = in(vreg) $x,
+                lane = const $lane,
+                options(pure, nomem, nostack, preserves_flags)
+            );
+            acc
+        }};
+    }
+
+    /// `R` rows of `c` (stride `ldc`, its first `cols` columns) = `(a·b - correction) as
+    /// f32 · scale + bias`; `a` is `[quads][R][4]` i8, `b` 16 columns of a packed panel.
+    ///
+    /// # Safety
+    /// FEAT_DotProd; `a` is readable for 32 bytes past its `quads · R · 4`, `b` for `quads`
+    /// panel quads, `c` writable for `R` rows of `cols`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn sdot_tile<const R: usize>(
+        a: *const i8,
+        b: *const i8,
+        quads: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        e: &Epilogue,
+    ) {
+        let mut acc = [[vdupq_n_s32(0); 4]; R];
+        // SAFETY: the reads are within the caller's bounds (rows 4.. of a quad are the
+        // second load's first lanes; the lanes past R are never used); `sdot` only touches
+        // registers and this function enables dotprod.
+        unsafe {
+            let (mut a, mut b) = (a, b);
+            for _ in 0..quads {
+                let wv = [
+                    vld1q_s8(b),
+                    vld1q_s8(b.add(16)),
+                    vld1q_s8(b.add(32)),
+                    vld1q_s8(b.add(48)),
+                ];
+                let x0 = vld1q_s8(a);
+                let x1 = if R > 4 { vld1q_s8(a.add(16)) } else { x0 };
+                // Spelled out row by row: a loop over 24 lane-selected products is not
+                // unrolled, and its accumulators then live on the stack.
+                macro_rules! row {
+                    ($t:literal, $x:ident, $lane:literal) => {
+                        if $t < R {
+                            for (acc, &wg) in acc[$t].iter_mut().zip(&wv) {
+                                *acc = sdot!(*acc, wg, $x, $lane);
+                            }
+                        }
+                    };
+                }
+                row!(0, x0, 0);
+                row!(1, x0, 1);
+                row!(2, x0, 2);
+                row!(3, x0, 3);
+                row!(4, x1, 0);
+                row!(5, x1, 1);
+                a = a.add(R * 4);
+                b = b.add(NR * 4);
+            }
+            for g in 0..4.min(cols.div_ceil(4)) {
+                let group = e.group(g);
+                for (t, acc) in acc.iter().enumerate() {
+                    group.store(acc[g], c.add(t * ldc + 4 * g), cols - 4 * g);
+                }
+            }
+        }
+    }
+
+    /// `out[r] = dequantise(x[r]·W)` with `smull` tiles of [`SMULL_MR`] x [`SMULL_NR`],
+    /// two inputs per i16 lane where no product can be 2¹⁴ (see [`smull_tile`]).
+    pub(super) fn dense_i8_smull(x: &[i8], rows: usize, w: &PackedDenseI8, out: &mut [f32]) {
+        if w.pairs_fit_i16 {
+            dense_i8_smull_with::<true>(x, rows, w, out)
+        } else {
+            dense_i8_smull_with::<false>(x, rows, w, out)
+        }
+    }
+
+    /// [`dense_i8_smull`] with (`PAIRS`) or without a second input in each i16 lane.
+    pub(super) fn dense_i8_smull_with<const PAIRS: bool>(
+        x: &[i8],
+        rows: usize,
+        w: &PackedDenseI8,
+        out: &mut [f32],
+    ) {
+        assert!(x.len() >= rows * w.k && out.len() >= rows * w.n);
+        assert!(
+            w.pairs_fit_i16 || !PAIRS,
+            "a -128 weight: i16 pairs may overflow"
+        );
+        let (k, n, quads) = (w.k, w.n, w.quads());
+        PACKED_ROWS.with_borrow_mut(|a| {
+            pack_rows::<4>(a, x, rows, k, SMULL_MR);
+            for j0 in (0..n).step_by(SMULL_NR) {
+                let e = Epilogue::at(w, j0);
+                let cols = SMULL_NR.min(n - j0);
+                // SAFETY (all pointers below): as in `dense_i8_sdot`, with 16 bytes per
+                // row and quad.
+                let b = unsafe {
+                    w.bytes()
+                        .as_ptr()
+                        .add((j0 / NR) * quads * NR * 4 + (j0 % NR) * 4)
+                };
+                for t0 in (0..rows).step_by(SMULL_MR) {
+                    let r = SMULL_MR.min(rows - t0);
+                    let at = unsafe { a.as_ptr().add(t0 * quads * 16) };
+                    let c = unsafe { out.as_mut_ptr().add(t0 * n + j0) };
+                    macro_rules! tile {
+                        ($rows:literal) => {
+                            unsafe { smull_tile::<$rows, PAIRS>(at, b, quads, c, n, cols, &e) }
+                        };
+                    }
+                    for_rows!(r, [1, 2, 3, 4], tile);
+                }
+            }
+        });
+    }
+
+    /// `R` rows of `c` (stride `ldc`, its first `cols` columns) = `(a·b - correction) as
+    /// f32 · scale + bias`; `a` is `[quads][R][16]` i8 (each row's quad four times), `b` 8
+    /// columns of a packed panel.
+    ///
+    /// Per quad, `smull` (`smull2`) multiplies a row's four inputs by columns 0-1 (2-3) of a
+    /// group of four into eight i16 products, and `sadalp` adds their pairs into i32 lanes:
+    /// two lanes per column, added at the end. With `PAIRS`, `smlal` (`smlal2`) first adds
+    /// the next quad's products into the same i16 lanes (8 multiply-adds per instruction
+    /// and half the `sadalp`s): exact while no weight is -128, as `x·w + x'·w'` then lies
+    /// within ±2·128·127.
+    ///
+    /// # Safety
+    /// `a` is readable for its `quads · R · 16` bytes, `b` for `quads` panel quads, `c`
+    /// writable for `R` rows of `cols`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "neon")]
+    unsafe fn smull_tile<const R: usize, const PAIRS: bool>(
+        a: *const i8,
+        b: *const i8,
+        quads: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        e: &Epilogue,
+    ) {
+        // [row][group of 4 columns][columns 0-1, columns 2-3], two lanes per column.
+        let mut acc = [[[vdupq_n_s32(0); 2]; 2]; R];
+        // SAFETY: the reads are within the caller's bounds.
+        unsafe {
+            let (mut a, mut b) = (a, b);
+            let mut left = quads;
+            if PAIRS {
+                while left >= 2 {
+                    let w0 = [vld1q_s8(b), vld1q_s8(b.add(16))];
+                    let w1 = [vld1q_s8(b.add(NR * 4)), vld1q_s8(b.add(NR * 4 + 16))];
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        let x0 = vld1q_s8(a.add(t * 16));
+                        let x1 = vld1q_s8(a.add((R + t) * 16));
+                        for ((acc, &w0), &w1) in acc.iter_mut().zip(&w0).zip(&w1) {
+                            let lo = vmull_s8(vget_low_s8(w0), vget_low_s8(x0));
+                            let lo = vmlal_s8(lo, vget_low_s8(w1), vget_low_s8(x1));
+                            let hi = vmlal_high_s8(vmull_high_s8(w0, x0), w1, x1);
+                            acc[0] = vpadalq_s16(acc[0], lo);
+                            acc[1] = vpadalq_s16(acc[1], hi);
+                        }
+                    }
+                    a = a.add(2 * R * 16);
+                    b = b.add(2 * NR * 4);
+                    left -= 2;
+                }
+            }
+            for _ in 0..left {
+                let w0 = [vld1q_s8(b), vld1q_s8(b.add(16))];
+                for (t, acc) in acc.iter_mut().enumerate() {
+                    let x0 = vld1q_s8(a.add(t * 16));
+                    for (acc, &w0) in acc.iter_mut().zip(&w0) {
+                        acc[0] = vpadalq_s16(acc[0], vmull_s8(vget_low_s8(w0), vget_low_s8(x0)));
+                        acc[1] = vpadalq_s16(acc[1], vmull_high_s8(w0, x0));
+                    }
+                }
+                a = a.add(R * 16);
+                b = b.add(NR * 4);
+            }
+            for g in 0..2.min(cols.div_ceil(4)) {
+                let group = e.group(g);
+                for (t, acc) in acc.iter().enumerate() {
+                    let sums = vpaddq_s32(acc[g][0], acc[g][1]);
+                    group.store(sums, c.add(t * ldc + 4 * g), cols - 4 * g);
+                }
+            }
+        }
+    }
+}
+
 /// A scalar constant of the model, as `T`.
 fn scalar<T: Datum + Copy>(model: &TypedModel, outlet: OutletId) -> Option<T> {
     let k = model.outlet_fact(outlet).ok()?.konst.clone()?;
@@ -501,38 +917,113 @@ mod tests {
         out
     }
 
-    /// Every tile height, k not a multiple of 4, partial panels, extreme zero points and
-    /// saturated values: the VNNI tiles (where present) and the portable loop give the
-    /// definition's values bit for bit.
+    type Kernel = fn(&[i8], usize, &PackedDenseI8, &mut [f32]);
+
+    /// Every kernel this CPU can run on `w`, by name: the dispatch of [`dense_i8`], the
+    /// portable loop and, on aarch64, each NEON form directly (`smull` with and, where the
+    /// weights allow it, without a second input per i16 lane; `sdot` where the core has
+    /// it), whichever one [`dense_i8`] picks here.
+    #[cfg_attr(not(target_arch = "aarch64"), allow(unused_mut, unused_variables))]
+    fn kernels(w: &PackedDenseI8) -> Vec<(&'static str, Kernel)> {
+        let mut all: Vec<(&'static str, Kernel)> =
+            vec![("dense_i8", dense_i8), ("portable", dense_i8_portable)];
+        #[cfg(target_arch = "aarch64")]
+        {
+            all.push(("smull", neon::dense_i8_smull_with::<false>));
+            if w.pairs_fit_i16 {
+                all.push(("smull pairs", neon::dense_i8_smull_with::<true>));
+            }
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                // SAFETY: the dot product instructions are present.
+                all.push(("sdot", |x, rows, w, out| unsafe {
+                    neon::dense_i8_sdot(x, rows, w, out)
+                }));
+            }
+        }
+        all
+    }
+
+    /// Every tile height (1 to 20 rows and more), k not a multiple of 4, 8 or 16, partial
+    /// panels and tiles, extreme zero points and saturated values, weights with -128 (the
+    /// `smull` tiles' exact form; a column of -128 against rows of -128 overflows an i16
+    /// pair) and without: every kernel gives the definition's values bit for bit.
     #[test]
     fn dense_i8_matches_the_definition_bit_for_bit() {
-        for &(k, n) in &[(1, 1), (5, 7), (16, 32), (130, 33), (512, 64), (37, 100)] {
-            let mut w = bytes(k * n, (k * 13 + n) as u64);
-            w[0] = -128;
+        let shapes = [
+            (1, 1),
+            (5, 7),
+            (16, 32),
+            (130, 33),
+            (512, 64),
+            (37, 100),
+            (9, 8),
+            (23, 17),
+            (71, 48),
+        ];
+        let mut kernels_run = std::collections::BTreeSet::new();
+        for &(k, n) in &shapes {
+            let random = bytes(k * n, (k * 13 + n) as u64);
+            let mut with_min = random.clone();
+            with_min[0] = -128;
+            // Column n - 1 all -128 (with its neighbours at -127 in the other form).
+            for i in 0..k {
+                with_min[i * n + n - 1] = -128;
+            }
+            let without_min: Vec<i8> = with_min.iter().map(|&v| v.max(-127)).collect();
             let s: Vec<f32> = values(n, 3, 1e-3).iter().map(|v| v.abs() + 1e-5).collect();
             let b = values(n, 4, 1.0);
-            for zp in [-128, 0, 7, 127] {
-                for bias in [None, Some(&b[..])] {
-                    let packed = PackedDenseI8::new(&w, k, n, zp, &s, bias).unwrap();
-                    let zeros = vec![0f32; n];
-                    for rows in [1, 3, 12, 13, 25] {
-                        let mut x = bytes(rows * k, (rows + k) as u64);
-                        x[0] = 127;
-                        x[rows * k - 1] = -128;
-                        let want = reference(&x, &w, zp, &s, bias.unwrap_or(&zeros), rows, k, n);
-                        let mut got = vec![f32::NAN; rows * n];
-                        dense_i8(&x, rows, &packed, &mut got);
-                        assert_eq!(got, want, "k {k}, n {n}, zp {zp}, rows {rows}");
-                        let mut portable = vec![f32::NAN; rows * n];
-                        dense_i8_portable(&x, rows, &packed, &mut portable);
-                        assert_eq!(
-                            portable, want,
-                            "portable: k {k}, n {n}, zp {zp}, rows {rows}"
-                        );
+            for w in [&with_min, &without_min] {
+                for zp in [-128, -1, 0, 7, 127] {
+                    for bias in [None, Some(&b[..])] {
+                        let packed = PackedDenseI8::new(w, k, n, zp, &s, bias).unwrap();
+                        assert_eq!(packed.pairs_fit_i16, !w.contains(&-128));
+                        let zeros = vec![0f32; n];
+                        for rows in (1..=20).chain([25, 31]) {
+                            let mut x = bytes(rows * k, (rows + k) as u64);
+                            x[0] = 127;
+                            x[rows * k - 1] = -128;
+                            // The last row all -128: the largest products.
+                            x[(rows - 1) * k..].fill(-128);
+                            let want = reference(&x, w, zp, &s, bias.unwrap_or(&zeros), rows, k, n);
+                            for (name, kernel) in kernels(&packed) {
+                                let mut got = vec![f32::NAN; rows * n];
+                                kernel(&x, rows, &packed, &mut got);
+                                assert_eq!(got, want, "{name}: k {k}, n {n}, zp {zp}, rows {rows}");
+                                kernels_run.insert(name);
+                            }
+                        }
                     }
                 }
             }
         }
+        eprintln!("kernels checked: {kernels_run:?}");
+        #[cfg(target_arch = "aarch64")]
+        {
+            assert!(kernels_run.contains("smull") && kernels_run.contains("smull pairs"));
+            let sdot = std::arch::is_aarch64_feature_detected!("dotprod");
+            assert_eq!(kernels_run.contains("sdot"), sdot);
+        }
+    }
+
+    /// The overflow the `smull` tiles' exact form exists for: with -128 weights against
+    /// -128 activations two products fill an i16 pair past 32767, so the pair form would
+    /// be wrong where the exact form is right.
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn smull_pairs_need_weights_without_minus_128() {
+        let (k, n) = (8, 4);
+        let w = vec![-128i8; k * n];
+        let packed = PackedDenseI8::new(&w, k, n, 0, &[1.0], None).unwrap();
+        assert!(!packed.pairs_fit_i16);
+        let x = vec![-128i8; k];
+        let mut exact = vec![0f32; n];
+        neon::dense_i8_smull(&x, 1, &packed, &mut exact);
+        assert_eq!(exact, vec![(8 * 128 * 128) as f32; n]);
+        let pairs = std::panic::catch_unwind(|| {
+            let mut out = vec![0f32; n];
+            neon::dense_i8_smull_with::<true>(&x, 1, &packed, &mut out);
+        });
+        assert!(pairs.is_err(), "the pair form refuses -128 weights");
     }
 
     #[test]

@@ -19,10 +19,10 @@
 //! offset node per matmul disappears, the integers are the same) and
 //! [`quant::fuse_dequantize_bias`] merges each dequantisation with the bias `Add` after it.
 //! On AVX-512 cores and on aarch64 the f32 dense layers (`MatMul` by a weight initializer,
-//! and its bias) become [`dense`]'s packed tiles (12 tokens with AVX-512, 5 with NEON),
-//! and on AVX-512 VNNI cores the int8-compute
-//! ones (the integer product and its dequantisation) [`dense_i8`]'s, in the decluttered
-//! model like the GELU.
+//! and its bias) become [`dense`]'s packed tiles (12 tokens with AVX-512, 5 with NEON), and
+//! on AVX-512 VNNI and aarch64 cores the int8-compute ones (the integer product and its
+//! dequantisation) [`dense_i8`]'s (`sdot` where the CPU has the dot product, else
+//! `smull`), in the decluttered model like the GELU.
 //!
 //! They replace tract's parsers for these op types, so the ONNX file stays standard
 //! (onnxruntime runs the same file). A Softmax over another axis or of another datum

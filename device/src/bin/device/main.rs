@@ -38,7 +38,8 @@ its variable):
   DEVICE_F32_DENSE=0                 tract's matmuls for the f32 dense layers (x·W + b with constant
                                      W) instead of the packed tiles used on AVX-512 CPUs and aarch64
   DEVICE_I8_DENSE=0                  tract's matmuls for the int8 dense layers of int8-compute
-                                     variants instead of the VNNI tiles used on AVX-512 VNNI CPUs
+                                     variants instead of the int8 tiles used on AVX-512 VNNI and
+                                     aarch64 CPUs
   DEVICE_F32_KERNELS=auto|tract|shape
                                      f32 matmul kernels on AVX-512 CPUs: `auto` picks them by
                                      shape on cores with one 512-bit FMA port (tall zmm tiles

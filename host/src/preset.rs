@@ -41,6 +41,14 @@ pub struct Preset {
     /// by the classifier) added to the loss of a model with a bag.
     #[serde(default)]
     pub branch_loss: f64,
+    /// The bag's table trains at this multiple of the learning rate (its rows are sparse:
+    /// each gets a gradient only from the texts that contain its n-grams).
+    #[serde(default = "one")]
+    pub ngram_lr_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 fn default_ngram_max() -> usize {
@@ -142,6 +150,12 @@ impl Preset {
         }
         if let Some(spec) = self.ngram_spec() {
             spec.check().or_else(|p| bad(format!("n-grams: {p}")))?;
+        }
+        if !(self.ngram_lr_scale > 0.0 && self.ngram_lr_scale.is_finite()) {
+            return bad(format!(
+                "ngram_lr_scale {} must be positive",
+                self.ngram_lr_scale
+            ));
         }
         if !(0.0..1.0).contains(&self.ngram_dropout) {
             return bad(format!(

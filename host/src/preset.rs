@@ -211,4 +211,17 @@ mod tests {
             .to_string()
             .contains("not divisible"));
     }
+
+    #[test]
+    fn the_bag_learning_rate_scale_defaults_to_one_and_must_be_positive() {
+        assert_eq!(Preset::get("tiny").unwrap().ngram_lr_scale, 10.0);
+        assert_eq!(Preset::get("small").unwrap().ngram_lr_scale, 1.0);
+        let mut p = Preset::get("tiny").unwrap();
+        p.ngram_lr_scale = 0.0;
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ngram_lr_scale"));
+    }
 }

@@ -41,6 +41,14 @@ pub struct Preset {
     /// by the classifier) added to the loss of a model with a bag.
     #[serde(default)]
     pub branch_loss: f64,
+    /// The bag's table trains at this multiple of the learning rate (its rows are sparse:
+    /// each gets a gradient only from the texts that contain its n-grams).
+    #[serde(default = "one")]
+    pub ngram_lr_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 fn default_ngram_max() -> usize {
@@ -143,6 +151,12 @@ impl Preset {
         if let Some(spec) = self.ngram_spec() {
             spec.check().or_else(|p| bad(format!("n-grams: {p}")))?;
         }
+        if !(self.ngram_lr_scale > 0.0 && self.ngram_lr_scale.is_finite()) {
+            return bad(format!(
+                "ngram_lr_scale {} must be positive",
+                self.ngram_lr_scale
+            ));
+        }
         if !(0.0..1.0).contains(&self.ngram_dropout) {
             return bad(format!(
                 "ngram_dropout {} must be in [0, 1)",
@@ -196,5 +210,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not divisible"));
+    }
+
+    #[test]
+    fn the_bag_learning_rate_scale_defaults_to_one_and_must_be_positive() {
+        assert_eq!(Preset::get("tiny").unwrap().ngram_lr_scale, 10.0);
+        assert_eq!(Preset::get("small").unwrap().ngram_lr_scale, 1.0);
+        let mut p = Preset::get("tiny").unwrap();
+        p.ngram_lr_scale = 0.0;
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ngram_lr_scale"));
     }
 }

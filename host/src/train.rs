@@ -46,6 +46,10 @@ pub struct TrainOptions {
     /// the training set first and would otherwise leave the bag under-trained).
     #[serde(default)]
     pub branch_loss: f64,
+    /// Learning-rate multiple of the bag's table (`ngram_bag.weight`): its rows are sparse,
+    /// each updated only by the texts that contain its n-grams.
+    #[serde(default = "one")]
+    pub ngram_lr_scale: f64,
     /// Decay of the exponential moving average of the weights that is validated and saved
     /// (0 = off).
     pub ema_decay: f64,
@@ -81,6 +85,7 @@ impl Default for TrainOptions {
             token_dropout: 0.0,
             ngram_dropout: 0.0,
             branch_loss: 0.0,
+            ngram_lr_scale: 1.0,
             ema_decay: 0.0,
             layer_lr_decay: 1.0,
             freeze_embeddings: false,
@@ -230,9 +235,12 @@ pub fn train(
         .iter()
         .filter(|(n, _)| !(opts.freeze_embeddings && n == "embeddings.word_embeddings.weight"))
         .map(|(n, v)| {
-            let scale = opts
-                .layer_lr_decay
-                .powi(layers_below_head(n, layers) as i32);
+            let scale = if n.starts_with(crate::model::NGRAM_BAG) {
+                opts.ngram_lr_scale
+            } else {
+                opts.layer_lr_decay
+                    .powi(layers_below_head(n, layers) as i32)
+            };
             (v.clone(), !crate::model::is_no_decay(n), scale)
         })
         .collect();

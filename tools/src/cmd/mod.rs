@@ -104,6 +104,10 @@ pub struct RecipeArgs {
     /// pooled tokens alone and the bag alone (preset default).
     #[arg(long, value_name = "F")]
     pub branch_loss: Option<f64>,
+    /// Learning-rate multiple of the bag's table, whose rows get sparse updates (preset
+    /// default).
+    #[arg(long, value_name = "F")]
+    pub ngram_lr_scale: Option<f64>,
     /// Epochs without a better validation macro-F1 before stopping.
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
@@ -156,7 +160,8 @@ impl RecipeArgs {
             ngram_buckets,
             ngram_max,
             ngram_dropout,
-            branch_loss
+            branch_loss,
+            ngram_lr_scale
         );
         if self.changes_shape() {
             p.name = format!("{}-custom", p.name);
@@ -178,6 +183,7 @@ impl RecipeArgs {
             token_dropout: p.token_dropout,
             ngram_dropout: p.ngram_dropout,
             branch_loss: p.branch_loss,
+            ngram_lr_scale: p.ngram_lr_scale,
             ema_decay: p.ema_decay,
             seed: self.seed,
             progress,

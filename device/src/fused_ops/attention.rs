@@ -544,7 +544,25 @@ fn weighted_rows_pair<const FMA: bool>(
         }
         c += 8;
     }
-    for l in c..width {
+    column_tail::<FMA>(a, b, mat, first, stride, c, out_a, out_b);
+}
+
+/// The columns from `c` on of [`weighted_rows_pair`], one at a time: the tail every form
+/// (portable, AVX, NEON) leaves after its vector blocks.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn column_tail<const FMA: bool>(
+    a: &[f32],
+    b: &[f32],
+    mat: &[f32],
+    first: usize,
+    stride: usize,
+    c: usize,
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    let madd = |w: f32, m: f32, acc: f32| if FMA { w.mul_add(m, acc) } else { w * m + acc };
+    for l in c..out_a.len() {
         let (mut xa, mut xb) = (0f32, 0f32);
         for (t, (&wa, &wb)) in a.iter().zip(b).enumerate() {
             let m = mat[first + t * stride + l];
@@ -661,16 +679,7 @@ mod neon {
             store(out_b, c, xb);
             c += 4;
         }
-        for l in c..width {
-            let (mut xa, mut xb) = (0f32, 0f32);
-            for (t, (&wa, &wb)) in a.iter().zip(b).enumerate() {
-                let m = mat[first + t * stride + l];
-                xa = wa.mul_add(m, xa);
-                xb = wb.mul_add(m, xb);
-            }
-            out_a[l] = xa;
-            out_b[l] = xb;
-        }
+        super::column_tail::<true>(a, b, mat, first, stride, c, out_a, out_b);
     }
 }
 
@@ -764,16 +773,7 @@ mod x86 {
             store(out_b, c, xb);
             c += 8;
         }
-        for l in c..width {
-            let (mut xa, mut xb) = (0f32, 0f32);
-            for (t, (&wa, &wb)) in a.iter().zip(b).enumerate() {
-                let m = mat[first + t * stride + l];
-                xa = wa.mul_add(m, xa);
-                xb = wb.mul_add(m, xb);
-            }
-            out_a[l] = xa;
-            out_b[l] = xb;
-        }
+        super::column_tail::<true>(a, b, mat, first, stride, c, out_a, out_b);
     }
 }
 

@@ -135,6 +135,18 @@ fn one() -> f64 {
     1.0
 }
 
+/// The multiple of the learning rate a parameter trains at: the bag's table at
+/// `ngram_lr_scale` (its rows are updated only by the texts holding their n-grams), the
+/// others at `layer_lr_decay` per layer below the head.
+pub fn lr_scale(name: &str, layers: usize, opts: &TrainOptions) -> f64 {
+    if name.starts_with(crate::model::NGRAM_BAG) {
+        opts.ngram_lr_scale
+    } else {
+        opts.layer_lr_decay
+            .powi(layers_below_head(name, layers) as i32)
+    }
+}
+
 /// How many layers sit between a parameter and the classifier head: 0 for the pooling
 /// head and classifier, `L − l` for encoder layer `l`, `L + 1` for the embeddings.
 pub fn layers_below_head(name: &str, layers: usize) -> usize {
@@ -235,12 +247,7 @@ pub fn train(
         .iter()
         .filter(|(n, _)| !(opts.freeze_embeddings && n == "embeddings.word_embeddings.weight"))
         .map(|(n, v)| {
-            let scale = if n.starts_with(crate::model::NGRAM_BAG) {
-                opts.ngram_lr_scale
-            } else {
-                opts.layer_lr_decay
-                    .powi(layers_below_head(n, layers) as i32)
-            };
+            let scale = lr_scale(n, layers, opts);
             (v.clone(), !crate::model::is_no_decay(n), scale)
         })
         .collect();
@@ -432,5 +439,25 @@ mod tests {
             6
         );
         assert_eq!(layers_below_head("embeddings.word_embeddings.weight", 6), 7);
+    }
+
+    #[test]
+    fn the_bag_alone_trains_at_its_own_rate() {
+        let opts = TrainOptions {
+            ngram_lr_scale: 10.0,
+            layer_lr_decay: 0.5,
+            ..TrainOptions::default()
+        };
+        let bag = format!("{}.weight", crate::model::NGRAM_BAG);
+        assert_eq!(lr_scale(&bag, 2, &opts), 10.0);
+        assert_eq!(lr_scale("classifier.weight", 2, &opts), 1.0);
+        assert_eq!(
+            lr_scale("encoder.layer.1.output.dense.weight", 2, &opts),
+            0.5
+        );
+        assert_eq!(
+            lr_scale("embeddings.word_embeddings.weight", 2, &opts),
+            0.125
+        );
     }
 }

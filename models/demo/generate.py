@@ -1148,7 +1148,14 @@ def fill(rng, template, slots, pool_index):
     """Fill a template. pool_index: 0=train values, 1=test values,
     None=either (test-time held-out templates). Repeated slot kinds
     ({item}, {item2}) get distinct values."""
+    return fill_values(rng, template, slots, pool_index)[0]
+
+
+def fill_values(rng, template, slots, pool_index):
+    """[`fill`] and the (slot kind, value) pairs it used, in order (the validation split of
+    tools/scripts/demo_val_split.py reads them)."""
     used = collections.defaultdict(set)
+    values = []
 
     def repl(m):
         kind = m.group(1)
@@ -1162,9 +1169,10 @@ def fill(rng, template, slots, pool_index):
         choices = [v for v in vals if v not in used[kind]]
         v = rng.choice(choices)
         used[kind].add(v)
+        values.append((kind, v))
         return v
 
-    return re.sub(r"\{(\w+?)\d*\}", repl, template)
+    return re.sub(r"\{(\w+?)\d*\}", repl, template), values
 
 
 def gen_intent(rng, label, spec, n_train, n_test, n_zh_train=0, n_zh_test=0):

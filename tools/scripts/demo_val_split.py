@@ -20,7 +20,6 @@ import csv
 import importlib.util
 import os
 import random
-import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,30 +49,13 @@ def main():
     out = args[0] if args else "runs/demo-val"
     gen = load_generate()
 
-    # fill() as in generate.py (the same random draws), remembering its template and values.
+    # generate.py's fill, remembering the template and values of the last text it made.
     last = {}
     made = {}  # generated text -> (template, [(slot kind, value)])
+    fill_values = gen.fill_values
 
     def fill(rng, template, slots, pool_index):
-        used = collections.defaultdict(set)
-        values = []
-
-        def repl(m):
-            kind = m.group(1)
-            train_vals, test_vals = slots[kind]
-            if pool_index == 0:
-                vals = train_vals
-            elif pool_index == 1:
-                vals = test_vals
-            else:
-                vals = test_vals if rng.random() < 0.5 else train_vals
-            choices = [v for v in vals if v not in used[kind]]
-            v = rng.choice(choices)
-            used[kind].add(v)
-            values.append((kind, v))
-            return v
-
-        text = re.sub(r"\{(\w+?)\d*\}", repl, template)
+        text, values = fill_values(rng, template, slots, pool_index)
         last.update(text=text, template=template, values=values)
         return text
 

@@ -384,6 +384,15 @@ impl Engine {
                     .into(),
             ));
         }
+        if options.fusion.int8_activations
+            && (options.f16 || !options.fusion.int8_activations_here())
+        {
+            return Err(err(
+                "int8 activations need the device's int8 tiles (aarch64, or x86-64 with \
+                 AVX-512 VNNI), its fusions on and no f16"
+                    .into(),
+            ));
+        }
         // The fused kernels are f32; tract's f16 transform keeps its own ops.
         let fusion = if options.f16 {
             FusionOptions::none()

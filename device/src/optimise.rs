@@ -15,6 +15,7 @@
 //! | 5 | parser | [`fused_ops::register`] | tract's parsers of `LayerNormalization`, `Softmax` (opset ≥ 13), `QuantizeLinear`, `DequantizeLinear` (and the nodes of 1, 2 and 4) → [`FusedLayerNorm`], [`FusedSoftmax`], [`FusedQuantizeLinear`], [`FusedDequantizeLinear`], [`FusedAttention`], [`FusedEmbeddingBag`] | `tract_ops` |
 //! | 6 | decluttered model | [`fuse_gelu`] | tract's f32 `GeluExact` → [`FusedGelu`] | `tract_ops` |
 //! | 7 | decluttered model | [`fuse_dense`] | f32 `EinSum` by a constant `[k, n]` matrix (+ its constant bias `Add`) → [`FusedDense`]; AVX-512F cores and aarch64 | `dense` (or `tract_ops`) |
+//! | 7' | decluttered model | [`fuse_dense_dynamic_i8`] | in place of 7 when asked ([`FusionOptions::int8_activations`], the `+int8-act` choice of a weights-int8 variant): the same layers → [`FusedDenseDynamicI8`], int8 weights and per-token int8 activations on the tiles of 8 | `tract_ops` |
 //! | 8 | decluttered model | [`fuse_dense_i8`] | int8 `EinSum` + [`FusedDequantizeLinear`] → [`FusedDenseI8`]; AVX-512 VNNI and aarch64 cores (`sdot` with the dot product, else `smull`) | `dense_i8` (or `tract_ops`) |
 //! | 9 | optimised plan | [`fuse_adds`] | f32 `Add` nodes tract left to its generic evaluator, broadcasting by rows → [`FusedAdd`] | `tract_ops` |
 //!
@@ -42,6 +43,7 @@
 //! [`FusedGelu`]: crate::fused_ops::FusedGelu
 //! [`FusedDense`]: crate::fused_ops::FusedDense
 //! [`FusedDenseI8`]: crate::fused_ops::FusedDenseI8
+//! [`FusedDenseDynamicI8`]: crate::fused_ops::FusedDenseDynamicI8
 //! [`FusedAdd`]: crate::fused_ops::FusedAdd
 
 use std::sync::Arc;
@@ -50,8 +52,8 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::fused_ops::{
-    self, fuse_adds, fuse_attention, fuse_dense, fuse_dense_i8, fuse_dequantize_bias,
-    fuse_embedding_bag, fuse_gelu, quantize_to_i8,
+    self, fuse_adds, fuse_attention, fuse_dense, fuse_dense_dynamic_i8, fuse_dense_i8,
+    fuse_dequantize_bias, fuse_embedding_bag, fuse_gelu, quantize_to_i8,
 };
 use crate::matmul_kernels::KernelOptions;
 
@@ -66,6 +68,10 @@ pub struct FusionOptions {
     /// The int8-compute dense layers as `FusedDenseI8` on AVX-512 VNNI and aarch64 cores
     /// (fusion 8).
     pub dense_i8: bool,
+    /// The f32 dense layers as `FusedDenseDynamicI8` (fusion 7' in place of 7): int8
+    /// products with the activations quantised per token. Not the variant's definition
+    /// (answers move by the activations' rounding): off unless a choice asks for it.
+    pub int8_activations: bool,
 }
 
 impl Default for FusionOptions {
@@ -74,6 +80,7 @@ impl Default for FusionOptions {
             tract_ops: false,
             dense: true,
             dense_i8: true,
+            int8_activations: false,
         }
     }
 }
@@ -95,6 +102,11 @@ impl FusionOptions {
     /// Fusion 7 runs: asked for, and this CPU has the tiles.
     fn dense_here(&self) -> bool {
         self.fused() && self.dense && fused_ops::dense::available()
+    }
+
+    /// Fusion 7' runs: asked for, and this CPU has the int8 tiles.
+    pub fn int8_activations_here(&self) -> bool {
+        self.fused() && self.int8_activations && fused_ops::dense_dynamic_i8::available()
     }
 
     /// Fusion 8 runs: asked for, and this CPU has the tiles.
@@ -145,7 +157,9 @@ pub fn optimise(
     if options.fused() {
         // 6-8.
         fuse_gelu(&mut typed)?;
-        if options.dense_here() {
+        if options.int8_activations_here() {
+            fuse_dense_dynamic_i8(&mut typed)?;
+        } else if options.dense_here() {
             fuse_dense(&mut typed)?;
         }
         if options.dense_i8_here() {

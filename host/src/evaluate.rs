@@ -27,7 +27,7 @@ impl Evaluated {
     }
 
     /// Like [`Self::open`], as variant `variant` (`float`, `weights-int8`,
-    /// `int8-compute`; for a bundle also `NAME+f16`) when given.
+    /// `int8-compute`; for a bundle also `NAME+f16` or `weights-int8+int8-act`) when given.
     pub fn open_variant(path: &Path, variant: Option<&str>) -> Result<Self> {
         if Checkpoint::is_checkpoint(path) {
             let ckpt = Box::new(Checkpoint::open(path)?);

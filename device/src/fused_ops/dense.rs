@@ -101,7 +101,7 @@ pub(super) fn replace_with(
     input: OutletId,
     last: usize,
     name: String,
-    op: impl TypedOp,
+    op: impl Into<Box<dyn TypedOp>>,
 ) -> TractResult<()> {
     let mut patch = TypedModelPatch::default();
     let x = patch.tap_model(model, input)?;
@@ -678,6 +678,20 @@ mod neon {
 /// last axis by a constant `[k, n]` matrix (and the constant bias `Add` right after it,
 /// when it is the product's only use) by one [`FusedDense`]; returns how many.
 pub fn fuse_dense(model: &mut TypedModel) -> TractResult<usize> {
+    fuse_dense_with(model, |w, k, n, bias| {
+        Ok(Box::new(FusedDense {
+            packed: Arc::new(PackedDense::new(w, k, n, bias)?),
+        }))
+    })
+}
+
+/// What [`fuse_dense`] does, each layer's op made by `make(w, k, n, bias)` from its
+/// row-major `[k, n]` weights and its bias (also the matcher of
+/// [`super::dense_dynamic_i8::fuse_dense_dynamic_i8`]).
+pub(super) fn fuse_dense_with(
+    model: &mut TypedModel,
+    make: impl Fn(&[f32], usize, usize, Option<&[f32]>) -> TractResult<Box<dyn TypedOp>>,
+) -> TractResult<usize> {
     let mut fused = 0;
     for id in model.eval_order()? {
         let node = &model.nodes()[id];
@@ -729,13 +743,10 @@ pub fn fuse_dense(model: &mut TypedModel) -> TractResult<usize> {
             Some(b) => Some(b.as_slice::<f32>()?),
             None => None,
         };
-        let packed = PackedDense::new(w_plain.as_slice::<f32>()?, k, n, bias_values)?;
+        let op = make(w_plain.as_slice::<f32>()?, k, n, bias_values)?;
         let (last, name) = match &bias {
             Some((add, _)) => (*add, model.nodes()[*add].name.clone()),
             None => (id, node.name.clone()),
-        };
-        let op = FusedDense {
-            packed: Arc::new(packed),
         };
         replace_with(model, node.inputs[0], last, name, op)?;
         fused += 1;

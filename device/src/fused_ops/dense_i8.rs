@@ -141,6 +141,16 @@ impl PackedDenseI8 {
         })
     }
 
+    /// Inputs per row.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Outputs per row.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
     fn quads(&self) -> usize {
         self.k.div_ceil(4)
     }

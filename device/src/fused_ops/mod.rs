@@ -22,7 +22,9 @@
 //! and its bias) become [`dense`]'s packed tiles (12 tokens with AVX-512, 5 with NEON), and
 //! on AVX-512 VNNI and aarch64 cores the int8-compute ones (the integer product and its
 //! dequantisation) [`dense_i8`]'s (`sdot` where the CPU has the dot product, else
-//! `smull`), in the decluttered model like the GELU.
+//! `smull`), in the decluttered model like the GELU; asked for, a weights-int8 variant's
+//! f32 dense layers run on the same tiles with their activations quantised per token
+//! ([`dense_dynamic_i8`]).
 //!
 //! They replace tract's parsers for these op types, so the ONNX file stays standard
 //! (onnxruntime runs the same file). A Softmax over another axis or of another datum
@@ -37,6 +39,7 @@ pub mod add;
 pub mod attention;
 #[macro_use]
 pub mod dense;
+pub mod dense_dynamic_i8;
 pub mod dense_i8;
 pub mod embedding_bag;
 pub mod gelu;
@@ -49,6 +52,7 @@ pub(crate) mod test_graph;
 pub use add::{fuse_adds, FusedAdd};
 pub use attention::{fuse_attention, FusedAttention};
 pub use dense::{fuse_dense, FusedDense};
+pub use dense_dynamic_i8::{fuse_dense_dynamic_i8, FusedDenseDynamicI8};
 pub use dense_i8::{fuse_dense_i8, FusedDenseI8};
 pub use embedding_bag::{fuse_embedding_bag, FusedEmbeddingBag};
 pub use gelu::{fuse_gelu, FusedGelu};

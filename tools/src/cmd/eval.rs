@@ -13,8 +13,8 @@ pub struct Args {
     #[arg(long, value_name = "CKPT|BUNDLE")]
     model: PathBuf,
     /// Model variant: `float`, `weights-int8` or `int8-compute` (a bundle also takes
-    /// `NAME+f16`). Default: a bundle's manifest default; for a quantised checkpoint the
-    /// int8-compute simulation; for a float checkpoint float.
+    /// `NAME+f16`, `weights-int8+int8-act`). Default: a bundle's manifest default; for a
+    /// quantised checkpoint the int8-compute simulation; for a float checkpoint float.
     #[arg(long, value_name = "NAME")]
     variant: Option<String>,
     /// Labelled data to evaluate on (.csv/.tsv/.jsonl).

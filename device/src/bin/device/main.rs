@@ -110,7 +110,8 @@ struct ClassifyArgs {
     #[arg(long, value_name = "N", default_value_t = 3)]
     top_tokens: usize,
 
-    /// Model variant to run: `float`, `weights-int8`, `int8-compute` (or `NAME+f16`).
+    /// Model variant to run: `float`, `weights-int8`, `int8-compute` (or `NAME+f16`,
+    /// `weights-int8+int8-act`: its dense layers in int8, the activations quantised per token).
     /// Default: the choice recorded by `device tune`, else measured now on first load
     /// (when the bundle has more than one variant) and recorded.
     #[arg(long, value_name = "NAME")]

@@ -53,7 +53,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u8).range(0..=5))]
     top_tokens: u8,
 
-    /// Model variant to run: `float`, `weights-int8`, `int8-compute` (or `NAME+f16`).
+    /// Model variant to run: `float`, `weights-int8`, `int8-compute` (or `NAME+f16`,
+    /// `weights-int8+int8-act`: its dense layers in int8, the activations quantised per token).
     /// Default: the choice recorded by `device tune`, else the manifest's default variant
     /// (serve does not time the variants itself: only the chosen one is loaded).
     #[arg(long, value_name = "NAME")]

@@ -7,11 +7,18 @@
 //!
 //! ```text
 //! candidates   every variant of the manifest, plus `NAME+f16` (tract's f32_to_f16
-//!              transform) for float-compute variants where the CPU has native fp16
-//! check        each candidate must give the manifest's reference label for every
-//!              reference text (the logit difference is reported)
-//! time         warm-up, then the median of timed single-text runs over the reference texts
-//! choose       the fastest candidate that agrees
+//!              transform) for float-compute variants where the CPU has native fp16,
+//!              and `weights-int8+int8-act` (its dense layers in int8, the activations
+//!              quantised per token) where the device has int8 tiles
+//! check        each candidate must give finite logits and the manifest's reference label
+//!              for every reference text (the logit difference is reported); without
+//!              reference texts (a float bundle), on [`PROBE_TEXTS`], the plain variants
+//!              only finite logits and a `+f16` / `+int8-act` form its plain variant's
+//!              labels as measured here (a transform is never taken unchecked)
+//! time         warm-up, then the median of timed single-text runs over the same texts; a
+//!              failed answer disqualifies the candidate
+//! choose       the fastest candidate that agrees; a `+f16` / `+int8-act` form only when it
+//!              beats the fastest plain variant by more than [`TRANSFORM_MARGIN`]
 //! routes       each candidate's plans are made and raced once (`Engine::prepare`); the
 //!              routes are recorded, so a later load of the choice does not race again
 //! record       `variant-choice.json` next to the manifest (atomic write); a read-only
@@ -37,36 +44,56 @@ use bundle::{sha256_hex, BundleError, Variant, VerifiedBundle};
 pub const CHOICE_FILE: &str = "variant-choice.json";
 /// Suffix of a candidate run through tract's `f32_to_f16` transform.
 pub const F16_SUFFIX: &str = "+f16";
+/// Suffix of a weights-int8 candidate whose dense layers quantise their activations per
+/// token and multiply in int8 ([`crate::fused_ops::dense_dynamic_i8`]).
+pub const INT8_ACTIVATIONS_SUFFIX: &str = "+int8-act";
 /// Whether the variant called `name` computes in f32 (so the f16 transform applies to it).
 fn computes_in_f32(name: &str) -> bool {
     Variant::parse(name).is_ok_and(Variant::computes_in_f32)
 }
 
-/// A variant name plus whether tract's f16 transform is applied (`weights-int8+f16`).
+/// A variant name plus how it is computed: as the manifest says, through tract's f16
+/// transform (`weights-int8+f16`), or with int8 activations (`weights-int8+int8-act`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Choice {
     pub variant: String,
     pub f16: bool,
+    #[serde(default)]
+    pub int8_activations: bool,
 }
 
 impl Choice {
-    /// Parses `NAME` or `NAME+f16`.
-    pub fn parse(s: &str) -> Choice {
-        match s.strip_suffix(F16_SUFFIX) {
-            Some(v) => Choice {
-                variant: v.to_string(),
-                f16: true,
-            },
-            None => Choice {
-                variant: s.to_string(),
-                f16: false,
-            },
+    /// The variant as its manifest defines it.
+    pub fn plain(variant: impl Into<String>) -> Choice {
+        Choice {
+            variant: variant.into(),
+            f16: false,
+            int8_activations: false,
         }
+    }
+
+    /// Parses `NAME`, `NAME+f16` or `NAME+int8-act`.
+    pub fn parse(s: &str) -> Choice {
+        if let Some(v) = s.strip_suffix(F16_SUFFIX) {
+            return Choice {
+                f16: true,
+                ..Choice::plain(v)
+            };
+        }
+        if let Some(v) = s.strip_suffix(INT8_ACTIVATIONS_SUFFIX) {
+            return Choice {
+                int8_activations: true,
+                ..Choice::plain(v)
+            };
+        }
+        Choice::plain(s)
     }
 
     pub fn label(&self) -> String {
         if self.f16 {
             format!("{}{F16_SUFFIX}", self.variant)
+        } else if self.int8_activations {
+            format!("{}{INT8_ACTIVATIONS_SUFFIX}", self.variant)
         } else {
             self.variant.clone()
         }
@@ -74,8 +101,31 @@ impl Choice {
 
     /// Why this CPU cannot run the choice, or `None` when it can. tract's f16 transform
     /// needs native fp16 arithmetic (without it every answer is NaN), and applies only to
-    /// variants that compute in f32. Tuning skips such candidates for the same reason.
+    /// variants that compute in f32; int8 activations need the device's int8 tiles and
+    /// int8 weights to multiply (the weights-int8 variant). Tuning skips such candidates
+    /// for the same reasons.
     pub fn unsupported(&self) -> Option<String> {
+        if self.int8_activations {
+            if self.f16 {
+                return Some(format!(
+                    "{F16_SUFFIX} and {INT8_ACTIVATIONS_SUFFIX} do not combine"
+                ));
+            }
+            if Variant::parse(&self.variant) != Ok(Variant::WeightsInt8) {
+                return Some(format!(
+                    "{INT8_ACTIVATIONS_SUFFIX} applies only to {}",
+                    Variant::WeightsInt8.name()
+                ));
+            }
+            if !crate::fused_ops::dense_dynamic_i8::available() {
+                return Some(
+                    "this CPU has no int8 tiles of the device's (aarch64, or x86-64 with \
+                     AVX-512 VNNI)"
+                        .into(),
+                );
+            }
+            return None;
+        }
         if !self.f16 {
             return None;
         }
@@ -96,14 +146,52 @@ impl Choice {
         None
     }
 
-    /// `base` (the program's engine options) with this choice's f16 transform.
+    /// `base` (the program's engine options) with this choice's f16 transform or int8
+    /// activations.
     fn options(&self, base: &EngineOptions) -> EngineOptions {
-        EngineOptions {
-            f16: self.f16,
-            ..base.clone()
-        }
+        let mut options = base.clone();
+        options.f16 = self.f16;
+        options.fusion.int8_activations = self.int8_activations;
+        options
     }
 }
+
+/// How much faster than the fastest plain variant a `+f16` or `+int8-act` form must be to be
+/// chosen: its answers are not those the variant was validated with at export (they move by
+/// its roundings), so it is taken for a clear gain only, not for a difference within the
+/// timing's noise.
+pub const TRANSFORM_MARGIN: f64 = 0.10;
+
+/// The choice among timed candidates (`timings[i]` of `cands[i]`): the fastest plain
+/// variant that agrees, unless a transformed one that agrees is faster by more than
+/// [`TRANSFORM_MARGIN`] (then the fastest of those); `None` when none agrees.
+pub fn choose(cands: &[Choice], timings: &[Timing]) -> Option<Choice> {
+    let fastest = |transformed: bool| {
+        cands
+            .iter()
+            .zip(timings)
+            .filter(|(c, t)| {
+                (c.f16 || c.int8_activations) == transformed && t.agrees && t.median_us.is_finite()
+            })
+            .min_by(|a, b| a.1.median_us.total_cmp(&b.1.median_us))
+    };
+    match (fastest(false), fastest(true)) {
+        (Some(p), Some(t)) if t.1.median_us < p.1.median_us * (1.0 - TRANSFORM_MARGIN) => {
+            Some(t.0.clone())
+        }
+        (Some(p), _) => Some(p.0.clone()),
+        (None, t) => t.map(|t| t.0.clone()),
+    }
+}
+
+/// What a bundle without reference texts is checked and timed on: short requests of the
+/// kinds the product serves, in English and Chinese.
+pub const PROBE_TEXTS: [&str; 4] = [
+    "turn on the lights in the kitchen please",
+    "what will the weather be like tomorrow morning",
+    "set a timer for ten minutes",
+    "把客厅的灯关掉",
+];
 
 /// Tuning effort.
 #[derive(Debug, Clone, Copy)]
@@ -197,18 +285,24 @@ pub fn candidates(bundle: &VerifiedBundle) -> (Vec<Choice>, Vec<String>) {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     for v in bundle.manifest().variant_list() {
-        out.push(Choice {
-            variant: v.name.clone(),
-            f16: false,
-        });
+        out.push(Choice::plain(v.name.clone()));
+        let mut transformed = Vec::new();
         if computes_in_f32(&v.name) {
-            let f16 = Choice {
-                variant: v.name,
+            transformed.push(Choice {
                 f16: true,
-            };
-            match f16.unsupported() {
-                None => out.push(f16),
-                Some(why) => skipped.push(format!("{}: {why}", f16.label())),
+                ..Choice::plain(v.name.clone())
+            });
+        }
+        if Variant::parse(&v.name) == Ok(Variant::WeightsInt8) {
+            transformed.push(Choice {
+                int8_activations: true,
+                ..Choice::plain(v.name.clone())
+            });
+        }
+        for c in transformed {
+            match c.unsupported() {
+                None => out.push(c),
+                Some(why) => skipped.push(format!("{}: {why}", c.label())),
             }
         }
     }
@@ -280,6 +374,16 @@ pub fn tune_with(
 ) -> Result<TuneReport> {
     let (cands, skipped) = candidates(bundle);
     let reference = &bundle.manifest().reference;
+    // The texts every candidate is checked and timed on: the manifest's reference texts,
+    // or, in a bundle without them, a few of the device's own.
+    let texts: Vec<&str> = if reference.is_empty() {
+        PROBE_TEXTS.to_vec()
+    } else {
+        reference.iter().map(|r| r.text.as_str()).collect()
+    };
+    // Each plain variant's logits on `texts`, measured here: what its `+f16` and
+    // `+int8-act` forms are held to where the manifest has no reference for them.
+    let mut plain_logits: std::collections::HashMap<String, Vec<Vec<f32>>> = Default::default();
     let mut timings = Vec::new();
     for c in &cands {
         let started = Instant::now();
@@ -302,47 +406,63 @@ pub fn tune_with(
             }
         };
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
+        let transformed = c.f16 || c.int8_activations;
         let (mut agrees, mut checked, mut max_diff) = (true, 0usize, 0f32);
         let mut note = String::new();
-        for r in reference {
-            let Some(expected) = r.outputs.get(&c.variant) else {
-                continue;
-            };
-            match logits_of(&classifier, &r.text) {
-                Ok(logits) => {
-                    checked += 1;
-                    let best = argmax(&logits);
-                    let diff = crate::classify::max_abs_diff(&logits, &expected.logits);
-                    max_diff = if diff.is_nan() || max_diff.is_nan() {
-                        f32::NAN
-                    } else {
-                        max_diff.max(diff)
-                    };
-                    if diff.is_nan() {
-                        agrees = false;
-                        note = format!("{:?}: non-finite logits", r.text);
-                    } else if best != expected.label_index {
-                        agrees = false;
-                        note = format!(
-                            "{:?}: label {best}, reference {}",
-                            r.text, expected.label_index
-                        );
-                    }
-                }
+        let mut logits_seen = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let expected: Option<(usize, &[f32])> = match reference.get(i) {
+                Some(r) => r
+                    .outputs
+                    .get(&c.variant)
+                    .map(|o| (o.label_index, o.logits.as_slice())),
+                None => None,
+            }
+            .or_else(|| {
+                let plain = plain_logits.get(&c.variant)?.get(i)?;
+                transformed.then(|| (argmax(plain), plain.as_slice()))
+            });
+            let logits = match logits_of(&classifier, text) {
+                Ok(l) => l,
                 Err(e) => {
                     agrees = false;
-                    note = format!("{:?}: {e}", r.text);
+                    note = format!("{text:?}: {e}");
+                    continue;
+                }
+            };
+            if logits.iter().any(|v| !v.is_finite()) {
+                agrees = false;
+                max_diff = f32::NAN;
+                note = format!("{text:?}: non-finite logits");
+            } else if let Some((label, want)) = expected {
+                checked += 1;
+                let diff = crate::classify::max_abs_diff(&logits, want);
+                max_diff = if diff.is_nan() || max_diff.is_nan() {
+                    f32::NAN
+                } else {
+                    max_diff.max(diff)
+                };
+                let best = argmax(&logits);
+                if best != label {
+                    agrees = false;
+                    note = format!("{text:?}: label {best}, reference {label}");
                 }
             }
+            logits_seen.push(logits);
         }
-        if reference.is_empty() {
-            note = "no reference texts in the manifest: not checked".into();
+        if !transformed && logits_seen.len() == texts.len() {
+            plain_logits.insert(c.variant.clone(), logits_seen);
         }
-        let texts: Vec<&str> = if reference.is_empty() {
-            vec!["turn on the lights in the kitchen please"]
-        } else {
-            reference.iter().map(|r| r.text.as_str()).collect()
-        };
+        if checked == 0 && note.is_empty() {
+            if transformed {
+                // Nothing to hold it to: a transform is only taken when it is checked.
+                agrees = false;
+                note = format!("no reference outputs of {} to check it against", c.variant);
+            } else {
+                note =
+                    "no reference outputs in the manifest: only checked for finite logits".into();
+            }
+        }
         for t in texts
             .iter()
             .cycle()
@@ -354,8 +474,12 @@ pub fn tune_with(
         for _ in 0..options.runs.max(1) {
             for t in &texts {
                 let s = Instant::now();
-                let _ = classifier.classify(t);
+                let answer = classifier.classify(t);
                 samples.push(s.elapsed().as_secs_f64() * 1e6);
+                if let Err(e) = answer {
+                    agrees = false;
+                    note = format!("{t:?}: {e}");
+                }
             }
         }
         samples.sort_by(f64::total_cmp);
@@ -370,23 +494,17 @@ pub fn tune_with(
             routes,
         });
     }
-    let chosen = cands
-        .iter()
-        .zip(&timings)
-        .filter(|(_, t)| t.agrees && t.median_us.is_finite())
-        .min_by(|a, b| a.1.median_us.total_cmp(&b.1.median_us))
-        .map(|(c, _)| c.clone())
-        .ok_or_else(|| DeviceError::Model {
-            origin: format!("bundle {}", bundle.dir().display()),
-            problem: format!(
-                "no variant agrees with the manifest's reference outputs: {}",
-                timings
-                    .iter()
-                    .map(|t| format!("{} ({})", t.candidate, t.note))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        })?;
+    let chosen = choose(&cands, &timings).ok_or_else(|| DeviceError::Model {
+        origin: format!("bundle {}", bundle.dir().display()),
+        problem: format!(
+            "no variant agrees with the manifest's reference outputs: {}",
+            timings
+                .iter()
+                .map(|t| format!("{} ({})", t.candidate, t.note))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    })?;
     Ok(TuneReport {
         fingerprint: fingerprint(bundle),
         chosen,
@@ -519,4 +637,61 @@ pub fn select_with(
         report: Some(report),
         record,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(candidate: &str, median_us: f64, agrees: bool) -> Timing {
+        Timing {
+            candidate: candidate.into(),
+            median_us,
+            load_ms: 0.0,
+            agrees,
+            checked: 1,
+            max_logit_diff: 0.0,
+            note: String::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    fn pick(t: &[(&str, f64, bool)]) -> Option<String> {
+        let cands: Vec<Choice> = t.iter().map(|(c, _, _)| Choice::parse(c)).collect();
+        let timings: Vec<Timing> = t.iter().map(|&(c, us, ok)| timing(c, us, ok)).collect();
+        choose(&cands, &timings).map(|c| c.label())
+    }
+
+    /// The fastest plain variant that agrees; a transform only for a clear gain, or when no
+    /// plain variant agrees; nothing when none does.
+    #[test]
+    fn transforms_are_chosen_for_a_clear_gain_only() {
+        let base = [("weights-int8", 300.0, true), ("int8-compute", 100.0, true)];
+        let with = |t: (&'static str, f64, bool)| {
+            let mut v = base.to_vec();
+            v.push(t);
+            pick(&v)
+        };
+        assert_eq!(pick(&base).as_deref(), Some("int8-compute"));
+        // 5 % faster: within the margin, the validated variant stays.
+        assert_eq!(
+            with(("weights-int8+int8-act", 95.0, true)).as_deref(),
+            Some("int8-compute")
+        );
+        // 20 % faster: taken, unless it disagrees.
+        assert_eq!(
+            with(("weights-int8+int8-act", 80.0, true)).as_deref(),
+            Some("weights-int8+int8-act")
+        );
+        assert_eq!(
+            with(("weights-int8+int8-act", 80.0, false)).as_deref(),
+            Some("int8-compute")
+        );
+        assert_eq!(
+            pick(&[("float", 100.0, false), ("float+f16", 150.0, true)]).as_deref(),
+            Some("float+f16")
+        );
+        assert_eq!(pick(&[("float", f64::INFINITY, true)]), None);
+        assert_eq!(pick(&[("float", 100.0, false)]), None);
+    }
 }

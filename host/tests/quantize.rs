@@ -275,18 +275,31 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
     }
     assert!(ratio < 0.4, "int8 bundle is {ratio:.3} of the float bundle");
 
-    // Every variant loads from the verified bytes and reproduces its reference outputs.
-    for var in ["weights-int8", "int8-compute"] {
-        let c = device::variant::load(&v, &device::variant::Choice::parse(var)).unwrap();
+    // Every variant loads from the verified bytes and reproduces its reference outputs;
+    // so does weights-int8 with int8 activations where the device has the int8 tiles
+    // (its logits move by the activations' rounding, not its labels).
+    let int8_act = device::fused_ops::dense_dynamic_i8::available();
+    let mut choices = vec!["weights-int8", "int8-compute"];
+    if int8_act {
+        choices.push("weights-int8+int8-act");
+    }
+    for name in choices {
+        let choice = device::variant::Choice::parse(name);
+        let c = device::variant::load(&v, &choice).unwrap();
+        let var = choice.variant.as_str();
         for r in &m.reference {
             let p = c.classify(&r.text).unwrap();
             assert_eq!(
                 p.label_index, r.outputs[var].label_index,
-                "{var}: {:?}",
+                "{name}: {:?}",
                 r.text
             );
         }
     }
+    let e = device::variant::load(&v, &device::variant::Choice::parse("int8-compute+int8-act"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("applies only to weights-int8"), "{e}");
     // The plain loader takes the default variant (what older code paths get).
     device::Classifier::load(&v)
         .unwrap()
@@ -306,7 +319,26 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
     let sel = device::variant::select(&cv, None, opts).unwrap();
     assert_eq!(sel.source, "tuned");
     let report = sel.report.unwrap();
-    assert_eq!(report.timings.len(), 2);
+    // weights-int8, int8-compute, and weights-int8+int8-act where it can run.
+    let labels: Vec<&str> = report
+        .timings
+        .iter()
+        .map(|t| t.candidate.as_str())
+        .collect();
+    assert_eq!(labels.len(), 2 + int8_act as usize, "{labels:?}");
+    assert_eq!(
+        labels.contains(&"weights-int8+int8-act"),
+        int8_act,
+        "{labels:?}"
+    );
+    if let Some(t) = report
+        .timings
+        .iter()
+        .find(|t| t.candidate == "weights-int8+int8-act")
+    {
+        // Its logits are not the f32 ones: the int8 products ran.
+        assert!(t.max_logit_diff > 1e-4, "{t:?}");
+    }
     assert!(
         report
             .timings
@@ -353,6 +385,36 @@ fn quantized_bundle_shares_one_weights_file_and_every_variant_runs() {
     std::fs::create_dir(cdir.join(device::variant::CHOICE_FILE)).unwrap();
     let note = device::variant::record(&cv, &report);
     assert!(note.starts_with("not recorded"), "{note}");
+
+    // A bundle without reference texts: the plain variants are only checked for finite
+    // logits, and a transformed form (int8 activations here) is held to its plain
+    // variant's labels on the device's probe texts, never taken unchecked.
+    let bare = copy.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), bare.join(e.file_name())).unwrap();
+    }
+    let manifest_path = bare.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest.as_object_mut().unwrap().remove("reference");
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let bv = bundle::Bundle::read(&bare).unwrap().verify().unwrap();
+    assert!(bv.manifest().reference.is_empty());
+    let bare_report = device::variant::tune(&bv, opts).unwrap();
+    for t in &bare_report.timings {
+        if t.candidate.contains('+') {
+            assert!(
+                t.agrees && t.checked == device::variant::PROBE_TEXTS.len(),
+                "{t:?}"
+            );
+            assert!(t.max_logit_diff > 1e-4, "the int8 products ran: {t:?}");
+        } else {
+            assert!(t.agrees && t.checked == 0, "{t:?}");
+            assert!(t.note.contains("finite"), "{t:?}");
+        }
+    }
 
     // tools eval --variant on the bundle.
     let data = root().join("models/demo/test.csv");

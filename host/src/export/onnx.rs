@@ -55,8 +55,8 @@ const ATTENTION_MASK: &str = device::engine::INPUT_NAMES[1];
 const NGRAM_IDS: &str = device::engine::NGRAM_INPUT;
 const LOGITS: &str = OUTPUT_NAMES[0];
 const ATTENTION: &str = OUTPUT_NAMES[1];
-/// Additive mask value for padding, as in the candle model.
-const MASK_NEG: f32 = -1e9;
+/// Additive mask value for padding, as in the candle model (see there why -3e4).
+const MASK_NEG: f32 = crate::model::layers::MASK_NEG as f32;
 
 /// Why a checkpoint could not be written as ONNX.
 #[derive(Debug, thiserror::Error)]
@@ -825,7 +825,7 @@ fn attr_float(name: &str, f: f32) -> pb::AttributeProto {
     }
 }
 
-/// The additive padding masks `(1 - mask) * -1e9`, built once from `attention_mask`.
+/// The additive padding masks `(1 - mask) * MASK_NEG`, built once from `attention_mask`.
 struct Masks {
     /// `[B, S]`, for the pooling scores.
     additive_2d: String,

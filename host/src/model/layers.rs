@@ -14,8 +14,12 @@ use serde::{Deserialize, Serialize};
 use super::dropout::Dropout;
 use crate::config::ModelConfig;
 
-/// Additive mask value for padding: large and finite, so an all-padding row stays finite.
-pub const MASK_NEG: f64 = -1e9;
+/// Additive mask value for padding: large and finite, so an all-padding row stays finite;
+/// far below any attention score (its `exp` is 0 in f32); and finite in f16 (whose largest
+/// value is 65504), so an exported model under tract's f16 transform (`NAME+f16` on a
+/// Pi 5) keeps a real token's `0 · MASK_NEG` at 0 (-1e9, -inf in f16, made it NaN and
+/// every answer with it).
+pub const MASK_NEG: f64 = -3e4;
 
 /// Static asymmetric u8 quantisation of a matmul input, exactly ONNX `QuantizeLinear`
 /// followed by the zero-point subtraction `MatMulInteger` does:
@@ -345,6 +349,16 @@ impl AttentionPooling {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The padding mask is finite in f16 (an exported model under tract's f16 transform)
+    /// and still removes a padded key entirely in f32: `exp(MASK_NEG + score) = 0` for
+    /// any score a model produces.
+    #[test]
+    fn the_mask_value_survives_f16_and_zeroes_padding() {
+        const F16_MAX: f64 = 65504.0;
+        assert!(MASK_NEG.abs() <= F16_MAX, "{MASK_NEG} is -inf in f16");
+        assert_eq!((MASK_NEG as f32 + 1000.0).exp(), 0.0);
+    }
 
     #[test]
     fn the_bag_averages_the_rows_of_real_ids() {

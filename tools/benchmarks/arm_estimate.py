@@ -2,7 +2,8 @@
 """Estimated per-query latency on Raspberry Pi 4 / Pi 5 cores, without a board (issue #30).
 
     tools/benchmarks/arm_estimate.py [--bundle DIR ...] [--no-build] [--cores a72,a76]
-        [--variants float,int8-compute] [--plans symbolic,fixed] [--no-ort] [--smoke]
+        [--variants float,int8-compute,weights-int8+int8-act,float+f16] [--plans symbolic,fixed]
+        [--no-ort] [--smoke] [--tune]
     tools/benchmarks/arm_estimate.py --setup-only      # fetch and build the tools, nothing else
 
 The method: the aarch64 `device` binary (and onnxruntime's aarch64 wheel on an arm64 python3)
@@ -449,11 +450,25 @@ def manifest(b):
     return json.loads((Path(b) / "manifest.json").read_text())
 
 
-def variants(b):
+def variants(b, wanted=None):
+    """(name, ONNX file) of each variant of bundle B, or of WANTED (a list) where given:
+    a manifest variant, or one of the device's other ways of computing one (`NAME+f16`,
+    `weights-int8+int8-act`), which runs the base variant's file."""
     m = manifest(b)
-    if m.get("variants"):
-        return [(v["name"], v["file"]) for v in m["variants"]]
-    return [("float", "model.onnx")]
+    vs = [(v["name"], v["file"]) for v in m["variants"]] if m.get("variants") else [("float", "model.onnx")]
+    if not wanted:
+        return vs
+    files = dict(vs)
+    return [(w, files[base(w)]) for w in wanted if base(w) in files]
+
+
+def base(variant):
+    """The manifest variant of a device choice: `weights-int8+int8-act` -> `weights-int8`."""
+    return variant.split("+", 1)[0]
+
+
+def int8_compute(variant):
+    return variant == "int8-compute" or variant.endswith("+int8-act")
 
 
 def bundle_label(b):
@@ -549,7 +564,8 @@ def measure(tools, a, bundle, variant, vfile, core, lengths, plans, results, wor
     for i in range(len(lengths)):
         schedules.append({ln: (1 + k if j <= i else 1) for j, ln in enumerate(lengths)})
     tag = f"{Path(bundle).name}-{variant}-{core}"
-    sides = [("device", p) for p in plans] + ([("onnxruntime", None)] if a.ort else [])
+    # onnxruntime runs the file as it is: its rows belong to the manifest variant.
+    sides = [("device", p) for p in plans] + ([("onnxruntime", None)] if a.ort and base(variant) == variant else [])
     for side, plan in sides:
         dumps = []
         for si, sched in enumerate(schedules):
@@ -596,6 +612,77 @@ def measure(tools, a, bundle, variant, vfile, core, lengths, plans, results, wor
                 log(f"  where a {ln} query's instructions go ({path}):\n{text}")
 
 
+def tune_under_qemu(tools, a, bundle, core, work):
+    """`device tune` of a copy of BUNDLE under the core's qemu model (no block counter):
+    which candidate the device's own timing picks there, and each one's median."""
+    c = CORES[core]
+    copy = work / f"tune-{Path(bundle).name}-{core}"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(bundle, copy)
+    (copy / "variant-choice.json").unlink(missing_ok=True)
+    q = [tools.qemu_bin, "-cpu", c["qemu"], "-L", SYSROOT,
+         "-E", f"LD_PRELOAD={tools.fakecpu_so}", "-E", f"FAKE_CPUINFO={HERE / c['cpuinfo']}",
+         a.device, "tune", "--bundle", copy.resolve(), "--json", "--warmup", "2", "--runs", "5"]
+    t0 = time.time()
+    r = subprocess.run([str(x) for x in q], capture_output=True, text=True, env=qemu_env({}))
+    shutil.rmtree(copy, ignore_errors=True)
+    if r.returncode != 0:
+        sys.exit(f"arm_estimate: device tune failed under qemu ({r.returncode}):\n{r.stderr[-3000:]}")
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    log(f"{Path(bundle).name} {core}: device tune picked {choice_label(rep['chosen'])} "
+        f"in {time.time() - t0:.0f} s")
+    return {"bundle": str(bundle), "core": core, "chosen": choice_label(rep["chosen"]),
+            "timings": [[t["candidate"], t["median_us"], t["agrees"]] for t in rep["timings"]],
+            "skipped": rep.get("skipped", []), "when": time.strftime("%Y-%m-%d"), "command": a.command}
+
+
+def choice_label(c):
+    if c.get("f16"):
+        return c["variant"] + "+f16"
+    if c.get("int8_activations"):
+        return c["variant"] + "+int8-act"
+    return c["variant"]
+
+
+def tune_section(results, tunes):
+    """Each tuned bundle and core: the candidate `device tune` picked under the emulated core
+    against the fastest device row of the table (short query)."""
+    if not tunes:
+        return []
+    lines = ["", "**`device tune` under the emulated cores** (`--tune`: the aarch64 `device tune` of each",
+             "bundle under qemu-user's CPU model, timing its candidates by wall clock under emulation, which",
+             "is not the core's time; the table's estimate decides which candidate is fastest; a",
+             "`+f16` / `+int8-act` form is chosen only when more than 10 % faster than the fastest plain",
+             "variant, `device::variant::TRANSFORM_MARGIN`):", "",
+             "| bundle | core | candidates (median µs under qemu) | `device tune` picks | fastest in the table (short query) |",
+             "|---|---|---|---|---|"]
+    for key in sorted(tunes):
+        t = tunes[key]
+        est = {}  # variant -> its faster device plan
+        for r in results.values():
+            if (r["bundle"] == t["bundle"] and r["core"] == t["core"] and r["length"] == "short"
+                    and r["side"] == "device"):
+                est[r["variant"]] = min(r["us"], est.get(r["variant"], r["us"]))
+        cands = ", ".join(f"{c} {us:,.0f}" + ("" if ok else " (disagrees)") for c, us, ok in t["timings"])
+        fastest = min(est, key=est.get) if est else None
+        missing = [c for c, _, _ in t["timings"] if c not in est]
+        fast_s = f"{fastest} (~{fmt_us(est[fastest])})" if fastest else "–"
+        if missing:
+            fast_s += f"; not estimated: {', '.join(missing)}"
+        same = ""
+        if fastest is not None:
+            gap = est[t["chosen"]] / est[fastest] - 1 if t["chosen"] in est else None
+            if t["chosen"] == fastest:
+                same = " ✓"
+            elif gap is not None and gap <= 0.02:
+                same = f" ≈ (estimated {gap:.1%} slower: within the method's repeatability)"
+            else:
+                same = " ✗" + (f" (estimated {gap:.0%} slower)" if gap is not None else "")
+        label = next((r["label"] for r in results.values() if r["bundle"] == t["bundle"]), t["bundle"])
+        lines.append(f"| {label} | {CORES[t['core']]['name']} | {cands} | {t['chosen']}{same} | {fast_s} |")
+    return lines
+
+
 def auto_step(bundle, vfile):
     m = macs_per_query(Path(bundle) / vfile, 64)
     return 10 if m is None or m < 1e8 else 2
@@ -621,15 +708,16 @@ def limit_us(r, core, variant):
     if not r.get("macs"):
         return None, None
     c = CORES[core]
-    per_cycle = c["i8_macs"] if variant == "int8-compute" else c["f32_macs"]
+    per_cycle = c["i8_macs"] if int8_compute(variant) else c["f32_macs"]
     return r["macs"] / (per_cycle * c["ghz"] * 1e3), per_cycle
 
 
-def report(results, title_note=""):
+def report(results, tunes=None, title_note=""):
     rows = {}
     for key, r in results.items():
         rows.setdefault((r["bundle"], r["variant"], r["core"], r["length"]), {})[(r["side"], r["plan"])] = r
-    order = {"float": 0, "weights-int8": 1, "int8-compute": 2}
+    order = {"float": 0, "float+f16": 0.5, "weights-int8": 1, "weights-int8+f16": 1.4,
+             "weights-int8+int8-act": 1.5, "int8-compute": 2}
     lines = [
         "**Estimates, not measurements**: per-query cycles of the aarch64 binaries under qemu-user's",
         "Cortex-A72 (Pi 4, costed at 1.8 GHz with `llvm-mca -mcpu=cortex-a72`) and Cortex-A76 (Pi 5,",
@@ -654,7 +742,9 @@ def report(results, title_note=""):
         "figure and within 1.5 % on onnxruntime's 64-token ones, but onnxruntime's short-query figures",
         "moved by up to 11 % (python and onnxruntime start-up vary more): read its short-query ratios",
         "to ±0.1. For weights-int8 onnxruntime runs its own `MatMulNBits` (int8 activations, `sdot`",
-        "where the core has it), the device f32 as the manifest says.",
+        "where the core has it), the device f32 as the manifest says; `weights-int8+int8-act` is the",
+        "device's int8-activation form of the same file (a `device tune` candidate), `NAME+f16` tract's",
+        "f16 transform (on the A76, which has fp16 arithmetic); their onnxruntime column is the file's.",
         "",
         "| bundle | variant | core (clock) | query | device, symbolic plan | device, fixed plans | onnxruntime | device / onnxruntime | compute limit (MACs/query) | device insns/query, llvm-mca-costed share |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -668,6 +758,9 @@ def report(results, title_note=""):
         cell = rows[k]
         c = CORES[core]
         sym, fix, ort = cell.get(("device", "symbolic")), cell.get(("device", "fixed")), cell.get(("onnxruntime", None))
+        if ort is None and base(v) != v:
+            # A device choice of a manifest variant: against onnxruntime on the same file.
+            ort = rows.get((b, base(v), core, ln), {}).get(("onnxruntime", None))
         devs = [x for x in (sym, fix) if x]
         any_r = devs[0] if devs else ort
         for x in cell.values():
@@ -682,6 +775,8 @@ def report(results, title_note=""):
                      f"{'short' if ln == 'short' else 'long'}, {toks or '?'} tokens | "
                      f"{('~' + fmt_us(sym['us'])) if sym else '–'} | {('~' + fmt_us(fix['us'])) if fix else '–'} | "
                      f"{('~' + fmt_us(ort['us'])) if ort else '–'} | {ratio} | {lim_s} | {ins} |")
+    lines += tune_section(results, tunes)
+    cmds |= {t["command"] for t in (tunes or {}).values()}
     # calibration: onnxruntime's MiniLM-L6 float on the A72 model vs the published Pi 4 figure
     cal = [r for r in results.values() if r["side"] == "onnxruntime" and r["core"] == "a72"
            and r["variant"] == "float" and r["length"] == "short" and "minilm" in (r["label"] + r["bundle"]).lower()]
@@ -702,6 +797,11 @@ def report(results, title_note=""):
     lines += ["", f"Estimated {', '.join(when)}; onnxruntime {results_ort_version(results)}, qemu-user 7.2, LLVM {LLVM}."
               + (f" {title_note}" if title_note else "")]
     return "\n".join(lines)
+
+
+def load_tunes(work):
+    path = work / "arm_tune.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def results_ort_version(results):
@@ -748,6 +848,8 @@ def main():
     p.add_argument("--no-ort", dest="ort", action="store_false", default=None, help="device side only")
     p.add_argument("--ort", dest="ort", action="store_true", help="onnxruntime side (the default)")
     p.add_argument("--smoke", action="store_true", help="CI: one variant, one core, short queries, K=3")
+    p.add_argument("--tune", action="store_true", help="also run `device tune` of each bundle under each "
+                   "core's qemu model and list its pick beside the table's fastest variant")
     p.add_argument("--setup-only", action="store_true", help="fetch/build the tools and stop")
     p.add_argument("--check", action="store_true", help="fetch nothing: print what is missing for "
                    "this mode on one line and exit 3, or exit 0 when all is there")
@@ -784,7 +886,8 @@ def main():
 
     if a.report_only:
         results = json.loads((Path(a.work) / "arm_estimate.json").read_text())
-        write_section(a.out, a.section, report(results), "Raspberry Pi 4 / Pi 5 cores (estimated)")
+        write_section(a.out, a.section, report(results, load_tunes(Path(a.work))),
+                      "Raspberry Pi 4 / Pi 5 cores (estimated)")
         log(f"rewrote section {a.section} of {a.out} from {len(results)} estimates")
         return
     if not a.no_build and not a.setup_only:
@@ -823,18 +926,28 @@ def main():
     for b in bundles:
         vs = variants(b)
         if a.variants:
-            vs = [(n, f) for n, f in vs if n in a.variants.split(",")]
+            vs = variants(b, a.variants.split(","))
         if a.smoke:
             vs = vs[:1]
         for name, vfile in vs:
             for core in cores:
+                if name.endswith("+f16") and core == "a72":
+                    log(f"{name} skipped on the A72: it has no fp16 arithmetic")
+                    continue
                 before = set(results)
                 measure(tools, a, b, name, vfile, core, lengths, plans, results, work)
                 for key in set(results) - before:
                     if a.ort and results[key]["side"] == "onnxruntime":
                         results[key].setdefault("ort_version", a.ort_version)
                 res_path.write_text(json.dumps(results, indent=1))
-    body = report(results)
+    tunes = load_tunes(work)
+    if a.tune:
+        for b in bundles:
+            for core in cores:
+                t = tune_under_qemu(tools, a, b, core, work)
+                tunes[f"{Path(b).name}|{core}"] = t
+        (work / "arm_tune.json").write_text(json.dumps(tunes, indent=1))
+    body = report(results, tunes)
     write_section(a.out, a.section, body, "Raspberry Pi 4 / Pi 5 cores (estimated)")
     log(f"wrote section {a.section} of {a.out} ({len(results)} estimates) in {time.time() - t_start:.0f} s")
     print(body)

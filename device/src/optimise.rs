@@ -11,7 +11,7 @@
 //! | 1 | protobuf | [`fuse_attention`] | the attention core: head split and merge, `Q·Kᵀ`, scale, mask, `Softmax`, `·V` → one `DeviceFusedAttention` node ([`FusedAttention`]) | `tract_ops` |
 //! | 2 | protobuf | [`fuse_embedding_bag`] | the n-gram bag of a model with `ngram_ids`: `Greater`/`Cast` of the ids, their count, the row `Gather`s (int8 table: and its `Cast` and the scale `Gather` and `Mul`), `Unsqueeze`, `MatMul`, `Squeeze` → one `DeviceEmbeddingBag` node ([`FusedEmbeddingBag`]), which skips padding ids | `tract_ops` |
 //! | 3 | protobuf | [`quantize_to_i8`] | a u8 `QuantizeLinear` feeding only `MatMulInteger` → an i8 one (tract's u8 → i8 offset node per matmul disappears) | `tract_ops` |
-//! | 4 | protobuf | [`fuse_dequantize_bias`] | per-channel `DequantizeLinear` + its bias `Add` → one `DeviceDequantizeLinearBias` node | `tract_ops` |
+//! | 4 | protobuf | [`fuse_cast_scale`], [`fuse_dequantize_bias`] | an unbiased layer's `Cast` of the `MatMulInteger` result + its per-channel scale `Mul` → `DequantizeLinear` (so 8 takes the pooling query too); per-channel `DequantizeLinear` + its bias `Add` → one `DeviceDequantizeLinearBias` node | `tract_ops` |
 //! | 5 | parser | [`fused_ops::register`] | tract's parsers of `LayerNormalization`, `Softmax` (opset ≥ 13), `QuantizeLinear`, `DequantizeLinear` (and the nodes of 1, 2 and 4) → [`FusedLayerNorm`], [`FusedSoftmax`], [`FusedQuantizeLinear`], [`FusedDequantizeLinear`], [`FusedAttention`], [`FusedEmbeddingBag`] | `tract_ops` |
 //! | 6 | decluttered model | [`fuse_gelu`] | tract's f32 `GeluExact` → [`FusedGelu`] | `tract_ops` |
 //! | 7 | decluttered model | [`fuse_dense`] | f32 `EinSum` by a constant `[k, n]` matrix (+ its constant bias `Add`) → [`FusedDense`]; AVX-512F cores and aarch64 | `dense` (or `tract_ops`) |
@@ -52,8 +52,8 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::fused_ops::{
-    self, fuse_adds, fuse_attention, fuse_dense, fuse_dense_dynamic_i8, fuse_dense_i8,
-    fuse_dequantize_bias, fuse_embedding_bag, fuse_gelu, quantize_to_i8,
+    self, fuse_adds, fuse_attention, fuse_cast_scale, fuse_dense, fuse_dense_dynamic_i8,
+    fuse_dense_i8, fuse_dequantize_bias, fuse_embedding_bag, fuse_gelu, quantize_to_i8,
 };
 use crate::matmul_kernels::KernelOptions;
 
@@ -135,6 +135,7 @@ pub fn optimise(
                 fuse_attention(graph);
                 fuse_embedding_bag(graph);
                 quantize_to_i8(graph);
+                fuse_cast_scale(graph);
                 fuse_dequantize_bias(graph);
             }
         }

@@ -706,15 +706,13 @@ pub(super) fn fuse_dense_with(
         let Some(w) = w_fact.konst.clone() else {
             continue;
         };
-        if x_fact.datum_type != DatumType::F32 || w.datum_type() != DatumType::F32 || w.rank() != 2
-        {
+        if x_fact.datum_type != DatumType::F32 || w.datum_type() != DatumType::F32 {
             continue;
         }
         let rank = x_fact.rank();
-        if rank < 2 || !is_dense_contraction(op, rank) {
+        let Some((k, n)) = dense_shape(op, rank, w.shape()) else {
             continue;
-        }
-        let (k, n) = (w.shape()[0], w.shape()[1]);
+        };
         // The bias: a constant Add of `n` values (any leading ones) as the only use.
         let succ = (node.outputs[0].successors.len() == 1)
             .then(|| node.outputs[0].successors[0].node)
@@ -757,16 +755,22 @@ pub(super) fn fuse_dense_with(
     Ok(fused)
 }
 
-/// Whether `op` (inputs of rank `rank` and 2, then any scalars) is `x[.., k]·W[k, n] ->
-/// [.., n]`: every leading axis of `x` kept in place, `x`'s last axis summed against
-/// `W`'s first, `W`'s second last in the output.
-pub(super) fn is_dense_contraction(op: &EinSum, rank: usize) -> bool {
+/// `(k, n)` if `op` (inputs of rank `rank` and `w.len()`, then any scalars) is
+/// `x[.., k]·W[k, n] -> [.., n]`: every leading axis of `x` kept in place, `x`'s last axis
+/// summed against `W`'s first, `W`'s second last in the output. A one-column layer (the
+/// attention pooling's query) comes out of tract's declutter with `W` as a vector `[k]`
+/// and the output's last axis of size 1 from neither input: that is `n` = 1, the same
+/// values in the same order.
+pub(super) fn dense_shape(op: &EinSum, rank: usize, w: &[usize]) -> Option<(usize, usize)> {
+    if rank < 2 || !matches!(w.len(), 1 | 2) {
+        return None;
+    }
     let mut axes = 0;
     for axis in op.axes.iter_all_axes() {
         axes += 1;
         let scalars_only = axis.inputs.iter().skip(2).all(|i| i.is_empty());
         if axis.inputs.len() < 2 || !scalars_only || axis.outputs.len() != 1 {
-            return false;
+            return None;
         }
         let ok = match (
             axis.inputs[0].as_slice(),
@@ -775,14 +779,15 @@ pub(super) fn is_dense_contraction(op: &EinSum, rank: usize) -> bool {
         ) {
             ([i], [], [o]) => i == o && *i < rank - 1,
             ([i], [0], []) => *i == rank - 1,
-            ([], [1], [o]) => *o == rank - 1,
+            ([], [1], [o]) => *o == rank - 1 && w.len() == 2,
+            ([], [], [o]) => *o == rank - 1 && w.len() == 1,
             _ => false,
         };
         if !ok {
-            return false;
+            return None;
         }
     }
-    axes == rank + 1
+    (axes == rank + 1).then(|| (w[0], w.get(1).copied().unwrap_or(1)))
 }
 
 #[cfg(test)]
@@ -899,11 +904,13 @@ mod tests {
 
     /// The layer becomes one FusedDense node (bias included) and the plan gives tract's
     /// values; the product of two activations stays tract's. 42 inputs and 50 outputs:
-    /// an input tail past the NEON tiles' groups of 4 and partial panels on both paths.
+    /// an input tail past the NEON tiles' groups of 4 and partial panels on both paths;
+    /// and one output (the attention pooling's query, whose weight tract turns into a
+    /// vector).
     #[test]
     fn a_linear_layer_runs_fused_with_tract_values() {
-        let (k, n) = (42usize, 50usize);
-        for bias in [true, false] {
+        let k = 42usize;
+        for (n, bias) in [(50usize, true), (50, false), (1, false), (1, true)] {
             let proto = model(layer_graph(k as i64, n as i64, bias));
             let inputs = [
                 tract_ndarray::Array3::from_shape_vec((2, 5, k), values(10 * k, 5, 1.0))

@@ -835,7 +835,7 @@ pub fn fuse_dense_i8(model: &mut TypedModel) -> TractResult<usize> {
         let Some(w) = model.outlet_fact(node.inputs[1])?.konst.clone() else {
             continue;
         };
-        if x_fact.datum_type != DatumType::I8 || w.datum_type() != DatumType::I8 || w.rank() != 2 {
+        if x_fact.datum_type != DatumType::I8 || w.datum_type() != DatumType::I8 {
             continue;
         }
         if node.outputs[0].fact.datum_type != DatumType::I32 {
@@ -852,9 +852,9 @@ pub fn fuse_dense_i8(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         }
         let rank = x_fact.rank();
-        if rank < 2 || !super::dense::is_dense_contraction(op, rank) {
+        let Some((k, n)) = super::dense::dense_shape(op, rank, w.shape()) else {
             continue;
-        }
+        };
         let [succ] = node.outputs[0].successors.as_slice() else {
             continue;
         };
@@ -862,7 +862,6 @@ pub fn fuse_dense_i8(model: &mut TypedModel) -> TractResult<usize> {
         let Some(dq) = dequant.op_as::<FusedDequantizeLinear>() else {
             continue;
         };
-        let (k, n) = (w.shape()[0], w.shape()[1]);
         let scale = dq.scale.try_as_plain_ram()?;
         let bias = dq.bias.as_ref().map(|b| b.try_as_plain_ram()).transpose()?;
         let bias = bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
@@ -891,8 +890,8 @@ pub fn fuse_dense_i8(model: &mut TypedModel) -> TractResult<usize> {
 mod tests {
     use super::*;
     use crate::fused_ops::test_graph::{
-        f32_initializer, f32_scalar, input_info, model, node, op_names_and_output, outputs,
-        raw_initializer, values,
+        f32_initializer, f32_scalar, flat, input_info, model, node, op_names_and_output, outputs,
+        raw_initializer, run_all, values,
     };
     use tract_onnx::pb::{self, tensor_proto::DataType};
 
@@ -1044,6 +1043,75 @@ mod tests {
         assert!(PackedDenseI8::new(&[1; 6], 2, 3, 0, &[1.0; 2], None).is_err());
         assert!(PackedDenseI8::new(&[1; 6], 2, 3, 0, &[1.0; 3], Some(&[0.0; 4])).is_err());
         assert!(PackedDenseI8::new(&[1; 6], 2, 3, 300, &[1.0; 3], None).is_err());
+    }
+
+    /// The unbiased form (the attention pooling's query: `n` = 1, `Cast` to f32 and a
+    /// per-channel `Mul`, scale first or second) runs as a FusedDenseI8 too, with tract's
+    /// values bit for bit; a `Cast` whose value has a second use keeps tract's nodes.
+    #[test]
+    fn an_unbiased_int8_layer_runs_fused_with_tract_values() {
+        let (k, n) = (40usize, 1usize);
+        let w: Vec<u8> = bytes(k * n, 9).into_iter().map(|v| v as u8).collect();
+        let float = pb::tensor_proto::DataType::Float as i64;
+        let graph = pb::GraphProto {
+            node: vec![
+                node("QuantizeLinear", &["x", "s", "zp"], "q", &[]),
+                node("MatMulInteger", &["q", "w", "zp"], "acc", &[]),
+                node("Cast", &["acc"], "accf", &[("to", float)]),
+                node("Mul", &["sn", "accf"], "y", &[]),
+                node("MatMulInteger", &["q", "w", "zp"], "acc2", &[]),
+                node("Cast", &["acc2"], "accf2", &[("to", float)]),
+                node("Mul", &["accf2", "sn"], "y2", &[]),
+            ],
+            initializer: vec![
+                f32_scalar("s", 0.03),
+                raw_initializer("zp", &[], DataType::Uint8, vec![131]),
+                raw_initializer("w", &[k as i64, n as i64], DataType::Int8, w),
+                f32_initializer("sn", &[n as i64], 5),
+            ],
+            input: vec![input_info("x", DataType::Float, &[2, 5, k as i64])],
+            output: outputs(&["y", "y2", "accf2"]),
+            ..Default::default()
+        };
+        let x = tract_ndarray::Array3::from_shape_vec((2, 5, k), values(10 * k, 7, 4.0))
+            .unwrap()
+            .into_tensor();
+        let run = |fuse: bool| -> (Vec<String>, Vec<f32>) {
+            let mut g = graph.clone();
+            if fuse {
+                assert_eq!(crate::fused_ops::fuse_cast_scale(&mut g), 1);
+                assert_eq!(g.node.len(), graph.node.len() - 1);
+            }
+            crate::fused_ops::quantize_to_i8(&mut g);
+            let mut onnx = tract_onnx::onnx();
+            crate::fused_ops::register(&mut onnx.op_register);
+            let mut typed = onnx
+                .model_for_proto_model(&model(g))
+                .unwrap()
+                .into_typed()
+                .unwrap()
+                .into_decluttered()
+                .unwrap();
+            if fuse {
+                assert_eq!(fuse_dense_i8(&mut typed).unwrap(), 1, "one int8 layer");
+            }
+            let plan = typed.into_optimized().unwrap().into_runnable().unwrap();
+            let (names, _) = op_names_and_output(&plan, std::slice::from_ref(&x));
+            let y = run_all(&plan, std::slice::from_ref(&x))
+                .iter()
+                .flat_map(flat::<f32>)
+                .collect();
+            (names, y)
+        };
+        let ((names, fused), (_, tract)) = (run(true), run(false));
+        assert_eq!(
+            names.iter().filter(|n| *n == "FusedDenseI8").count(),
+            1,
+            "{names:?}"
+        );
+        assert_eq!(fused.len(), 3 * 2 * 5 * n);
+        assert!(fused.iter().any(|&v| v.abs() > 1e-3), "not vacuous");
+        assert_eq!(fused, tract, "bit for bit");
     }
 
     /// An int8-compute layer as the exporter writes it (QuantizeLinear, MatMulInteger,

@@ -17,7 +17,8 @@
 //! in [`embedding_bag`]; in the same pass, [`signed`]
 //! has each int8-compute matmul's activations quantised to i8 directly (tract's u8 → i8
 //! offset node per matmul disappears, the integers are the same) and
-//! [`quant::fuse_dequantize_bias`] merges each dequantisation with the bias `Add` after it.
+//! [`quant::fuse_dequantize_bias`] merges each dequantisation with the bias `Add` after it
+//! ([`quant::fuse_cast_scale`] first gives the unbiased layer's `Cast` and `Mul` that form).
 //! On AVX-512 cores and on aarch64 the f32 dense layers (`MatMul` by a weight initializer,
 //! and its bias) become [`dense`]'s packed tiles (12 tokens with AVX-512, 5 with NEON), and
 //! on AVX-512 VNNI and aarch64 cores the int8-compute ones (the integer product and its
@@ -56,7 +57,9 @@ pub use dense_dynamic_i8::{fuse_dense_dynamic_i8, FusedDenseDynamicI8};
 pub use dense_i8::{fuse_dense_i8, FusedDenseI8};
 pub use embedding_bag::{fuse_embedding_bag, FusedEmbeddingBag};
 pub use gelu::{fuse_gelu, FusedGelu};
-pub use quant::{fuse_dequantize_bias, FusedDequantizeLinear, FusedQuantizeLinear};
+pub use quant::{
+    fuse_cast_scale, fuse_dequantize_bias, FusedDequantizeLinear, FusedQuantizeLinear,
+};
 pub use signed::quantize_to_i8;
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;

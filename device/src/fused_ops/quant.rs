@@ -138,6 +138,73 @@ pub fn fuse_dequantize_bias(graph: &mut pb::GraphProto) -> usize {
     pairs.len()
 }
 
+/// An unbiased int8-compute linear layer (the attention pooling's query, `n` = 1) ends in
+/// `Cast(acc → f32)` and `Mul(·, scale)` instead of `DequantizeLinear`: the same
+/// arithmetic (`acc as f32 · scale[channel]`, one rounding each), but tract runs it as
+/// three generic nodes after its own integer matmul, which [`super::fuse_dense_i8`] does
+/// not take. Where a `MatMulInteger` output's only use is that `Cast` to float, the
+/// `Cast`'s only use that `Mul`, and the other factor a 1-D f32 initializer with one value
+/// per column of the 2-D weight initializer, the pair becomes one per-channel
+/// `DequantizeLinear` (axis -1) with the `Mul`'s output; every result stays the same.
+/// Returns how many it rewrote.
+pub fn fuse_cast_scale(graph: &mut pb::GraphProto) -> usize {
+    // (Cast, its Mul, the scale, the Mul's output and name)
+    let found: Vec<(usize, usize, String, String, String)> = {
+        let g = super::graph_index::GraphIndex::new(graph);
+        graph
+            .node
+            .iter()
+            .enumerate()
+            .filter_map(|(ix, c)| {
+                let to_float = c.op_type == "Cast"
+                    && c.input.len() == 1
+                    && c.output.len() == 1
+                    && c.attribute
+                        .iter()
+                        .any(|a| a.name == "to" && a.i == pb::tensor_proto::DataType::Float as i64);
+                if !to_float {
+                    return None;
+                }
+                let (_, mm) = g.sole_producer(&c.input[0], "MatMulInteger")?;
+                let w = g.constants.get(mm.input.get(1)?.as_str())?;
+                let columns = match w.dims[..] {
+                    [_, n] => n,
+                    _ => return None,
+                };
+                let y = c.output[0].as_str();
+                let (mul, m) = g.sole_consumer(y, "Mul")?;
+                let scale = match &m.input[..] {
+                    [l, s] if l == y && s != y => s,
+                    [s, r] if r == y && s != y => s,
+                    _ => return None,
+                };
+                (g.f32_vector_len(scale) == Some(columns)).then(|| {
+                    let out = m.output[0].clone();
+                    (ix, mul, scale.clone(), out, m.name.clone())
+                })
+            })
+            .collect()
+    };
+    let mut drop = vec![false; graph.node.len()];
+    for (c, mul, scale, out, name) in &found {
+        let node = &mut graph.node[*c];
+        node.op_type = "DequantizeLinear".into();
+        node.name = name.clone();
+        node.input.push(scale.clone());
+        node.output[0] = out.clone();
+        node.attribute = vec![pb::AttributeProto {
+            name: "axis".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: -1,
+            ..Default::default()
+        }];
+        drop[*mul] = true;
+    }
+    let mut dropped = drop.into_iter();
+    graph.node.retain(|_| !dropped.next().unwrap_or(false));
+    found.len()
+}
+
 #[derive(Debug, Clone)]
 struct QuantizeExpansion {
     zero_point: bool,

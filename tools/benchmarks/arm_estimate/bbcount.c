@@ -2,7 +2,10 @@
  *
  * Used by tools/benchmarks/arm_estimate.py: at exit it writes one line per executed block,
  *   COUNT <tab> N_INSNS <tab> SYMBOL <tab> INSTRUCTION BYTES (hex, 4 bytes per instruction)
- * and a last line "#total_insns <tab> T". The estimate takes the difference of two runs (N and
+ *   <tab> GUEST ADDRESS (hex)
+ * and a last line "#total_insns <tab> T". The address lets the estimate join the two blocks
+ * qemu makes of straight-line code that crosses a 4 KiB page (it ends a block at every page
+ * boundary), which llvm-mca would otherwise cost as two loops. The estimate takes the difference of two runs (N and
  * N+K queries) and costs each block's instructions with llvm-mca.
  *
  * Self-contained (Debian ships no qemu-plugin.h): the few declarations of QEMU's plugin API
@@ -33,6 +36,7 @@ extern void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t,
 extern void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *, enum qemu_plugin_op,
                                                      void *, uint64_t);
 extern size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *);
+extern uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *);
 extern struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *, size_t);
 extern const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *);
 extern size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *);
@@ -43,6 +47,7 @@ EXPORT int qemu_plugin_version = 1;
 
 typedef struct Block {
     uint64_t count;
+    uint64_t vaddr;
     size_t n;
     char *hex;         /* 8 hex digits per instruction, no separators */
     char *sym;
@@ -56,6 +61,7 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
     (void)id;
     Block *b = calloc(1, sizeof *b);
     b->n = qemu_plugin_tb_n_insns(tb);
+    b->vaddr = qemu_plugin_tb_vaddr(tb);
     b->hex = malloc(b->n * 8 + 1);
     char *p = b->hex;
     *p = 0;
@@ -83,7 +89,8 @@ static void on_exit_dump(qemu_plugin_id_t id, void *unused) {
     for (Block *b = blocks; b; b = b->next) {
         if (!b->count) continue;
         total += b->count * b->n;
-        fprintf(f, "%llu\t%zu\t%s\t%s\n", (unsigned long long)b->count, b->n, b->sym, b->hex);
+        fprintf(f, "%llu\t%zu\t%s\t%s\t%llx\n", (unsigned long long)b->count, b->n, b->sym, b->hex,
+                (unsigned long long)b->vaddr);
     }
     fprintf(f, "#total_insns\t%llu\n", (unsigned long long)total);
     fclose(f);

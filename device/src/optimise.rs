@@ -9,10 +9,13 @@
 //! | # | stage | fusion | what it replaces | off with |
 //! |---|---|---|---|---|
 //! | 1 | protobuf | [`fuse_attention`] | the attention core: head split and merge, `Q·Kᵀ`, scale, mask, `Softmax`, `·V` → one `DeviceFusedAttention` node ([`FusedAttention`]) | `tract_ops` |
+//! | 1' | protobuf | [`fuse_attention_pool`] | the attention pooling's tail: `Squeeze` of the scores, mask `Add`, `Softmax` (the `attention` output), `Unsqueeze`, `Mul` by the token vectors, `ReduceSum` over the tokens → one `DeviceAttentionPool` node with both outputs ([`FusedAttentionPool`]) | `tract_ops` |
+//! | 1'' | protobuf | [`fuse_additive_mask`] | the padding mask `(1 - Cast<f32>(attention_mask)) · c`: `Cast`, `Sub`, `Mul` → one `DeviceAdditiveMask` node ([`FusedAdditiveMask`]) | `tract_ops` |
 //! | 2 | protobuf | [`fuse_embedding_bag`] | the n-gram bag of a model with `ngram_ids`: `Greater`/`Cast` of the ids, their count, the row `Gather`s (int8 table: and its `Cast` and the scale `Gather` and `Mul`), `Unsqueeze`, `MatMul`, `Squeeze` → one `DeviceEmbeddingBag` node ([`FusedEmbeddingBag`]), which skips padding ids | `tract_ops` |
+//! | 2' | protobuf | [`fuse_embeddings`] | the input embeddings: word rows by `input_ids` and position rows by `Range(0, seq)` (f32 `Gather`s, or int8 `Gather`, `Cast` and the row scales' `Gather`, `Unsqueeze`, `Mul`), their `Add` and `LayerNormalization` → one `DeviceEmbeddings` node ([`FusedEmbeddings`]) | `tract_ops` |
 //! | 3 | protobuf | [`quantize_to_i8`] | a u8 `QuantizeLinear` feeding only `MatMulInteger` → an i8 one (tract's u8 → i8 offset node per matmul disappears) | `tract_ops` |
 //! | 4 | protobuf | [`fuse_cast_scale`], [`fuse_dequantize_bias`] | an unbiased layer's `Cast` of the `MatMulInteger` result + its per-channel scale `Mul` → `DequantizeLinear` (so 8 takes the pooling query too); per-channel `DequantizeLinear` + its bias `Add` → one `DeviceDequantizeLinearBias` node | `tract_ops` |
-//! | 5 | parser | [`fused_ops::register`] | tract's parsers of `LayerNormalization`, `Softmax` (opset ≥ 13), `QuantizeLinear`, `DequantizeLinear` (and the nodes of 1, 2 and 4) → [`FusedLayerNorm`], [`FusedSoftmax`], [`FusedQuantizeLinear`], [`FusedDequantizeLinear`], [`FusedAttention`], [`FusedEmbeddingBag`] | `tract_ops` |
+//! | 5 | parser | [`fused_ops::register`] | tract's parsers of `LayerNormalization`, `Softmax` (opset ≥ 13), `QuantizeLinear`, `DequantizeLinear` (and the nodes of 1, 1', 1'', 2, 2' and 4) → [`FusedLayerNorm`], [`FusedSoftmax`], [`FusedQuantizeLinear`], [`FusedDequantizeLinear`], [`FusedAttention`], [`FusedAttentionPool`], [`FusedAdditiveMask`], [`FusedEmbeddingBag`], [`FusedEmbeddings`] | `tract_ops` |
 //! | 6 | decluttered model | [`fuse_gelu`] | tract's f32 `GeluExact` → [`FusedGelu`] | `tract_ops` |
 //! | 7 | decluttered model | [`fuse_dense`] | f32 `EinSum` by a constant `[k, n]` matrix (+ its constant bias `Add`) → [`FusedDense`]; AVX-512F cores and aarch64 | `dense` (or `tract_ops`) |
 //! | 7' | decluttered model | [`fuse_dense_dynamic_i8`] | in place of 7 when asked ([`FusionOptions::int8_activations`], the `+int8-act` choice of a weights-int8 variant): the same layers → [`FusedDenseDynamicI8`], int8 weights and per-token int8 activations on the tiles of 8 | `tract_ops` |
@@ -37,7 +40,10 @@
 //! [`FusedLayerNorm`]: crate::fused_ops::FusedLayerNorm
 //! [`FusedSoftmax`]: crate::fused_ops::FusedSoftmax
 //! [`FusedAttention`]: crate::fused_ops::FusedAttention
+//! [`FusedAttentionPool`]: crate::fused_ops::FusedAttentionPool
+//! [`FusedAdditiveMask`]: crate::fused_ops::FusedAdditiveMask
 //! [`FusedEmbeddingBag`]: crate::fused_ops::FusedEmbeddingBag
+//! [`FusedEmbeddings`]: crate::fused_ops::FusedEmbeddings
 //! [`FusedQuantizeLinear`]: crate::fused_ops::FusedQuantizeLinear
 //! [`FusedDequantizeLinear`]: crate::fused_ops::FusedDequantizeLinear
 //! [`FusedGelu`]: crate::fused_ops::FusedGelu
@@ -52,8 +58,9 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::fused_ops::{
-    self, fuse_adds, fuse_attention, fuse_cast_scale, fuse_dense, fuse_dense_dynamic_i8,
-    fuse_dense_i8, fuse_dequantize_bias, fuse_embedding_bag, fuse_gelu, quantize_to_i8,
+    self, fuse_additive_mask, fuse_adds, fuse_attention, fuse_attention_pool, fuse_cast_scale,
+    fuse_dense, fuse_dense_dynamic_i8, fuse_dense_i8, fuse_dequantize_bias, fuse_embedding_bag,
+    fuse_embeddings, fuse_gelu, quantize_to_i8,
 };
 use crate::matmul_kernels::KernelOptions;
 
@@ -133,7 +140,10 @@ pub fn optimise(
             if let Some(graph) = proto.graph.as_mut() {
                 // 1-4.
                 fuse_attention(graph);
+                fuse_attention_pool(graph);
+                fuse_additive_mask(graph);
                 fuse_embedding_bag(graph);
+                fuse_embeddings(graph);
                 quantize_to_i8(graph);
                 fuse_cast_scale(graph);
                 fuse_dequantize_bias(graph);

@@ -43,13 +43,13 @@ fn axes_are(g: &GraphIndex, node: &NodeProto, allowed: &[i64]) -> bool {
             .is_some_and(|a| a.len() == 1 && allowed.contains(&a[0]))
 }
 
-fn casts_to_f32(node: &NodeProto) -> bool {
+pub(super) fn casts_to_f32(node: &NodeProto) -> bool {
     node.attribute.len() == 1
         && int_attr(node, "to") == Some(pb::tensor_proto::DataType::Float as i64)
 }
 
 /// A `Gather(data, ids)` on axis 0 with `data` an initializer: `(node index, data)`.
-fn gather_of<'g>(
+pub(super) fn gather_of<'g>(
     g: &GraphIndex<'g>,
     tensor: &str,
     ids: &str,
@@ -63,7 +63,7 @@ fn gather_of<'g>(
 }
 
 /// The graph input `name` is int64.
-fn int64_graph_input(g: &GraphIndex, name: &str) -> bool {
+pub(super) fn int64_graph_input(g: &GraphIndex, name: &str) -> bool {
     !g.constants.contains_key(name)
         && g.graph.input.iter().any(|i| {
             i.name == name

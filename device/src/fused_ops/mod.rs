@@ -13,8 +13,11 @@
 //! the additions tract leaves generic in a symbolic plan in [`add`] (nodes of the
 //! optimised plan). Multi-head attention's core (scores, mask, softmax, weighted sum of V,
 //! and the head splits and merges around them) is one node in [`attention`], put in place
-//! of the pattern in the protobuf before tract parses it, and so is a model's n-gram bag
-//! in [`embedding_bag`]; in the same pass, [`signed`]
+//! of the pattern in the protobuf before tract parses it, and so are the attention
+//! pooling's mask, softmax and weighted sum in [`attention_pool`], the padding mask in
+//! [`mask`], a model's n-gram bag
+//! in [`embedding_bag`] and its input embeddings (word and position rows, their sum and
+//! LayerNorm) in [`embeddings`]; in the same pass, [`signed`]
 //! has each int8-compute matmul's activations quantised to i8 directly (tract's u8 → i8
 //! offset node per matmul disappears, the integers are the same) and
 //! [`quant::fuse_dequantize_bias`] merges each dequantisation with the bias `Add` after it
@@ -38,13 +41,16 @@
 
 pub mod add;
 pub mod attention;
+pub mod attention_pool;
 #[macro_use]
 pub mod dense;
 pub mod dense_dynamic_i8;
 pub mod dense_i8;
 pub mod embedding_bag;
+pub mod embeddings;
 pub mod gelu;
 mod graph_index;
+pub mod mask;
 pub mod quant;
 pub mod signed;
 #[cfg(test)]
@@ -52,11 +58,14 @@ pub(crate) mod test_graph;
 
 pub use add::{fuse_adds, FusedAdd};
 pub use attention::{fuse_attention, FusedAttention};
+pub use attention_pool::{fuse_attention_pool, FusedAttentionPool};
 pub use dense::{fuse_dense, FusedDense};
 pub use dense_dynamic_i8::{fuse_dense_dynamic_i8, FusedDenseDynamicI8};
 pub use dense_i8::{fuse_dense_i8, FusedDenseI8};
 pub use embedding_bag::{fuse_embedding_bag, FusedEmbeddingBag};
+pub use embeddings::{fuse_embeddings, FusedEmbeddings};
 pub use gelu::{fuse_gelu, FusedGelu};
+pub use mask::{fuse_additive_mask, FusedAdditiveMask};
 pub use quant::{
     fuse_cast_scale, fuse_dequantize_bias, FusedDequantizeLinear, FusedQuantizeLinear,
 };
@@ -71,7 +80,13 @@ use tract_onnx::tract_hir::internal::*;
 /// [`fuse_attention`] and [`fuse_embedding_bag`] put in a protobuf.
 pub fn register(ops: &mut OnnxOpRegister) {
     ops.insert(attention::OP_TYPE, attention::parse_fused_attention);
+    ops.insert(
+        attention_pool::OP_TYPE,
+        attention_pool::parse_attention_pool,
+    );
     ops.insert(embedding_bag::OP_TYPE, embedding_bag::parse_embedding_bag);
+    ops.insert(embeddings::OP_TYPE, embeddings::parse_embeddings);
+    ops.insert(mask::OP_TYPE, mask::parse_additive_mask);
     ops.insert("LayerNormalization", parse_layer_norm);
     ops.insert("Softmax", parse_softmax);
     ops.insert("QuantizeLinear", quant::parse_quantize_linear);

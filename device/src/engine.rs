@@ -968,6 +968,9 @@ impl Engine {
     /// The symbolic plan of `model`, recording what building it added to the process
     /// (freed pages returned first) as the price of a plan.
     fn optimise_symbolic(&self, model: &TypedModel) -> TractResult<Arc<TypedSimplePlan>> {
+        // Freed pages returned before the first reading too: else those the loading left
+        // in the allocator, returned after the plan is built, hide the plan's own.
+        release_free_memory();
         let before = resident_bytes();
         let plan = self.optimise(model, None)?;
         release_free_memory();

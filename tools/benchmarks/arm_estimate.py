@@ -601,6 +601,10 @@ def measure(tools, a, bundle, variant, vfile, core, lengths, plans, results, wor
     tag = f"{Path(bundle).name}-{variant}-{core}"
     # onnxruntime runs the file as it is: its rows belong to the manifest variant.
     sides = [("device", p) for p in plans] + ([("onnxruntime", None)] if a.ort and base(variant) == variant else [])
+    if a.ort and variant == "weights-int8" and not a.smoke:
+        # onnxruntime computes this file with int8 activations; also time it asked for f32,
+        # the device's computation of the variant.
+        sides.append(("onnxruntime", "f32"))
     for side, plan in sides:
         dumps = []
         for si, sched in enumerate(schedules):
@@ -617,6 +621,8 @@ def measure(tools, a, bundle, variant, vfile, core, lengths, plans, results, wor
                 groups = [[qs[ln][1], sched[ln]] + ([qs[ln][2]] if qs[ln][2] is not None else [])
                           for ln in lengths]
                 cmd = [tools.py, HERE / "ort_run.py", (Path(bundle) / vfile).resolve(), json.dumps(groups)]
+                if plan == "f32":
+                    cmd.append("f32")
                 env = {"PYTHONPATH": tools.site, "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
                        "OMP_NUM_THREADS": "1"}
                 stdout, secs = counted_run(tools, core, cmd, env, "", out, tools.root)
@@ -780,8 +786,10 @@ def report(results, tunes=None, title_note=""):
         "was costed as two loops (the same build's int8 A72 rows moved by 12 % with where the linker",
         "put one kernel); blocks are joined across page boundaries before costing, so a rebuild moves",
         "figures by the ±1-2 % above, not by layout. For weights-int8 onnxruntime runs its own",
-        "`MatMulNBits` (int8 activations, `sdot`",
-        "where the core has it), the device f32 as the manifest says; `weights-int8+int8-act` is the",
+        "`MatMulNBits` (int8 activations, `sdot` where the core has it), the device f32 as the manifest",
+        "says; so those rows also give onnxruntime asked to compute the file in f32",
+        "(`session.qdq_matmulnbits_accuracy_level` 0: the device's computation) and the ratio to that.",
+        "`weights-int8+int8-act` is the",
         "device's int8-activation form of the same file (a `device tune` candidate), `NAME+f16` tract's",
         "f16 transform (on the A76, which has fp16 arithmetic); their onnxruntime column is the file's.",
         "",
@@ -806,6 +814,13 @@ def report(results, tunes=None, title_note=""):
             cmds.add(x["command"])
         best = min(devs, key=lambda x: x["us"]) if devs else None
         ratio = f"**{best['us'] / ort['us']:.2f}x**" if best and ort else "–"
+        ort_f32 = cell.get(("onnxruntime", "f32"))
+        ort_s = ("~" + fmt_us(ort["us"])) if ort else "–"
+        if ort_f32:
+            # weights-int8: also against onnxruntime computing the same file in f32.
+            ort_s += f"; f32 ~{fmt_us(ort_f32['us'])}"
+            if best:
+                ratio += f"; **{best['us'] / ort_f32['us']:.2f}x** its f32"
         lim, per = limit_us(any_r, core, v)
         toks = any_r.get("tokens")
         lim_s = f"{fmt_us(lim)} ({any_r['macs'] / 1e6:.1f} M, {per}/cycle)" if lim else "–"
@@ -813,7 +828,7 @@ def report(results, tunes=None, title_note=""):
         lines.append(f"| {any_r['label']} | {v} | {c['name']} / {c['board']} ({c['ghz']} GHz) | "
                      f"{'short' if ln == 'short' else 'long'}, {toks or '?'} tokens | "
                      f"{('~' + fmt_us(sym['us'])) if sym else '–'} | {('~' + fmt_us(fix['us'])) if fix else '–'} | "
-                     f"{('~' + fmt_us(ort['us'])) if ort else '–'} | {ratio} | {lim_s} | {ins} |")
+                     f"{ort_s} | {ratio} | {lim_s} | {ins} |")
     lines += tune_section(results, tunes)
     cmds |= {t["command"] for t in (tunes or {}).values()}
     # calibration: onnxruntime's MiniLM-L6 float on the A72 model vs the published Pi 4 figure

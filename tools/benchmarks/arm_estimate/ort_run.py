@@ -1,8 +1,12 @@
 """onnxruntime side of tools/benchmarks/arm_estimate.py, run by an arm64 python3 under
 qemu-aarch64: one session (1 thread, sequential, all graph optimisations, as perf.py), then
 each group of queries: COUNT runs of the model on the given token ids + a numpy softmax.
-usage: python3 ort_run.py MODEL.onnx '[[IDS, COUNT], ...]'
-       python3 ort_run.py MODEL.onnx '[[IDS, COUNT, NGRAM_IDS], ...]'   (model with ngram_ids)
+usage: python3 ort_run.py MODEL.onnx '[[IDS, COUNT], ...]' [f32]
+       python3 ort_run.py MODEL.onnx '[[IDS, COUNT, NGRAM_IDS], ...]' [f32]   (model with ngram_ids)
+f32: onnxruntime's `MatMulNBits` (what it makes of the weights-int8 file's
+`DequantizeLinear → MatMul`) asked to compute in f32 (`session.qdq_matmulnbits_accuracy_level`
+0) instead of quantising the activations to int8: the computation the device's weights-int8
+variant does.
 NGRAM_IDS: the text's `ngram_ids` row, padded to the manifest's ngrams.max; arm_estimate.py
 computes it on the host (tools/scripts/ngram_ids.py), as it does the token ids, so this
 script needs only numpy and onnxruntime."""
@@ -13,7 +17,10 @@ import numpy as np
 import onnxruntime as ort
 
 model, groups = sys.argv[1], json.loads(sys.argv[2])
+f32 = sys.argv[3:] == ["f32"]
 so = ort.SessionOptions()
+if f32:
+    so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
 so.intra_op_num_threads = 1
 so.inter_op_num_threads = 1
 so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

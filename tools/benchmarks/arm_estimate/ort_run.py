@@ -25,6 +25,10 @@ so.intra_op_num_threads = 1
 so.inter_op_num_threads = 1
 so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+# No spin-waiting: a spin loop runs until a clock says stop, so its instruction count grows
+# with how slowly qemu runs (a loaded machine had doubled the short-query counts).
+so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+so.add_session_config_entry("session.inter_op.allow_spinning", "0")
 session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 takes_ngrams = "ngram_ids" in [i.name for i in session.get_inputs()]
 done = 0

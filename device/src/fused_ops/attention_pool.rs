@@ -16,6 +16,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{self, NodeProto};
 use tract_onnx::tract_hir::internal::*;
 
+use super::embedding_bag::{axes_are, int_attr};
 use super::graph_index::{fuse_matches, GraphIndex, Match};
 
 /// The op type of the fused node in the rewritten protobuf (never written to a file).
@@ -27,16 +28,11 @@ pub fn fuse_attention_pool(graph: &mut pb::GraphProto) -> usize {
     fuse_matches(graph, match_at)
 }
 
-fn int_attr(node: &NodeProto, name: &str) -> Option<i64> {
-    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
-}
-
-/// `node` has inputs `[_, axes]` with `axes` the constant `[axis]` and no attributes but
-/// those in `attrs`.
+/// `node` has inputs `[_, axes]` with `axes` the constant `[axis]`, one output, and no
+/// attributes but those in `attrs`.
 fn on_axis(g: &GraphIndex, node: &NodeProto, axis: i64, attrs: &[&str]) -> bool {
-    node.input.len() == 2
+    axes_are(g, node, &[axis])
         && node.output.len() == 1
-        && g.i64s(&node.input[1]).as_deref() == Some(&[axis])
         && node
             .attribute
             .iter()

@@ -31,13 +31,13 @@ pub fn fuse_embedding_bag(graph: &mut pb::GraphProto) -> usize {
     fuse_matches(graph, match_at)
 }
 
-fn int_attr(node: &NodeProto, name: &str) -> Option<i64> {
+pub(super) fn int_attr(node: &NodeProto, name: &str) -> Option<i64> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
 }
 
 /// `node` has inputs `[_, axes]` with `axes` the constant `[1]` (or `[-1]` on rank 2 for
 /// `ReduceSum`, which the caller decides).
-fn axes_are(g: &GraphIndex, node: &NodeProto, allowed: &[i64]) -> bool {
+pub(super) fn axes_are(g: &GraphIndex, node: &NodeProto, allowed: &[i64]) -> bool {
     node.input.len() == 2
         && g.i64s(&node.input[1])
             .is_some_and(|a| a.len() == 1 && allowed.contains(&a[0]))

@@ -142,14 +142,18 @@ impl EvalOp for FusedAdditiveMask {
         };
         let c = f32::from_bits(self.c);
         let mv = mask.try_as_plain_ram()?;
-        let values: Vec<f32> = mv
-            .as_slice::<i64>()?
-            .iter()
-            .map(|&m| (1.0 - m as f32) * c)
-            .collect();
-        Ok(tvec!(
-            Tensor::from_shape(mask.shape(), &values)?.into_tvalue()
-        ))
+        let mut out = Tensor::zero::<f32>(mask.shape())?;
+        {
+            let mut plain = out.try_as_plain_ram_mut()?;
+            for (o, &m) in plain
+                .as_slice_mut::<f32>()?
+                .iter_mut()
+                .zip(mv.as_slice::<i64>()?)
+            {
+                *o = (1.0 - m as f32) * c;
+            }
+        }
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 

@@ -111,6 +111,11 @@ pub struct RecipeArgs {
     /// Epochs without a better validation macro-F1 before stopping.
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
+    /// Which epoch's (averaged) weights the checkpoint keeps: `best`, the best validation
+    /// macro-F1; `last`, the last epoch run (for a validation split too small or too easy
+    /// to tell epochs apart; the split still calibrates the rejection rule).
+    #[arg(long, value_enum, default_value_t = Keep::Best)]
+    pub keep: Keep,
     /// Maximum global gradient norm.
     #[arg(long, default_value_t = 1.0, value_name = "F")]
     pub clip_norm: f64,
@@ -185,11 +190,21 @@ impl RecipeArgs {
             branch_loss: p.branch_loss,
             ngram_lr_scale: p.ngram_lr_scale,
             ema_decay: p.ema_decay,
+            keep_last: self.keep == Keep::Last,
             seed: self.seed,
             progress,
             ..Default::default()
         }
     }
+}
+
+/// Which epoch's weights a training run saves (`--keep`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The epoch with the best validation macro-F1.
+    Best,
+    /// The last epoch run.
+    Last,
 }
 
 /// Flags for starting from a pretrained encoder, shared by `tools train` (the model) and

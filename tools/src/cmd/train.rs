@@ -85,7 +85,12 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
-            "best epoch {} of {}: validation accuracy {:.4}, macro-F1 {:.4}; {:.1} s; checkpoint {}",
+            "{} epoch {} of {}: validation accuracy {:.4}, macro-F1 {:.4}; {:.1} s; checkpoint {}",
+            if job.options.keep_last {
+                "kept last"
+            } else {
+                "best"
+            },
             o.best_epoch,
             o.epochs_run,
             o.best_val_accuracy,

@@ -19,7 +19,7 @@
 //! | 6 | decluttered model | [`fuse_gelu`] | tract's f32 `GeluExact` → [`FusedGelu`] | `tract_ops` |
 //! | 7 | decluttered model | [`fuse_dense`] | f32 `EinSum` by a constant `[k, n]` matrix (+ its constant bias `Add`) → [`FusedDense`]; AVX-512F cores and aarch64 | `dense` (or `tract_ops`) |
 //! | 7' | decluttered model | [`fuse_dense_dynamic_i8`] | in place of 7 when asked ([`FusionOptions::int8_activations`], the `+int8-act` choice of a weights-int8 variant): the same layers → [`FusedDenseDynamicI8`], int8 weights and per-token int8 activations on the tiles of 8 | `tract_ops` |
-//! | 8 | decluttered model | [`fuse_dense_i8`] | int8 `EinSum` + [`FusedDequantizeLinear`] → [`FusedDenseI8`]; AVX-512 VNNI and aarch64 cores (`sdot` with the dot product, else `smull`) | `dense_i8` (or `tract_ops`) |
+//! | 8 | decluttered model | [`fuse_dense_i8`] | int8 `EinSum` + [`FusedDequantizeLinear`] → [`FusedDenseI8`], which also takes in the [`FusedQuantizeLinear`] before it when the layer is its only reader and the element-wise op after it (GELU, `Tanh`) when that is the output's only reader; AVX-512 VNNI and aarch64 cores (`sdot` with the dot product, else `smull`) | `dense_i8` (or `tract_ops`) |
 //! | 9 | optimised plan | [`fuse_adds`] | f32 `Add` nodes tract left to its generic evaluator, broadcasting by rows → [`FusedAdd`] | `tract_ops` |
 //!
 //! The options are [`FusionOptions`]; an f16 engine (tract's `f32_to_f16` transform, applied

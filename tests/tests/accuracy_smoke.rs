@@ -13,6 +13,20 @@ fn accuracy_benchmark_smoke_run() {
     let tools = bin("tools");
     assert!(tools.is_file());
     let tmp = tempfile::tempdir().unwrap();
+    // A row measured earlier, kept in the page's rows file: the run keeps it (its data set
+    // and model are not run) and the run's SNIPS tiny row replaces the stale one.
+    let kept = serde_json::json!([
+        {"dataset": "snips", "model": "minilm-distilled", "parameters": 2.2e7,
+         "accuracy": 0.5, "macro_f1": 0.5, "in_scope": 0.5, "oos_recall": null,
+         "in_scope_rule": 0.5, "oos_recall_rule": null, "bundle_mb": 23.0,
+         "train_seconds": 60.0, "epochs": 1, "date": "2000-01-01", "svm": null,
+         "steps": [{"command": "earlier-command", "seconds": 1.0}]},
+        {"dataset": "snips", "model": "tiny", "parameters": 1.0, "accuracy": 0.123,
+         "macro_f1": 0.5, "in_scope": 0.5, "oos_recall": null, "in_scope_rule": 0.5,
+         "oos_recall_rule": null, "bundle_mb": 1.0, "train_seconds": 1.0, "epochs": 1,
+         "date": "2000-01-01", "svm": null, "steps": []}
+    ]);
+    std::fs::write(tmp.path().join("accuracy.json"), kept.to_string()).unwrap();
     let out = std::process::Command::new("python3")
         .args([
             "tools/benchmarks/accuracy.py",
@@ -94,6 +108,26 @@ fn accuracy_benchmark_smoke_run() {
     let doc = std::fs::read_to_string(tmp.path().join("accuracy.md")).unwrap();
     assert!(doc.contains("| clinc150 | tiny |"), "{doc}");
     assert!(doc.contains("| TF-IDF + SVM |"), "{doc}");
+    // The page is every row of its rows file: this run's and the one kept from earlier.
+    let all: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("accuracy.json")).unwrap()).unwrap();
+    assert_eq!(all.len(), rows.len() + 1, "{all:?}");
+    let earlier = all
+        .iter()
+        .find(|r| r["model"] == "minilm-distilled")
+        .expect("the kept row");
+    assert_eq!(earlier["date"], "2000-01-01");
+    assert!(doc.contains("| snips | minilm-distilled |") && doc.contains("earlier-command"));
+    let tiny = all
+        .iter()
+        .find(|r| r["dataset"] == "snips" && r["model"] == "tiny")
+        .unwrap();
+    assert_ne!(
+        tiny["accuracy"], 0.123,
+        "the run's row replaced the stale one"
+    );
+    assert_ne!(tiny["date"], "2000-01-01");
+    assert!(!doc.contains("0.1230"), "{doc}");
 }
 
 /// The full run's training commands (`accuracy.py --dry-run`, every model) never repeat a

@@ -4,7 +4,9 @@ project): for each data set and model, train (or fine-tune, or distil) → quant
 → export → evaluate the int8 bundle through tract (the device's engine) on the test split,
 and write docs/accuracy.md with the results, the time each step took and the commands,
 each row beside a TF-IDF + linear SVM baseline fitted on the same files (scikit-learn;
-skipped with a note when it is not installed).
+skipped with a note when it is not installed). Every row's figures are kept beside the page
+(docs/accuracy.json): a run of some data sets or models replaces their rows and leaves the
+others, each with the date it was measured.
 
 Models:
   tiny            the tiny preset from scratch (tools train)
@@ -62,7 +64,7 @@ DISTILLED = {"tiny-distilled": ["--student-preset", "tiny"], "minilm-distilled":
 DATASET_ARGS = {
     ("snips", "minilm"): ["--epochs", "4", "--lr", "1.5e-4", "--layer-lr-decay", "0.9"],
     ("snips", "minilm-distilled"): ["--lr", "1.5e-4", "--layer-lr-decay", "0.9"],
-    ("snips", "tiny"): ["--epochs", "8"],
+    ("snips", "tiny"): ["--epochs", "8", "--keep", "last"],
     # The bag of n-grams keeps learning past 20 epochs on CLINC150's 15k texts: 30 epochs
     # gave the best validation macro-F1 of the runs tried (0.925; 0.917-0.920 at 20).
     ("clinc150", "tiny"): ["--epochs", "30"],
@@ -322,6 +324,30 @@ def mins(s):
 NOTES_HEADING = "## Notes on these runs (kept by accuracy.py when it rewrites this page)"
 
 
+# Table order: data sets, then models.
+DATASET_ORDER = ["snips", "clinc150"]
+MODEL_ORDER = ["tiny", "minilm", "tiny-distilled", "minilm-distilled"]
+
+
+def merge_rows(kept, fresh):
+    """Every row of the table: the kept ones (the page's rows file) with this run's in place
+    of theirs, in table order. A run of a few data sets or models so updates their rows and
+    leaves the others as they were measured (each row carries its date and command)."""
+    by_key = {(r["dataset"], r["model"]): r for r in kept}
+    by_key.update({(r["dataset"], r["model"]): r for r in fresh})
+    # The linear baseline is per data set: this run's replaces an older row's.
+    svm = {r["dataset"]: r["svm"] for r in fresh if r.get("svm") is not None}
+    for r in by_key.values():
+        if r["dataset"] in svm:
+            r["svm"] = svm[r["dataset"]]
+
+    def order(key):
+        ds, model = key
+        return (DATASET_ORDER.index(ds) if ds in DATASET_ORDER else len(DATASET_ORDER), ds,
+                MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), model)
+    return [by_key[k] for k in sorted(by_key, key=order)]
+
+
 def write_doc(rows, args, path):
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -331,8 +357,10 @@ def write_doc(rows, args, path):
     lines = [
         "# Accuracy (test splits, int8 bundle evaluated through tract)",
         "",
-        f"Produced by `tools/benchmarks/accuracy.py {' '.join(sys.argv[1:])}` on "
-        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}). Every figure is the **int8 bundle** "
+        f"Produced by `tools/benchmarks/accuracy.py`, each row on the date in its last column (the "
+        f"latest run: `accuracy.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')}, "
+        f"{os.cpu_count()} cores, {cpu}; every row's figures are also in "
+        f"[`{path.with_suffix('.json').name}`]({path.with_suffix('.json').name})). Every figure is the **int8 bundle** "
         "(`tools quantize` → `tools export`) evaluated by `tools eval --model BUNDLE`, i.e. through the "
         "device's tract engine. Training time is wall-clock of `tools train`/`tools distill` (for "
         "distillation: teacher outputs + student training; for a soup: every run averaged into it) on "
@@ -348,8 +376,8 @@ def write_doc(rows, args, path):
         "accuracy / in-scope accuracy (the oos class) beside each model.",
         "",
         "| data set | model | params | accuracy | macro-F1 | in-scope (class) | oos recall (class) "
-        "| in-scope (rule) | oos recall (rule) | int8 bundle | training | TF-IDF + SVM |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| in-scope (rule) | oos recall (rule) | int8 bundle | training | TF-IDF + SVM | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         params = f"{r['parameters'] / 1e6:.1f} M" if r["parameters"] else "–"
@@ -360,7 +388,7 @@ def write_doc(rows, args, path):
             f"| {r['dataset']} | {r['model']} | {params} | {fmt(r['accuracy'])} | {fmt(r['macro_f1'])} | "
             f"{fmt(r['in_scope'])} | {fmt(r['oos_recall'])} | {fmt(r['in_scope_rule'])} | "
             f"{fmt(r['oos_recall_rule'])} | {r['bundle_mb']:.1f} MB | {mins(r['train_seconds'])} "
-            f"({r['epochs']} ep) | {svm_cell} |"
+            f"({r['epochs']} ep) | {svm_cell} | {r.get('date', '–')} |"
         )
     lines += [
         "",
@@ -373,9 +401,13 @@ def write_doc(rows, args, path):
         "",
     ]
     for r in rows:
-        lines.append(f"{r['dataset']} / {r['model']}:")
+        note = f" ({r['note']})" if r.get("note") else ""
+        lines.append(f"{r['dataset']} / {r['model']}{note}:")
         lines.append("```")
-        lines += [f"{s['command']}   # {s['seconds']} s" for s in r["steps"]]
+        for step in r["steps"]:
+            said = [f"{step['seconds']} s"] if step.get("seconds") is not None else []
+            said += [step["comment"]] if step.get("comment") else []
+            lines.append(step["command"] + (f"   # {'; '.join(said)}" if said else ""))
         lines.append("```")
     # The notes under NOTES_HEADING are written by hand: a rewrite of the page keeps them.
     if path.is_file() and NOTES_HEADING in path.read_text():
@@ -439,6 +471,16 @@ def main():
             rows.append(row)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     doc = Path(args.doc) if args.doc else (out / "accuracy.md" if args.smoke else ROOT / "docs/accuracy.md")
+    # The rows of the page live beside it as data; this run's replace theirs.
+    rows_file = doc.with_suffix(".json")
+    today = time.strftime("%Y-%m-%d")
+    for r in rows:
+        r["date"] = today
+    kept = json.loads(rows_file.read_text()) if rows_file.is_file() else []
+    rows = merge_rows(kept, rows)
+    tmp = rows_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=1) + "\n")
+    os.replace(tmp, rows_file)
     write_doc(rows, args, doc)
 
 

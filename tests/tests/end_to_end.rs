@@ -231,3 +231,50 @@ fn existing_tokenizer_is_used_byte_for_byte() {
         "vocabulary comes from the given tokenizer: {vocab}"
     );
 }
+
+/// `tools train --keep last` saves the last epoch's averaged weights, whatever the
+/// validation score said: the run's outcome names the last epoch and its validation
+/// scores. `--keep best` (the default) names the epoch with the best validation macro-F1
+/// of the log (the first of equals).
+#[test]
+fn training_keeps_the_best_or_the_last_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    for keep in ["best", "last"] {
+        let ckpt = dir.path().join(keep);
+        let out = run_ok(
+            "tools",
+            &[
+                "train",
+                "--train",
+                "models/demo/train.csv",
+                "--out",
+                ckpt.to_str().unwrap(),
+                "--epochs",
+                "3",
+                "--keep",
+                keep,
+                "--quiet",
+                "--json",
+            ],
+            None,
+        );
+        let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let outcome = &summary["outcome"];
+        let log = outcome["log"].as_array().unwrap();
+        assert_eq!(log.len(), 3, "{outcome}");
+        let kept = outcome["best_epoch"].as_u64().unwrap() as usize;
+        let best = log
+            .iter()
+            .map(|e| e["val_macro_f1"].as_f64().unwrap())
+            .enumerate()
+            .fold((0, f64::MIN), |b, (i, f)| if f > b.1 { (i, f) } else { b })
+            .0
+            + 1;
+        assert_eq!(kept, if keep == "last" { 3 } else { best }, "{outcome}");
+        assert_eq!(
+            outcome["best_val_macro_f1"],
+            log[kept - 1]["val_macro_f1"],
+            "{outcome}"
+        );
+    }
+}

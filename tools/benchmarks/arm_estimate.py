@@ -342,7 +342,9 @@ _ESCAPES = {"$LT$": "<", "$GT$": ">", "$RF$": "&", "$BP$": "*", "$C$": ",", "$u2
 
 def demangle(sym):
     """A legacy Rust symbol (`_ZN...17h<hash>E`) as a path without its hash; others unchanged.
-    Blocks without a symbol are tract-linalg's hand-written assembly kernels."""
+    qemu names only the main binary's sized symbols: a block without one is in a shared
+    library (see `shared_library_blocks`) or in hand-written assembly without a symbol size
+    (tract-linalg's kernels)."""
     if sym == "?":
         return "(no symbol: assembly kernels)"
     m = re.match(r"_ZN(.*)E(\.llvm\.\d+)?$", sym)
@@ -361,12 +363,37 @@ def demangle(sym):
     return name
 
 
-def profile(blocks, block_cycles, ghz, top):
+def shared_library_blocks(blocks, libraries):
+    """The hex keys of symbol-less blocks whose bytes are found in one of LIBRARIES (files):
+    {key: library name}. The guest's glibc (`malloc`, `free`, `memset`, `memcpy`) is where most
+    of a query's symbol-less instructions are; its code is the sysroot's, byte for byte."""
+    images = []
+    for lib in libraries:
+        try:
+            images.append((Path(lib).name, Path(lib).read_bytes()))
+        except OSError:
+            pass
+    found = {}
+    for h, (_, _, sym) in blocks.items():
+        if sym != "?":
+            continue
+        code = bytes.fromhex(h)
+        for name, image in images:
+            if len(code) >= 8 and image.find(code) >= 0:
+                found[h] = name
+                break
+    return found
+
+
+def profile(blocks, block_cycles, ghz, top, libraries=()):
     """Where a query's estimated time goes, by function, heaviest first:
-    [(share, µs, instructions, name)], each block costed as in the estimate."""
+    [(share, µs, instructions, name)], each block costed as in the estimate. Symbol-less
+    blocks found in one of LIBRARIES count under that library's name."""
+    in_library = shared_library_blocks(blocks, libraries)
     by = {}
     for h, (c, n, sym) in blocks.items():
-        e = by.setdefault(demangle(sym), [0.0, 0.0])
+        name = f"({in_library[h]}: malloc, free, memset, ...)" if h in in_library else demangle(sym)
+        e = by.setdefault(name, [0.0, 0.0])
         e[0] += c * block_cycles.get(h, n)
         e[1] += c * n
     total = sum(v[0] for v in by.values()) or 1
@@ -655,7 +682,8 @@ def measure(tools, a, bundle, variant, vfile, core, lengths, plans, results, wor
             log(f"  {ln}: {est['insns'] / 1e6:.2f} M insns/query, {est['us']:.0f} µs "
                 f"(llvm-mca costed {est['mca_share']:.0%})")
             if a.profile:
-                rows = profile(per_query, block_cycles, CORES[core]["ghz"], a.profile)
+                libc = [SYSROOT / "lib/libc.so.6"] if side == "device" else []
+                rows = profile(per_query, block_cycles, CORES[core]["ghz"], a.profile, libc)
                 text = "".join(f"{share:6.1%} {us:9.1f} µs {n / 1e3:9.1f} k insns  {name}\n"
                                for share, us, n, name in rows)
                 path = work / f"profile-{tag}-{side}{'-' + plan if plan else ''}-{ln}.txt"

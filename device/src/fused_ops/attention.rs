@@ -634,74 +634,14 @@ mod neon {
             c += 32;
         }
         if width - c == 12 {
-            // The scores of 9-12 keys (padded to 12): the 8- and 4-column blocks below in one
-            // pass, so each row of `mat` is read once (~40 % fewer instructions per row pair).
-            let (mut ae, mut ao, mut be, mut bo) = ([zero; 3], [zero; 3], [zero; 3], [zero; 3]);
-            for p in 0..a.len() / 2 {
-                let (t0, t1) = (2 * p, 2 * p + 1);
-                let (m0, m1) = (row(t0, c, 12), row(t1, c, 12));
-                for j in 0..3 {
-                    let (v0, v1) = (load(m0, 4 * j), load(m1, 4 * j));
-                    unsafe {
-                        ae[j] = vfmaq_n_f32(ae[j], v0, a[t0]);
-                        be[j] = vfmaq_n_f32(be[j], v0, b[t0]);
-                        ao[j] = vfmaq_n_f32(ao[j], v1, a[t1]);
-                        bo[j] = vfmaq_n_f32(bo[j], v1, b[t1]);
-                    }
-                }
-            }
-            if a.len() % 2 == 1 {
-                let t = a.len() - 1;
-                let m = row(t, c, 12);
-                for j in 0..3 {
-                    let v = load(m, 4 * j);
-                    unsafe {
-                        ae[j] = vfmaq_n_f32(ae[j], v, a[t]);
-                        be[j] = vfmaq_n_f32(be[j], v, b[t]);
-                    }
-                }
-            }
-            for j in 0..3 {
-                unsafe {
-                    store(out_a, c + 4 * j, vaddq_f32(ae[j], ao[j]));
-                    store(out_b, c + 4 * j, vaddq_f32(be[j], bo[j]));
-                }
-            }
+            // The scores of 9-12 keys (padded to 12): one pass of three vectors rather than
+            // the 8- and 4-column blocks, so each row of `mat` is read once (~40 % fewer
+            // instructions per row pair).
+            even_odd_block::<3>(a, b, mat, first, stride, c, out_a, out_b);
             c += 12;
         }
         while c + 8 <= width {
-            // Rows a and b, two vectors of columns, even and odd t: eight independent sums.
-            let (mut ae, mut ao, mut be, mut bo) = ([zero; 2], [zero; 2], [zero; 2], [zero; 2]);
-            for p in 0..a.len() / 2 {
-                let (t0, t1) = (2 * p, 2 * p + 1);
-                let (m0, m1) = (row(t0, c, 8), row(t1, c, 8));
-                for j in 0..2 {
-                    let (v0, v1) = (load(m0, 4 * j), load(m1, 4 * j));
-                    unsafe {
-                        ae[j] = vfmaq_n_f32(ae[j], v0, a[t0]);
-                        be[j] = vfmaq_n_f32(be[j], v0, b[t0]);
-                        ao[j] = vfmaq_n_f32(ao[j], v1, a[t1]);
-                        bo[j] = vfmaq_n_f32(bo[j], v1, b[t1]);
-                    }
-                }
-            }
-            if a.len() % 2 == 1 {
-                let t = a.len() - 1;
-                let m = row(t, c, 8);
-                for j in 0..2 {
-                    let v = load(m, 4 * j);
-                    unsafe {
-                        ae[j] = vfmaq_n_f32(ae[j], v, a[t]);
-                        be[j] = vfmaq_n_f32(be[j], v, b[t]);
-                    }
-                }
-            }
-            for j in 0..2 {
-                unsafe {
-                    store(out_a, c + 4 * j, vaddq_f32(ae[j], ao[j]));
-                    store(out_b, c + 4 * j, vaddq_f32(be[j], bo[j]));
-                }
-            }
+            even_odd_block::<2>(a, b, mat, first, stride, c, out_a, out_b);
             c += 8;
         }
         while c + 4 <= width {
@@ -718,6 +658,64 @@ mod neon {
             c += 4;
         }
         super::column_tail::<true>(a, b, mat, first, stride, c, out_a, out_b);
+    }
+
+    /// Columns `c..c + 4·V` of [`weighted_rows_pair`] for rows a and b, the even and odd
+    /// `t` summed apart: 4·V independent sums, each row of `mat` loaded once for both rows.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn even_odd_block<const V: usize>(
+        a: &[f32],
+        b: &[f32],
+        mat: &[f32],
+        first: usize,
+        stride: usize,
+        c: usize,
+        out_a: &mut [f32],
+        out_b: &mut [f32],
+    ) {
+        let row = |t: usize| &mat[first + t * stride + c..][..4 * V];
+        let load = |m: &[f32], j: usize| {
+            let m = &m[4 * j..4 * j + 4];
+            // SAFETY: `m` holds the 4 floats read.
+            unsafe { vld1q_f32(m.as_ptr()) }
+        };
+        // SAFETY (every block below): NEON register arithmetic, part of every AArch64 target.
+        let zero = unsafe { vdupq_n_f32(0.0) };
+        let (mut ae, mut ao, mut be, mut bo) = ([zero; V], [zero; V], [zero; V], [zero; V]);
+        for p in 0..a.len() / 2 {
+            let (t0, t1) = (2 * p, 2 * p + 1);
+            let (m0, m1) = (row(t0), row(t1));
+            for j in 0..V {
+                let (v0, v1) = (load(m0, j), load(m1, j));
+                unsafe {
+                    ae[j] = vfmaq_n_f32(ae[j], v0, a[t0]);
+                    be[j] = vfmaq_n_f32(be[j], v0, b[t0]);
+                    ao[j] = vfmaq_n_f32(ao[j], v1, a[t1]);
+                    bo[j] = vfmaq_n_f32(bo[j], v1, b[t1]);
+                }
+            }
+        }
+        if a.len() % 2 == 1 {
+            let t = a.len() - 1;
+            let m = row(t);
+            for j in 0..V {
+                let v = load(m, j);
+                unsafe {
+                    ae[j] = vfmaq_n_f32(ae[j], v, a[t]);
+                    be[j] = vfmaq_n_f32(be[j], v, b[t]);
+                }
+            }
+        }
+        for j in 0..V {
+            let (sa, sb) = unsafe { (vaddq_f32(ae[j], ao[j]), vaddq_f32(be[j], bo[j])) };
+            let (oa, ob) = (&mut out_a[c + 4 * j..][..4], &mut out_b[c + 4 * j..][..4]);
+            // SAFETY: `oa` and `ob` hold the 4 floats written.
+            unsafe {
+                vst1q_f32(oa.as_mut_ptr(), sa);
+                vst1q_f32(ob.as_mut_ptr(), sb);
+            }
+        }
     }
 }
 

@@ -1009,6 +1009,29 @@ mod tests {
         out
     }
 
+    /// `g` parsed with the device's ops registered and decluttered, as the engine does.
+    fn parsed(g: pb::GraphProto) -> TypedModel {
+        let mut onnx = tract_onnx::onnx();
+        crate::fused_ops::register(&mut onnx.op_register);
+        onnx.model_for_proto_model(&model(g))
+            .unwrap()
+            .into_typed()
+            .unwrap()
+            .into_decluttered()
+            .unwrap()
+    }
+
+    /// The op names of `typed`'s optimised plan and all its outputs on `x`, flattened.
+    fn ops_and_outputs(typed: TypedModel, x: &Tensor) -> (Vec<String>, Vec<f32>) {
+        let plan = typed.into_optimized().unwrap().into_runnable().unwrap();
+        let (names, _) = op_names_and_output(&plan, std::slice::from_ref(x));
+        let y = run_all(&plan, std::slice::from_ref(x))
+            .iter()
+            .flat_map(flat::<f32>)
+            .collect();
+        (names, y)
+    }
+
     type Kernel = fn(&[i8], usize, &PackedDenseI8, &mut [f32]);
 
     /// Every kernel this CPU can run on `w`, by name: the dispatch of [`dense_i8`], the
@@ -1166,25 +1189,11 @@ mod tests {
                 assert_eq!(g.node.len(), graph.node.len() - 1);
             }
             crate::fused_ops::quantize_to_i8(&mut g);
-            let mut onnx = tract_onnx::onnx();
-            crate::fused_ops::register(&mut onnx.op_register);
-            let mut typed = onnx
-                .model_for_proto_model(&model(g))
-                .unwrap()
-                .into_typed()
-                .unwrap()
-                .into_decluttered()
-                .unwrap();
+            let mut typed = parsed(g);
             if fuse {
                 assert_eq!(fuse_dense_i8(&mut typed).unwrap(), 1, "one int8 layer");
             }
-            let plan = typed.into_optimized().unwrap().into_runnable().unwrap();
-            let (names, _) = op_names_and_output(&plan, std::slice::from_ref(&x));
-            let y = run_all(&plan, std::slice::from_ref(&x))
-                .iter()
-                .flat_map(flat::<f32>)
-                .collect();
-            (names, y)
+            ops_and_outputs(typed, &x)
         };
         let ((names, fused), (_, tract)) = (run(true), run(false));
         assert_eq!(
@@ -1251,26 +1260,12 @@ mod tests {
             let mut g = graph.clone();
             crate::fused_ops::quantize_to_i8(&mut g);
             crate::fused_ops::fuse_dequantize_bias(&mut g);
-            let mut onnx = tract_onnx::onnx();
-            crate::fused_ops::register(&mut onnx.op_register);
-            let mut typed = onnx
-                .model_for_proto_model(&model(g))
-                .unwrap()
-                .into_typed()
-                .unwrap()
-                .into_decluttered()
-                .unwrap();
+            let mut typed = parsed(g);
             assert_eq!(crate::fused_ops::fuse_gelu(&mut typed).unwrap(), 1);
             if fuse {
                 assert_eq!(fuse_dense_i8(&mut typed).unwrap(), 3, "three int8 layers");
             }
-            let plan = typed.into_optimized().unwrap().into_runnable().unwrap();
-            let (names, _) = op_names_and_output(&plan, std::slice::from_ref(&x));
-            let y = run_all(&plan, std::slice::from_ref(&x))
-                .iter()
-                .flat_map(flat::<f32>)
-                .collect();
-            (names, y)
+            ops_and_outputs(typed, &x)
         };
         let ((names, fused), (_, tract)) = (run(true), run(false));
         let count = |op: &str| names.iter().filter(|n| *n == op).count();
@@ -1316,15 +1311,7 @@ mod tests {
             let mut g = graph.clone();
             crate::fused_ops::quantize_to_i8(&mut g);
             crate::fused_ops::fuse_dequantize_bias(&mut g);
-            let mut onnx = tract_onnx::onnx();
-            crate::fused_ops::register(&mut onnx.op_register);
-            let mut typed = onnx
-                .model_for_proto_model(&model(g))
-                .unwrap()
-                .into_typed()
-                .unwrap()
-                .into_decluttered()
-                .unwrap();
+            let mut typed = parsed(g);
             if fuse {
                 assert_eq!(fuse_dense_i8(&mut typed).unwrap(), 1, "one int8 layer");
             }

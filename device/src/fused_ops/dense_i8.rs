@@ -1009,8 +1009,12 @@ mod tests {
         out
     }
 
-    /// `g` parsed with the device's ops registered and decluttered, as the engine does.
-    fn parsed(g: pb::GraphProto) -> TypedModel {
+    /// `g` as the engine prepares an int8 model: its protobuf rewrites 3 and 4 (i8
+    /// quantisers, dequantisation + bias as one node), parsed with the device's ops
+    /// registered, decluttered.
+    fn parsed(mut g: pb::GraphProto) -> TypedModel {
+        crate::fused_ops::quantize_to_i8(&mut g);
+        crate::fused_ops::fuse_dequantize_bias(&mut g);
         let mut onnx = tract_onnx::onnx();
         crate::fused_ops::register(&mut onnx.op_register);
         onnx.model_for_proto_model(&model(g))
@@ -1019,6 +1023,13 @@ mod tests {
             .unwrap()
             .into_decluttered()
             .unwrap()
+    }
+
+    /// A `[2, 5, k]` input of values in [-4, 4).
+    fn input(k: usize) -> Tensor {
+        tract_ndarray::Array3::from_shape_vec((2, 5, k), values(10 * k, 7, 4.0))
+            .unwrap()
+            .into_tensor()
     }
 
     /// The op names of `typed`'s optimised plan and all its outputs on `x`, flattened.
@@ -1179,16 +1190,13 @@ mod tests {
             output: outputs(&["y", "y2", "accf2"]),
             ..Default::default()
         };
-        let x = tract_ndarray::Array3::from_shape_vec((2, 5, k), values(10 * k, 7, 4.0))
-            .unwrap()
-            .into_tensor();
+        let x = input(k);
         let run = |fuse: bool| -> (Vec<String>, Vec<f32>) {
             let mut g = graph.clone();
             if fuse {
                 assert_eq!(crate::fused_ops::fuse_cast_scale(&mut g), 1);
                 assert_eq!(g.node.len(), graph.node.len() - 1);
             }
-            crate::fused_ops::quantize_to_i8(&mut g);
             let mut typed = parsed(g);
             if fuse {
                 assert_eq!(fuse_dense_i8(&mut typed).unwrap(), 1, "one int8 layer");
@@ -1253,14 +1261,9 @@ mod tests {
             output: outputs(&["y", "y3"]),
             ..Default::default()
         };
-        let x = tract_ndarray::Array3::from_shape_vec((2, 5, k), values(10 * k, 7, 4.0))
-            .unwrap()
-            .into_tensor();
+        let x = input(k);
         let run = |fuse: bool| -> (Vec<String>, Vec<f32>) {
-            let mut g = graph.clone();
-            crate::fused_ops::quantize_to_i8(&mut g);
-            crate::fused_ops::fuse_dequantize_bias(&mut g);
-            let mut typed = parsed(g);
+            let mut typed = parsed(graph.clone());
             assert_eq!(crate::fused_ops::fuse_gelu(&mut typed).unwrap(), 1);
             if fuse {
                 assert_eq!(fuse_dense_i8(&mut typed).unwrap(), 3, "three int8 layers");
@@ -1304,14 +1307,9 @@ mod tests {
             output: outputs(&["y", "acc2"]),
             ..Default::default()
         };
-        let x = tract_ndarray::Array3::from_shape_vec((2, 5, k), values(10 * k, 7, 4.0))
-            .unwrap()
-            .into_tensor();
+        let x = input(k);
         let run = |fuse: bool| -> (Vec<String>, Vec<f32>) {
-            let mut g = graph.clone();
-            crate::fused_ops::quantize_to_i8(&mut g);
-            crate::fused_ops::fuse_dequantize_bias(&mut g);
-            let mut typed = parsed(g);
+            let mut typed = parsed(graph.clone());
             if fuse {
                 assert_eq!(fuse_dense_i8(&mut typed).unwrap(), 1, "one int8 layer");
             }

@@ -263,17 +263,7 @@ mod neon {
             let bound = 4.0 * std::f32::consts::SQRT_2;
             let u = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-bound)), vdupq_n_f32(bound));
             let u2 = vmulq_f32(u, u);
-            let mut p = vdupq_n_f32(GELU_P[0]);
-            for &c in &GELU_P[1..] {
-                p = vfmaq_f32(vdupq_n_f32(c), p, u2);
-            }
-            let mut q = vdupq_n_f32(GELU_Q[0]);
-            for &c in &GELU_Q[1..] {
-                q = vfmaq_f32(vdupq_n_f32(c), q, u2);
-            }
-            let mut r = vrecpeq_f32(q);
-            r = vmulq_f32(r, vrecpsq_f32(q, r));
-            r = vmulq_f32(r, vrecpsq_f32(q, r));
+            let (p, r) = (horner(&GELU_P, u2), reciprocal(horner(&GELU_Q, u2)));
             let half = vmulq_n_f32(x, 0.5);
             let xup = vmulq_f32(vmulq_f32(x, u), p);
             vfmaq_f32(half, xup, r)
@@ -289,18 +279,32 @@ mod neon {
         unsafe {
             let t = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-4.0)), vdupq_n_f32(4.0));
             let t2 = vmulq_f32(t, t);
-            let mut p = vdupq_n_f32(ALPHA[0]);
-            for &c in &ALPHA[1..] {
-                p = vfmaq_f32(vdupq_n_f32(c), p, t2);
+            let (p, r) = (horner(&ALPHA, t2), reciprocal(horner(&BETA, t2)));
+            vmulq_f32(vmulq_f32(t, p), r)
+        }
+    }
+
+    /// The polynomial with coefficients `c` (highest degree first) at `x`, by Horner.
+    #[inline(always)]
+    fn horner(c: &[f32], x: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON register arithmetic only.
+        unsafe {
+            let mut p = vdupq_n_f32(c[0]);
+            for &c in &c[1..] {
+                p = vfmaq_f32(vdupq_n_f32(c), p, x);
             }
-            let mut q = vdupq_n_f32(BETA[0]);
-            for &c in &BETA[1..] {
-                q = vfmaq_f32(vdupq_n_f32(c), q, t2);
-            }
+            p
+        }
+    }
+
+    /// `1/q`: the estimate refined by two Newton steps (within a few ulp of a division).
+    #[inline(always)]
+    fn reciprocal(q: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON register arithmetic only.
+        unsafe {
             let mut r = vrecpeq_f32(q);
             r = vmulq_f32(r, vrecpsq_f32(q, r));
-            r = vmulq_f32(r, vrecpsq_f32(q, r));
-            vmulq_f32(vmulq_f32(t, p), r)
+            vmulq_f32(r, vrecpsq_f32(q, r))
         }
     }
 

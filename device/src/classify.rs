@@ -101,9 +101,16 @@ impl Prediction {
 }
 
 /// Whether `text` has nothing to classify (empty or only whitespace): such a text is
-/// answered [`RejectReason::Empty`] without running the model.
+/// answered [`RejectReason::Empty`] without running the model. So is a text whose
+/// tokens are all special ones once encoded ([`has_content`]: zero-width spaces, control
+/// characters, anything the tokenizer's normaliser removes).
 pub fn is_blank(text: &str) -> bool {
     text.trim().is_empty()
+}
+
+/// Whether an encoded text has a token of its own (not only `[CLS]`, `[SEP]`).
+pub fn has_content(encoded: &Encoded) -> bool {
+    encoded.special.iter().any(|&s| !s)
 }
 
 /// Stage 4 (ready): a tokenizer and an engine from the same bundle, plus its labels.
@@ -253,17 +260,27 @@ impl Classifier {
     /// Classifies texts in one run, padded to the longest (mask 0 on pads). Each
     /// prediction's `inference_us` is the whole batch's time.
     ///
-    /// An empty or whitespace-only text ([`is_blank`]) is answered
-    /// [`Prediction::empty`] without running the model. A model output that is not
+    /// An empty or whitespace-only text ([`is_blank`]), or one with no token of its own
+    /// once encoded ([`has_content`]), is answered [`Prediction::empty`] without running
+    /// the model. A model output that is not
     /// finite (NaN or infinite logits: broken weights, or a variant this CPU computes
     /// wrongly) is an error, never a prediction.
     pub fn classify_batch(&self, texts: &[&str]) -> Result<Vec<Prediction>> {
         let c = self.labels.len();
-        let real: Vec<&str> = texts.iter().copied().filter(|t| !is_blank(t)).collect();
+        let start = Instant::now();
+        let mut real: Vec<&str> = texts.iter().copied().filter(|t| !is_blank(t)).collect();
+        let mut encoded = if real.is_empty() {
+            Vec::new()
+        } else {
+            self.encoder.encode_batch(&real)?
+        };
+        // Per non-blank text: whether it has a token to classify.
+        let content: Vec<bool> = encoded.iter().map(has_content).collect();
+        let mut keep = content.iter();
+        real.retain(|_| *keep.next().unwrap_or(&false));
+        encoded.retain(has_content);
         let mut answers = Vec::with_capacity(real.len()).into_iter();
         if !real.is_empty() {
-            let start = Instant::now();
-            let encoded = self.encoder.encode_batch(&real)?;
             let batch = self.encoder.batch(&encoded);
             let (logits, attention) = self.engine.run_batch(&batch)?;
             check_finite(&logits, c, &real)?;
@@ -277,13 +294,14 @@ impl Classifier {
                 .collect::<Vec<_>>()
                 .into_iter();
         }
+        let mut content = content.into_iter();
         Ok(texts
             .iter()
             .map(|t| {
-                if is_blank(t) {
+                if is_blank(t) || !content.next().unwrap_or(false) {
                     Prediction::empty(c)
                 } else {
-                    answers.next().expect("one answer per non-blank text")
+                    answers.next().expect("one answer per text with content")
                 }
             })
             .collect())

@@ -89,7 +89,8 @@ pub enum InstallError {
 type Result<T, E = InstallError> = std::result::Result<T, E>;
 
 /// A self-test: given the verified staged bundle, a one-line summary or the problem.
-pub type SelfTest = dyn Fn(&VerifiedBundle) -> std::result::Result<String, String>;
+/// It may borrow (a service's settings), for as long as the install runs.
+pub type SelfTest<'a> = dyn Fn(&VerifiedBundle) -> std::result::Result<String, String> + 'a;
 
 /// The standard self-test: loads the bundle with the device's engine (tokenizer and model
 /// must fit together); then, if the manifest has `reference` outputs for the variant the
@@ -268,7 +269,7 @@ impl StateDir {
         &self,
         src: &Path,
         policy: &TrustPolicy,
-        self_test: &SelfTest,
+        self_test: &SelfTest<'_>,
     ) -> Result<Installed> {
         // Check the source first, so errors name the bundle the user gave.
         let (source, _) = open_verified(src, policy).map_err(InstallError::Refused)?;
@@ -297,7 +298,7 @@ impl StateDir {
         source: &VerifiedBundle,
         staging: &Path,
         policy: &TrustPolicy,
-        self_test: &SelfTest,
+        self_test: &SelfTest<'_>,
     ) -> Result<Installed> {
         let write_err = |file: &str, e: io::Error| {
             state_err(

@@ -190,8 +190,9 @@ fn classifies_and_explains() {
 
     let p = c.classify("the mat at the cafe").unwrap();
     assert_eq!(p.label, "place");
-    // Nothing to classify: rejected as empty, the model is not run.
-    for blank in ["", "  \t "] {
+    // Nothing to classify: rejected as empty, the model is not run. Also when the
+    // normaliser leaves nothing (zero-width space, byte order mark, control characters).
+    for blank in ["", "  \t ", "\u{200B}", "\u{FEFF}\u{1}", " \u{200B} \u{7} "] {
         let p = c.classify(blank).unwrap();
         assert_eq!(p.label, device::UNKNOWN_LABEL);
         assert_eq!(p.label_index, LABELS.len());
@@ -200,6 +201,20 @@ fn classifies_and_explains() {
         assert!(p.top_k.is_empty() && p.top_tokens.is_empty());
     }
     assert_eq!(c.classify("the cat").unwrap().reason, None);
+    // In a batch each answer stays with its text.
+    let batch = c
+        .classify_batch(&["the cat sat", "\u{200B}", " ", "the mat at the cafe"])
+        .unwrap();
+    let labels: Vec<&str> = batch.iter().map(|p| p.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "animal",
+            device::UNKNOWN_LABEL,
+            device::UNKNOWN_LABEL,
+            "place"
+        ]
+    );
 }
 
 #[test]

@@ -44,7 +44,7 @@ impl Default for Columns {
 }
 
 /// The UTF-8 byte order mark.
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+pub(crate) const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// File formats, chosen by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,8 +122,26 @@ impl Dataset {
         Ok(())
     }
 
-    /// The training labels: at least two classes are needed.
+    /// The training labels: at least two classes are needed, and each name must fit the
+    /// serial link's ([`protocol::MAX_LABEL_LEN`] bytes), as the bundle's manifest must.
     pub fn training_labels(&self) -> Result<Vec<String>> {
+        if let Some(e) = self
+            .examples
+            .iter()
+            .find(|e| e.label.len() > protocol::MAX_LABEL_LEN)
+        {
+            return Err(HostError::data(
+                &self.path,
+                Some(e.line),
+                format!(
+                    "label {:?} is {} bytes; a model's labels are at most {} (UTF-8 bytes, \
+                     the serial link's limit): shorten it",
+                    e.label,
+                    e.label.len(),
+                    protocol::MAX_LABEL_LEN
+                ),
+            ));
+        }
         let labels = self.labels();
         if labels.len() < 2 {
             return Err(HostError::data(
@@ -342,5 +360,20 @@ mod tests {
         assert!(e.ends_with("d.csv:1: column 'text' appears twice or more (columns 1, 3): which one holds the data is ambiguous; rename the others"), "{e}");
         // Duplicates of columns not read are harmless.
         load("e.csv", b"text,label,note,note\nhello,greet,a,b\n").unwrap();
+    }
+
+    #[test]
+    fn labels_longer_than_the_link_carries_are_refused() {
+        let long = "l".repeat(protocol::MAX_LABEL_LEN + 1);
+        let ok = "k".repeat(protocol::MAX_LABEL_LEN);
+        let csv = format!("text,label\nhello,{ok}\nbye,short\nhi,{long}\n");
+        let d = load("l.csv", csv.as_bytes()).unwrap();
+        let e = d.training_labels().unwrap_err().to_string();
+        assert!(e.contains("l.csv:4: label \"lll"), "{e}");
+        let size = format!("is {} bytes", long.len());
+        assert!(e.contains(&size), "{e}");
+        let csv = format!("text,label\nhello,{ok}\nbye,short\n");
+        let d = load("k.csv", csv.as_bytes()).unwrap();
+        assert_eq!(d.training_labels().unwrap().len(), 2);
     }
 }

@@ -31,7 +31,7 @@ use crate::varint;
 /// Largest encoded frame in bytes, **including** the `0x00` delimiter.
 ///
 /// Every [`Request`](crate::Request) and [`Response`] fits (the largest, a
-/// full `Labels` page, is about 820 bytes). A receiver needs `MAX_FRAME - 1`
+/// full `Labels` page, is at most 802 bytes). A receiver needs `MAX_FRAME - 1`
 /// bytes of buffer; a sender needs `MAX_FRAME`.
 pub const MAX_FRAME: usize = 1024;
 

@@ -6,7 +6,8 @@
 //!
 //! # Version
 //!
-//! [`PROTOCOL_VERSION`] = **2** (2 added `Result.rejected`). The host opens with `Hello`; the device
+//! [`PROTOCOL_VERSION`] = **3** (2 added `Result.rejected`; 3 carries labels of up to 64
+//! bytes, 12 a page, and names a deploy transfer by the sha256 of the whole archive). The host opens with `Hello`; the device
 //! answers `Info` if it speaks that version, else
 //! `Error { code: VersionMismatch }`. The layouts of `Hello` (request tag 0),
 //! `Info` (response tag 0, at least its `id` and `protocol_version` fields) and
@@ -35,16 +36,16 @@
 //! | dir | tag | message | fields (wire order) | meaning |
 //! |---|---|---|---|---|
 //! | H→D | 0 | [`Request::Hello`] | `id: u32, protocol_version: u16` | handshake |
-//! | H→D | 1 | [`Request::GetLabels`] | `id: u32, offset: u16` | ask for label names `offset..offset+24` |
+//! | H→D | 1 | [`Request::GetLabels`] | `id: u32, offset: u16` | ask for label names `offset..offset+12` |
 //! | H→D | 2 | [`Request::Classify`] | `id: u32, text: str ≤ 256 B` | classify a text |
 //! | H→D | 3 | [`Request::Ping`] | `id: u32, nonce: u32` | liveness |
 //! | H→D | 4 | [`Request::GetStats`] | `id: u32` | ask for counters |
-//! | H→D | 5 | [`Request::DeployBegin`] | `id: u32, manifest_sha256: [u8; 32], total_bytes: u32, file_count: u16` | start or resume a model update |
+//! | H→D | 5 | [`Request::DeployBegin`] | `id: u32, archive_sha256: [u8; 32], total_bytes: u32, file_count: u16` | start or resume a model update |
 //! | H→D | 6 | [`Request::DeployChunk`] | `id: u32, offset: u32, data: seq ≤ 512 of u8` | archive bytes at `offset` |
 //! | H→D | 7 | [`Request::DeployCommit`] | `id: u32` | install and switch to the sent bundle |
 //! | H→D | 8 | [`Request::Rollback`] | `id: u32` | switch back to the previous model |
 //! | D→H | 0 | [`Response::Info`] | `id: u32, protocol_version: u16, software_version: str ≤ 32 B, model_name: str ≤ 48 B, model_sha256: [u8; 32], label_count: u16, max_text_len: u16` | answer to `Hello` |
-//! | D→H | 1 | [`Response::Labels`] | `id: u32, offset: u16, total: u16, labels: seq ≤ 24 of str ≤ 32 B` | one page of label names |
+//! | D→H | 1 | [`Response::Labels`] | `id: u32, offset: u16, total: u16, labels: seq ≤ 12 of str ≤ 64 B` | one page of label names |
 //! | D→H | 2 | [`Response::Result`] | `id: u32, source: Source, label_index: u16, confidence: f32, top_k: seq ≤ 5 of (u16, f32), top_tokens: seq ≤ 5 of (str ≤ 24 B, f32), inference_us: u32, rejected: bool` | a classification (answer to `Classify`, or a device-local one) |
 //! | D→H | 3 | [`Response::Pong`] | `id: u32, nonce: u32` | answer to `Ping` |
 //! | D→H | 4 | [`Response::Stats`] | `id: u32, frames_in, frames_out, crc_failures, decode_errors, queue_drops, inferences, latency_p50_us, latency_p99_us, latency_max_us, uptime_s: u32` | answer to `GetStats` |
@@ -105,7 +106,7 @@ pub use framing::{
 pub use messages::*;
 
 /// Version of this wire contract; sent in `Hello` and `Info`.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Decoder for the device side (receives [`Request`]s).
 pub type RequestDecoder = FrameDecoder<Request>;

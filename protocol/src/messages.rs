@@ -22,10 +22,11 @@ use crate::varint;
 
 /// Longest text accepted by [`Request::Classify`], in UTF-8 bytes.
 pub const MAX_TEXT_LEN: usize = 256;
-/// Longest label name, in UTF-8 bytes.
-pub const MAX_LABEL_LEN: usize = 32;
-/// Labels carried by one [`Response::Labels`] page.
-pub const MAX_LABELS_PER_PAGE: usize = 24;
+/// Longest label name, in UTF-8 bytes (version 3; 32 before). A bundle's labels are
+/// never longer, so the names reach the host whole.
+pub const MAX_LABEL_LEN: usize = 64;
+/// Labels carried by one [`Response::Labels`] page (version 3; 24 before).
+pub const MAX_LABELS_PER_PAGE: usize = 12;
 /// Entries in [`Response::Result`]`.top_k`.
 pub const MAX_TOP_K: usize = 5;
 /// Entries in [`Response::Result`]`.top_tokens`.
@@ -109,13 +110,14 @@ pub enum Request {
     },
     /// Tag 5. Start (or resume) a model update: the transfer is the bundle archive
     /// (`docs/protocol.md` section 8) of `total_bytes` bytes holding `file_count` files
-    /// whose `manifest.json` has sha256 `manifest_sha256`. Answered by
-    /// [`Response::DeployStatus`] (how much of it the device already holds).
+    /// with sha256 `archive_sha256`. Answered by [`Response::DeployStatus`] (how much
+    /// of it the device already holds).
     DeployBegin {
         /// Request id.
         id: u32,
-        /// sha256 of the bundle's `manifest.json` (names the transfer).
-        manifest_sha256: [u8; 32],
+        /// sha256 of the whole archive (version 3; of its `manifest.json` before): names
+        /// the transfer, and the device checks the received bytes against it.
+        archive_sha256: [u8; 32],
         /// Size of the archive in bytes.
         total_bytes: u32,
         /// Files in the archive.
@@ -251,7 +253,7 @@ pub enum Response {
     DeployStatus {
         /// Id of the `DeployBegin`.
         id: u32,
-        /// Bytes of this transfer (same `manifest_sha256`) the device already holds: the
+        /// Bytes of this transfer (same `archive_sha256`) the device already holds: the
         /// host resumes at this offset.
         have: u32,
     },

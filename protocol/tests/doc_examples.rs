@@ -8,8 +8,8 @@ use protocol::{crc::crc32, decode_frame, ErrorCode, Request, Response, Source};
 const CLASSIFY_FRAME: &str = "12 02 AC 02 09 6C 69 67 68 74 73 20 6F 6E 8D 9A 12 6C 00";
 const RESULT_FRAME: &str = "04 02 AC 02 02 02 01 05 60 3F 02 02 01 03 60 3F 01 01 01 0A 3E 01 06 6C 69 67 68 74 73 01 05 C0 3F D2 09 05 2F DF 5A 88 00";
 const ERROR_FRAME: &str = "06 05 01 AC 02 06 05 F5 CC 0C 8E 00";
-const HELLO_FRAME: &str = "01 07 01 02 7F 89 54 08 00";
-const HELLO_V1_FRAME: &str = "01 07 01 01 C5 D8 5D 91 00";
+const HELLO_FRAME: &str = "01 07 01 03 E9 B9 53 7F 00";
+const HELLO_V2_FRAME: &str = "01 07 01 02 7F 89 54 08 00";
 const DEPLOY_ACK_FRAME: &str = "07 07 05 80 08 37 35 02 8F 00";
 
 fn hex(b: &[u8]) -> String {
@@ -94,14 +94,14 @@ fn hello_example() {
     let m = Request::hello(1);
     assert_eq!(hex(&frame(&m)), HELLO_FRAME);
     assert_eq!(decode_frame::<Request>(&mut unhex(HELLO_FRAME)), Ok(m));
-    // The version-1 hello the document quotes.
-    let v1 = Request::Hello {
+    // The version-2 hello the document quotes.
+    let v2 = Request::Hello {
         id: 1,
-        protocol_version: 1,
+        protocol_version: 2,
     };
-    assert_eq!(hex(&frame(&v1)), HELLO_V1_FRAME);
-    assert!(doc().contains(HELLO_V1_FRAME));
-    assert!(doc().contains("`0x0854897F`"));
+    assert_eq!(hex(&frame(&v2)), HELLO_V2_FRAME);
+    assert!(doc().contains(HELLO_V2_FRAME));
+    assert!(doc().contains("`0x7F53B9E9`"));
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn documented_bytes_are_in_the_document() {
         "`0x8E0CCCF5`",
         "`05 01 AC 02 06 00`",
         "crc32(\"123456789\") | `0xCBF43926`",
-        "`PROTOCOL_VERSION = 2`",
+        "`PROTOCOL_VERSION = 3`",
     ] {
         assert!(doc.contains(fragment), "docs/protocol.md lacks {fragment}");
     }
@@ -207,8 +207,8 @@ fn documented_limits_match_the_crate() {
 }
 
 #[test]
-fn version_2_result_carries_rejected_as_its_last_byte() {
-    assert_eq!(protocol::PROTOCOL_VERSION, 2);
+fn result_carries_rejected_as_its_last_byte() {
+    assert_eq!(protocol::PROTOCOL_VERSION, 3);
     let mut m = result_example();
     if let Response::Result { rejected, .. } = &mut m {
         *rejected = true;

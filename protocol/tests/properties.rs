@@ -85,14 +85,18 @@ fn response() -> impl Strategy<Value = Response> {
                     }
                 }
             ),
-        (u32v(), u16v(), u16v(), bvec::<_, 24>(bstr::<32>())).prop_map(
-            |(id, offset, total, labels)| Response::Labels {
+        (
+            u32v(),
+            u16v(),
+            u16v(),
+            bvec::<_, { protocol::MAX_LABELS_PER_PAGE }>(bstr::<{ protocol::MAX_LABEL_LEN }>())
+        )
+            .prop_map(|(id, offset, total, labels)| Response::Labels {
                 id,
                 offset,
                 total,
                 labels
-            }
-        ),
+            }),
         (
             u32v(),
             prop_oneof![

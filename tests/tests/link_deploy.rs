@@ -58,10 +58,40 @@ fn unique() -> u64 {
 
 /// A copy of the trained bundle named `name`, signed with `key`.
 fn bundle_named(name: &str, key: &Path) -> PathBuf {
+    bundle_from(&setup().bundle, name, key)
+}
+
+/// The trained model quantised and exported (variants weights-int8, the manifest's
+/// default, and int8-compute), once per test binary.
+fn int8_bundle() -> &'static Path {
+    static INT8: OnceLock<PathBuf> = OnceLock::new();
+    INT8.get_or_init(|| {
+        let st = setup();
+        let (ckpt, q, out) = (
+            st.dir.join("ckpt"),
+            st.dir.join("ckpt-int8"),
+            st.dir.join("bundle-int8"),
+        );
+        run_ok(
+            "tools",
+            &["quantize", "--model", s(&ckpt), "--out", s(&q)],
+            None,
+        );
+        run_ok(
+            "tools",
+            &["export", "--model", s(&q), "--out", s(&out)],
+            None,
+        );
+        out
+    })
+}
+
+/// A copy of the bundle `src` named `name`, signed with `key`.
+fn bundle_from(src: &Path, name: &str, key: &Path) -> PathBuf {
     let st = setup();
     let dst = st.dir.join(format!("{name}-{}", unique()));
     fs::create_dir_all(&dst).unwrap();
-    for e in fs::read_dir(&st.bundle).unwrap() {
+    for e in fs::read_dir(src).unwrap() {
         let e = e.unwrap();
         fs::copy(e.path(), dst.join(e.file_name())).unwrap();
     }
@@ -255,6 +285,15 @@ fn deploy_over_the_link_switches_model_and_rolls_back() {
         err.contains("refused") && err.contains("self-test"),
         "{err}"
     );
+    // The bytes were intact, so the device keeps them: a second try sends nothing.
+    let held = part_len(&state);
+    assert!(held > 0, "the transfer was dropped after a refused install");
+    let (ok, _, err) = deploy(&relay.host_path, &["--bundle", s(&broken)]);
+    assert!(!ok && err.contains("self-test"), "{err}");
+    assert!(
+        err.contains(&format!("holds {held} bytes of this transfer; resuming")),
+        "{err}"
+    );
 
     assert_eq!(info_name(&relay.host_path), "demo-v1");
     assert!(!classify_over_link(&relay.host_path).is_empty());
@@ -302,6 +341,42 @@ fn bad_bundles_are_refused_over_the_link() {
     let (ok, _, err) = deploy(&relay2.host_path, &["--bundle", s(&stranger)]);
     assert!(!ok);
     assert!(err.contains("deploy needs --state"), "{err}");
+}
+
+/// `device serve --variant int8-compute` keeps running that variant on a bundle deployed
+/// over the link and after a rollback (the manifests' default is weights-int8).
+#[test]
+fn a_pinned_variant_holds_across_deploy_and_rollback() {
+    let st = setup();
+    let a = bundle_from(int8_bundle(), "demo-int8-a", &st.owner_key);
+    let b = bundle_from(int8_bundle(), "demo-int8-b", &st.owner_key);
+    let (_tmp, state) = state_with(&a);
+    let relay = Relay::new(26);
+    let serve = Serve::start_with(&[
+        "--state",
+        s(&state),
+        "--trust",
+        s(&st.owner_pub),
+        "--serial",
+        relay.device_path(),
+        "--variant",
+        "int8-compute",
+    ]);
+    let (ok, j, err) = deploy(&relay.host_path, &["--bundle", s(&b)]);
+    assert!(ok, "{err}");
+    assert_eq!(j["model_name"], "demo-int8-b", "{j}");
+    let (ok, j, err) = deploy(&relay.host_path, &["--rollback"]);
+    assert!(ok, "{err}");
+    assert_eq!(j["model_name"], "demo-int8-a", "{j}");
+    let log = serve.log();
+    let served: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("now serving bundle"))
+        .collect();
+    assert_eq!(served.len(), 2, "{log}");
+    for line in served {
+        assert!(line.ends_with("variant int8-compute"), "{line}");
+    }
 }
 
 /// Size of the device's transfer file, if any.

@@ -621,6 +621,39 @@ fn link_bad_cli_input_is_a_clear_error() {
         None,
     );
     assert!(e.contains("/no/such/file"), "{e}");
+    // Sizes that would allocate without bound, or a clock past its range: refused by
+    // the flag's parser, naming the flag.
+    for (flag, value) in [
+        ("--queue", "10000000000"),
+        ("--workers", "100000"),
+        ("--queue", "0"),
+    ] {
+        let e = run_err(
+            "device",
+            &["serve", "--bundle", b, "--serial", "/dev/null", flag, value],
+            None,
+        );
+        assert!(e.contains(flag) && e.contains(value), "{e}");
+    }
+    for value in ["inf", "NaN", "-1", "1e300"] {
+        let flag = format!("--duration={value}");
+        let e = run_err("tools", &["monitor", "--serial", "/dev/null", &flag], None);
+        assert!(e.contains("--duration") && e.contains("seconds"), "{e}");
+    }
+    let e = run_err(
+        "tools",
+        &[
+            "bench",
+            "--bundle",
+            b,
+            "--data",
+            "models/demo/test.csv",
+            "-n",
+            "1000000000000",
+        ],
+        None,
+    );
+    assert!(e.contains("-n") && e.contains("1000000000000"), "{e}");
 
     let e = run_err(
         "tools",

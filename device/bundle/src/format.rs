@@ -248,6 +248,17 @@ impl Manifest {
             if label.is_empty() {
                 return Err(("labels", format!("label {i} is empty")));
             }
+            if label.len() > protocol::MAX_LABEL_LEN {
+                return Err((
+                    "labels",
+                    format!(
+                        "label {label:?} is {} bytes; the serial link carries names of at \
+                         most {} (UTF-8 bytes): shorten it in the data",
+                        label.len(),
+                        protocol::MAX_LABEL_LEN
+                    ),
+                ));
+            }
             if self.labels[..i].contains(label) {
                 return Err(("labels", format!("label {label:?} appears twice")));
             }
@@ -772,6 +783,38 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn labels_the_link_cannot_carry_are_refused() {
+        // Written and read alike: a name over the wire's limit would reach the host cut.
+        let tmp = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[(MODEL_FILE, b"onnx"), (TOKENIZER_FILE, b"{}")];
+        let mut m = manifest();
+        m.labels[0] = "x".repeat(protocol::MAX_LABEL_LEN);
+        write_bundle(&tmp.path().join("fits"), m.clone(), files).unwrap();
+        m.labels[0] = "é".repeat(protocol::MAX_LABEL_LEN / 2 + 1);
+        let err = write_bundle(&tmp.path().join("long"), m, files).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BundleError::InvalidManifest {
+                    field: "labels",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let fits = tmp.path().join("fits").join(MANIFEST_FILE);
+        let text = fs::read_to_string(&fits).unwrap();
+        let long = "x".repeat(protocol::MAX_LABEL_LEN + 1);
+        fs::write(
+            &fits,
+            text.replace(&"x".repeat(protocol::MAX_LABEL_LEN), &long),
+        )
+        .unwrap();
+        let err = Bundle::read(tmp.path().join("fits")).unwrap_err();
+        assert!(err.to_string().contains("bytes; the serial link"), "{err}");
     }
 
     #[test]

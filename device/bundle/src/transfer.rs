@@ -11,16 +11,17 @@
 //! `name` is a plain file name (no `/`, not `.` or `..`, no NUL) and occurs once.
 //! Entries are in byte order of their names. The archive holds `manifest.json`,
 //! `manifest.sig` when the bundle is signed, and every file the manifest lists. The
-//! transfer is named by sha256(`manifest.json`), which with the signature and the
-//! manifest's per-file sha256 sums authenticates everything else: the archive itself
-//! carries no checksum.
+//! transfer is named by the sha256 of the whole archive, which the board checks the
+//! received bytes against before reading any entry (a re-signed bundle is a new
+//! transfer); the signature and the manifest's per-file sha256 sums then authenticate
+//! the contents.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::format::{Bundle, MANIFEST_FILE};
+use crate::format::{Bundle, MANIFEST_FILE, MODEL_FILE};
 use crate::signature::SIGNATURE_FILE;
 
 /// Largest archive accepted (the length is a `u32` on the wire).
@@ -30,11 +31,14 @@ pub const MAX_ARCHIVE: u64 = u32::MAX as u64;
 #[derive(Debug, Clone)]
 pub struct Archive {
     pub bytes: Vec<u8>,
-    /// sha256 of `manifest.json`.
-    pub manifest_sha256: [u8; 32],
+    /// sha256 of `bytes`: names the transfer.
+    pub archive_sha256: [u8; 32],
     pub file_count: u16,
     /// Manifest `name`.
     pub name: String,
+    /// The manifest's sha256 of its model file (hex), which the board reports as the model
+    /// it serves once the update is in place.
+    pub model_sha256: Option<String>,
 }
 
 /// Packs the bundle directory `dir`: `manifest.json`, `manifest.sig` (if present) and the
@@ -42,6 +46,7 @@ pub struct Archive {
 pub fn pack(dir: &Path) -> Result<Archive, String> {
     let read = Bundle::read(dir).map_err(|e| e.to_string())?;
     let name = read.manifest().name.clone();
+    let model_sha256 = read.manifest().files.get(MODEL_FILE).cloned();
     let mut names: Vec<String> = read.manifest().files.keys().cloned().collect();
     names.push(MANIFEST_FILE.to_string());
     if dir.join(SIGNATURE_FILE).is_file() {
@@ -55,7 +60,6 @@ pub fn pack(dir: &Path) -> Result<Archive, String> {
                 .map_err(|e| format!("{}: {e}", dir.join(&n).display()))?;
         files.insert(n, bytes);
     }
-    let manifest_sha256: [u8; 32] = Sha256::digest(&files[MANIFEST_FILE]).into();
     let mut bytes = Vec::new();
     for (n, b) in &files {
         let size = u32::try_from(b.len()).map_err(|_| format!("{n}: larger than 4 GiB"))?;
@@ -69,10 +73,11 @@ pub fn pack(dir: &Path) -> Result<Archive, String> {
     }
     let file_count = u16::try_from(files.len()).map_err(|_| "more than 65535 files".to_string())?;
     Ok(Archive {
+        archive_sha256: Sha256::digest(&bytes).into(),
         bytes,
-        manifest_sha256,
         file_count,
         name,
+        model_sha256,
     })
 }
 
@@ -83,13 +88,17 @@ fn check_name(n: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Splits an archive into `(name, bytes)` entries, checking the format, the file count
-/// and that `manifest.json` has sha256 `manifest_sha256`.
+/// Splits an archive into `(name, bytes)` entries, checking that the bytes have sha256
+/// `archive_sha256`, then the format and the file count.
 pub fn parse<'a>(
     bytes: &'a [u8],
     file_count: u16,
-    manifest_sha256: &[u8; 32],
+    archive_sha256: &[u8; 32],
 ) -> Result<Vec<(&'a str, &'a [u8])>, String> {
+    let sha: [u8; 32] = Sha256::digest(bytes).into();
+    if &sha != archive_sha256 {
+        return Err("archive sha256 differs from the one announced in DeployBegin".into());
+    }
     let mut out: Vec<(&str, &[u8])> = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -117,15 +126,8 @@ pub fn parse<'a>(
             out.len()
         ));
     }
-    let manifest = out
-        .iter()
-        .find(|(n, _)| *n == MANIFEST_FILE)
-        .ok_or_else(|| format!("archive has no {MANIFEST_FILE}"))?;
-    let sha: [u8; 32] = Sha256::digest(manifest.1).into();
-    if &sha != manifest_sha256 {
-        return Err(format!(
-            "{MANIFEST_FILE} sha256 differs from the one announced in DeployBegin"
-        ));
+    if !out.iter().any(|(n, _)| *n == MANIFEST_FILE) {
+        return Err(format!("archive has no {MANIFEST_FILE}"));
     }
     Ok(out)
 }
@@ -157,24 +159,35 @@ mod tests {
         v
     }
 
+    fn sha(bytes: &[u8]) -> [u8; 32] {
+        Sha256::digest(bytes).into()
+    }
+
     #[test]
-    fn parse_checks_format_count_and_manifest_sha() {
+    fn parse_checks_sha_format_and_count() {
         let m = b"{\"name\":\"x\"}";
-        let sha: [u8; 32] = Sha256::digest(m).into();
         let a = archive(&[("a.bin", b"\x00\x01"), (MANIFEST_FILE, m)]);
-        let e = parse(&a, 2, &sha).unwrap();
+        let e = parse(&a, 2, &sha(&a)).unwrap();
         assert_eq!(
             e,
             vec![("a.bin", &b"\x00\x01"[..]), (MANIFEST_FILE, &m[..])]
         );
-        assert!(parse(&a, 3, &sha).unwrap_err().contains("2 files"));
-        assert!(parse(&a, 2, &[0; 32]).unwrap_err().contains("sha256"));
-        assert!(parse(&a[..a.len() - 1], 2, &sha)
-            .unwrap_err()
-            .contains("truncated"));
+        assert!(parse(&a, 3, &sha(&a)).unwrap_err().contains("2 files"));
+        assert!(parse(&a, 2, &sha(m)).unwrap_err().contains("sha256"));
+        let cut = &a[..a.len() - 1];
+        assert!(parse(cut, 2, &sha(&a)).unwrap_err().contains("sha256"));
+        assert!(parse(cut, 2, &sha(cut)).unwrap_err().contains("truncated"));
         let bad = archive(&[("../x", b""), (MANIFEST_FILE, m)]);
-        assert!(parse(&bad, 2, &sha).unwrap_err().contains("bad file name"));
+        assert!(parse(&bad, 2, &sha(&bad))
+            .unwrap_err()
+            .contains("bad file name"));
         let dup = archive(&[(MANIFEST_FILE, m), (MANIFEST_FILE, m)]);
-        assert!(parse(&dup, 2, &sha).unwrap_err().contains("duplicate"));
+        assert!(parse(&dup, 2, &sha(&dup))
+            .unwrap_err()
+            .contains("duplicate"));
+        let none = archive(&[("a.bin", b"")]);
+        assert!(parse(&none, 1, &sha(&none))
+            .unwrap_err()
+            .contains("no manifest.json"));
     }
 }

@@ -2,15 +2,21 @@
 //! `Rollback`, `docs/protocol.md` section 8), for `device serve --state DIR`.
 //!
 //! * The archive is written at each chunk's offset into `DIR/incoming-<sha>.part`
-//!   (`<sha>` = hex sha256 of the bundle's `manifest.json`), fsynced every
+//!   (`<sha>` = hex sha256 of the whole archive, `DeployBegin.archive_sha256`), fsynced every
 //!   [`SYNC_EVERY`] chunks and at commit. A `DeployBegin` with the same sha resumes: the
 //!   answer's `have` is the part file's length (also after a device restart).
 //! * Commit parses the archive, unpacks it into `DIR/incoming-<sha>.d/` and installs it
-//!   with [`StateDir::install`] (signature under the service's trust policy, every
-//!   sha256, self-test, atomic `current` switch). Only then is the served classifier
-//!   swapped; until the switch the old one keeps answering. Any failure leaves `current`
-//!   and the served model untouched and is answered with an `Error` saying why.
-//! * The part file and the unpacked copy are removed after a commit (successful or not).
+//!   with [`StateDir::install_with`] (signature under the service's trust policy, every
+//!   sha256, self-test, atomic `current` switch). The self-test also loads the bundle as
+//!   this service runs it (`--variant` or the tuned choice, its engine options). Only then
+//!   is the served classifier swapped; until the switch the old one keeps answering. Any
+//!   failure leaves `current` and the served model as they were (a bundle that installs
+//!   but then does not load is switched back) and is answered with an `Error` saying why;
+//!   `DeployDone` names the model now served.
+//! * The unpacked copy is removed after a commit; the part file too, unless the commit
+//!   failed for a reason other than the archive's bytes (the state directory busy, a
+//!   full disk, a refused install): a retry then resumes with every byte held instead of
+//!   sending the archive again.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -22,9 +28,11 @@ use protocol::{truncated, ErrorCode, Response};
 use super::dispatch::ModelInfo;
 use crate::classify::{Classifier, ClassifyOptions};
 use crate::engine::EngineOptions;
-use crate::install::{InstallError, StateDir};
+use crate::install::{default_self_test, InstallError, Slot, StateDir, SELF_TEST_TEXT};
+use crate::variant;
 use bundle::signature::{SignatureError, TrustPolicy};
 use bundle::transfer;
+use bundle::VerifiedBundle;
 
 /// Prefix of transfer files in the state directory.
 pub const INCOMING_PREFIX: &str = "incoming-";
@@ -60,9 +68,19 @@ pub struct Deployer {
     policy: TrustPolicy,
     options: ClassifyOptions,
     engine: EngineOptions,
+    /// `device serve --variant`: the variant every model installed here runs (else the
+    /// one `device tune` recorded for its files, else its manifest's default).
+    variant: Option<String>,
     info: Swap<ModelInfo>,
     classifier: Swap<Classifier>,
     transfer: Mutex<Option<Transfer>>,
+}
+
+/// Why a commit failed: the received bytes themselves (the transfer is discarded), or
+/// anything after them (it is kept for a retry).
+enum Failure {
+    Archive(String),
+    Install(String),
 }
 
 fn err(id: u32, code: ErrorCode, detail: &str) -> Response {
@@ -75,6 +93,7 @@ impl Deployer {
         policy: TrustPolicy,
         options: ClassifyOptions,
         engine: EngineOptions,
+        variant: Option<String>,
         info: Swap<ModelInfo>,
         classifier: Swap<Classifier>,
     ) -> Deployer {
@@ -83,6 +102,7 @@ impl Deployer {
             policy,
             options,
             engine,
+            variant,
             info,
             classifier,
             transfer: Mutex::new(None),
@@ -218,10 +238,13 @@ impl Deployer {
         let result = self.install(&t, &unpacked);
         let _ = fs::remove_dir_all(&unpacked);
         drop(t.file);
-        let _ = fs::remove_file(&t.path);
+        let keep = matches!(&result, Err(Failure::Install(_)));
+        if !keep {
+            let _ = fs::remove_file(&t.path);
+        }
         match result {
             Ok(()) => self.done(id),
-            Err(why) => {
+            Err(Failure::Archive(why) | Failure::Install(why)) => {
                 eprintln!("device serve: deploy refused: {why}");
                 Response::Error {
                     id: Some(id),
@@ -232,47 +255,86 @@ impl Deployer {
         }
     }
 
-    fn install(&self, t: &Transfer, unpacked: &PathBuf) -> Result<(), String> {
+    fn install(&self, t: &Transfer, unpacked: &PathBuf) -> Result<(), Failure> {
+        let install = |why: String| Failure::Install(why);
         t.file
             .sync_all()
-            .map_err(|e| format!("fsync of the transfer: {e}"))?;
-        let bytes = fs::read(&t.path).map_err(|e| format!("reading the transfer: {e}"))?;
+            .map_err(|e| install(format!("fsync of the transfer: {e}")))?;
+        let bytes = fs::read(&t.path).map_err(|e| install(format!("reading the transfer: {e}")))?;
         let entries = transfer::parse(&bytes, t.file_count, &t.sha)
-            .map_err(|e| format!("bad archive: {e}"))?;
+            .map_err(|e| Failure::Archive(format!("bad archive: {e}")))?;
         let _ = fs::remove_dir_all(unpacked);
-        fs::create_dir(unpacked).map_err(|e| format!("unpacking: {e}"))?;
-        transfer::unpack(&entries, unpacked).map_err(|e| format!("unpacking: {e}"))?;
+        fs::create_dir(unpacked).map_err(|e| install(format!("unpacking: {e}")))?;
+        transfer::unpack(&entries, unpacked).map_err(|e| install(format!("unpacking: {e}")))?;
         drop(entries);
         let done = self
             .state
-            .install(unpacked, &self.policy)
-            .map_err(|e| short_reason(&e, unpacked, self.state.path()))?;
+            .install_with(unpacked, &self.policy, &|v| self.self_test(v))
+            .map_err(|e| install(short_reason(&e, unpacked, self.state.path())))?;
         eprintln!(
             "device serve: deploy: installed bundle {} ({}), {}; self-test: {}",
             done.id, done.name, done.trust, done.self_test
         );
-        self.reload()
+        self.reload("the installed bundle").map_err(install)
     }
 
-    /// Loads the state directory's `current` bundle and swaps it in.
-    fn reload(&self) -> Result<(), String> {
-        let options = self.options;
-        let ((classifier, info), cur) = self
+    /// The install's self-test for this service: the standard one ([`default_self_test`]),
+    /// then the bundle as this service will run it (its variant choice and engine
+    /// options) must load and answer, so a bundle that passes only with the defaults is
+    /// refused before `current` moves.
+    fn self_test(&self, v: &VerifiedBundle) -> Result<String, String> {
+        let summary = default_self_test(v)?;
+        let (served, _) = self.load(v)?;
+        let p = served
+            .classify(SELF_TEST_TEXT)
+            .map_err(|e| format!("as served: {e}"))?;
+        if !p.confidence.is_finite() {
+            return Err(format!(
+                "as served: {SELF_TEST_TEXT:?} gave confidence {}",
+                p.confidence
+            ));
+        }
+        Ok(summary)
+    }
+
+    /// `v` as this service runs it: [`variant::preferred`] (the `--variant`, else the
+    /// tuned choice, else the default), this engine's options and classify options.
+    fn load(&self, v: &VerifiedBundle) -> Result<(Classifier, variant::Choice), String> {
+        let choice = variant::preferred(v, self.variant.as_deref()).map_err(|e| e.to_string())?;
+        let classifier = variant::load_with(v, &choice, &self.engine)
+            .map_err(|e| e.to_string())?
+            .with_options(self.options);
+        Ok((classifier, choice))
+    }
+
+    /// Loads the state directory's `current` bundle and swaps it in. Should `current` not
+    /// load (the state directory would fall back to `previous`, the bundle this service
+    /// was serving before the switch), the switch is undone and `what` named in the error:
+    /// the answer to the host and the next boot then agree with the model served.
+    fn reload(&self, what: &str) -> Result<(), String> {
+        let ((classifier, choice, info), cur) = self
             .state
             .open_current_with(&self.policy, |v| {
-                let c = Classifier::load_with(v, &self.engine)
-                    .map_err(|e| e.to_string())?
-                    .with_options(options);
-                Ok((c, ModelInfo::from_bundle(v)))
+                let (classifier, choice) = self.load(v)?;
+                Ok((classifier, choice, ModelInfo::from_bundle(v)))
             })
             .map_err(|e| format!("reloading the current bundle: {e}"))?;
+        if cur.slot != Slot::Current {
+            let why = cur.fallback.unwrap_or_default();
+            return Err(match self.state.rollback(&self.policy) {
+                Ok(_) => format!("{what} does not load here, switched back: {why}"),
+                Err(e) => format!("{what} does not load here ({why}); switching back: {e}"),
+            });
+        }
         super::prepare_plans(&classifier);
         // Classifier first: an Info naming the new model never precedes it.
         replace(&self.classifier, classifier);
         replace(&self.info, info);
         eprintln!(
-            "device serve: now serving bundle {} ({:?})",
-            cur.id, cur.name
+            "device serve: now serving bundle {} ({:?}), variant {}",
+            cur.id,
+            cur.name,
+            choice.label()
         );
         Ok(())
     }
@@ -294,7 +356,7 @@ impl Deployer {
             .map_err(|e| short_reason(&e, self.state.path(), self.state.path()))
             .and_then(|(now, was)| {
                 eprintln!("device serve: rolled back to bundle {now} (was {was})");
-                self.reload()
+                self.reload("the previous bundle")
             });
         match result {
             Ok(()) => self.done(id),

@@ -237,12 +237,10 @@ impl Core {
             }
             Request::DeployBegin {
                 id,
-                manifest_sha256,
+                archive_sha256,
                 total_bytes,
                 file_count,
-            } => self.deploy_request(id, |d| {
-                d.begin(id, manifest_sha256, total_bytes, file_count)
-            }),
+            } => self.deploy_request(id, |d| d.begin(id, archive_sha256, total_bytes, file_count)),
             Request::DeployChunk { id, offset, data } => {
                 self.deploy_request(id, |d| d.chunk(id, offset, &data))
             }

@@ -200,6 +200,7 @@ pub fn serve(cfg: ServeConfig, verified: VerifiedBundle) -> Result<(), ServeErro
             policy,
             cfg.options,
             cfg.engine.clone(),
+            cfg.variant.clone(),
             info_slot,
             Arc::clone(&classifier),
         ));

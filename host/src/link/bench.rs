@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::{percentile, wire_time_us, Link, LinkError, Result};
-use crate::data::{Columns, Dataset, Format};
+use crate::data::{Columns, Dataset, Format, UTF8_BOM};
 use crate::error::HostError;
 
 /// The gold label of out-of-scope queries (CLINC150's): a rejected ("unknown") answer to
@@ -50,31 +50,43 @@ impl BenchData {
     }
 }
 
+/// Whether the file names a label column: the JSON keys of its first line, or its header
+/// row, read as [`Dataset::load`] reads them (byte order mark skipped, quoted names).
 fn has_label_column(path: &Path, columns: &Columns) -> Result<bool> {
-    let bytes = std::fs::read(path).map_err(|e| HostError::io(path, e))?;
-    let first = bytes
-        .split(|&b| b == b'\n')
-        .find(|l| !l.iter().all(u8::is_ascii_whitespace));
-    let Some(first) = first else {
-        return Err(HostError::data(path, None, "no texts").into());
-    };
-    let first = String::from_utf8_lossy(first);
+    let bytes = read_data(path)?;
     Ok(match Format::from_path(path)? {
-        Format::JsonLines => serde_json::from_str::<serde_json::Value>(&first)
-            .map(|v| v.get(&columns.label).is_some())
-            .unwrap_or(true),
-        f => {
-            let sep = if f == Format::Tsv { '\t' } else { ',' };
-            first
-                .trim_end_matches(['\r', '\n'])
-                .split(sep)
-                .any(|h| h.trim().trim_matches('"') == columns.label)
+        Format::JsonLines => {
+            let Some(first) = bytes
+                .split(|&b| b == b'\n')
+                .find(|l| !l.iter().all(u8::is_ascii_whitespace))
+            else {
+                return Err(HostError::data(path, None, "no texts").into());
+            };
+            serde_json::from_slice::<serde_json::Value>(first)
+                .map(|v| v.get(&columns.label).is_some())
+                .unwrap_or(true)
         }
+        f => csv::ReaderBuilder::new()
+            .delimiter(if f == Format::Tsv { b'\t' } else { b',' })
+            .from_reader(&bytes[..])
+            .headers()
+            .map_err(|e| HostError::data(path, Some(1), e.to_string()))?
+            .iter()
+            .any(|h| h.trim() == columns.label),
     })
 }
 
+/// The file's bytes without a leading UTF-8 byte order mark.
+fn read_data(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path).map_err(|e| HostError::io(path, e))?;
+    if bytes.starts_with(UTF8_BOM) {
+        bytes.drain(..UTF8_BOM.len());
+    }
+    Ok(bytes)
+}
+
 fn read_texts(path: &Path, columns: &Columns) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).map_err(|e| HostError::io(path, e))?;
+    let bytes = read_data(path)?;
     let bad = |line: u64, p: String| LinkError::from(HostError::data(path, Some(line), p));
     let mut out = Vec::new();
     match Format::from_path(path)? {
@@ -100,7 +112,7 @@ fn read_texts(path: &Path, columns: &Columns) -> Result<Vec<String>> {
             let headers = r.headers().map_err(|e| bad(1, e.to_string()))?.clone();
             let col = headers
                 .iter()
-                .position(|h| h == columns.text)
+                .position(|h| h.trim() == columns.text)
                 .ok_or_else(|| bad(1, format!("no column \"{}\"", columns.text)))?;
             for (i, rec) in r.records().enumerate() {
                 let rec = rec.map_err(|e| bad(i as u64 + 2, e.to_string()))?;
@@ -290,7 +302,7 @@ fn drive(
     };
     let next = AtomicUsize::new(0);
     let errors_so_far = AtomicUsize::new(0);
-    let samples = Mutex::new(Vec::with_capacity(n));
+    let samples = Mutex::new(Vec::with_capacity(n.min(1 << 16)));
     let frame_bytes = Mutex::new(Vec::new());
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -623,5 +635,22 @@ mod tests {
         let d = BenchData::load(&p, &Columns::default()).unwrap();
         assert_eq!(d.labels.unwrap(), ["l"]);
         assert_eq!(cut(&"é".repeat(200)).len(), 256);
+    }
+
+    #[test]
+    fn reads_headers_as_training_does() {
+        // A spreadsheet's byte order mark before the first column's name, and quoted names:
+        // the label column is found, and a text-first file reads too.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bom.csv");
+        std::fs::write(&p, "\u{FEFF}label,text\nx,hello\ny,\"a, b\"\n").unwrap();
+        let d = BenchData::load(&p, &Columns::default()).unwrap();
+        assert_eq!(d.texts, ["hello", "a, b"]);
+        assert_eq!(d.labels.unwrap(), ["x", "y"]);
+        let p = dir.path().join("bom-text.tsv");
+        std::fs::write(&p, "\u{FEFF}\"text\"\nhello\n").unwrap();
+        let d = BenchData::load(&p, &Columns::default()).unwrap();
+        assert_eq!(d.texts, ["hello"]);
+        assert!(d.labels.is_none());
     }
 }

@@ -73,7 +73,7 @@ pub fn deploy(
     })?;
     let begin = link.request(|id| Request::DeployBegin {
         id,
-        manifest_sha256: archive.manifest_sha256,
+        archive_sha256: archive.archive_sha256,
         total_bytes: total,
         file_count: archive.file_count,
     })?;
@@ -139,6 +139,17 @@ pub fn deploy(
         .wait(COMMIT_TIMEOUT)
         .and_then(|a| device_error(a.response))?;
     let (model_name, model_sha256) = done(commit, "DeployCommit")?;
+    if let Some(sent) = &archive.model_sha256 {
+        if !sent.eq_ignore_ascii_case(&model_sha256) {
+            return Err(LinkError::Unexpected {
+                request: "DeployCommit",
+                got: format!(
+                    "the device serves model {model_name:?} (model.onnx sha256 {model_sha256}), \
+                     not the one sent ({sent})"
+                ),
+            });
+        }
+    }
     Ok(DeployOutcome {
         model_name,
         model_sha256,

@@ -54,7 +54,7 @@ pub fn sample_requests() -> Vec<Request> {
         Request::GetStats { id: 5 },
         Request::DeployBegin {
             id: 6,
-            manifest_sha256: [0xAB; 32],
+            archive_sha256: [0xAB; 32],
             total_bytes: 3_300_000,
             file_count: 4,
         },
@@ -94,7 +94,7 @@ pub fn max_requests() -> Vec<Request> {
         Request::GetStats { id: u32::MAX },
         Request::DeployBegin {
             id: u32::MAX,
-            manifest_sha256: [0xFF; 32],
+            archive_sha256: [0xFF; 32],
             total_bytes: u32::MAX,
             file_count: u16::MAX,
         },
@@ -193,7 +193,7 @@ pub fn sample_responses() -> Vec<Response> {
 
 /// The largest possible value of every response variant.
 pub fn max_responses() -> Vec<Response> {
-    let label: heapless::String<32> = truncated(&"é".repeat(16));
+    let label: protocol::Label = truncated(&"é".repeat(protocol::MAX_LABEL_LEN / 2));
     let mut labels = heapless::Vec::new();
     while labels.push(label.clone()).is_ok() {}
     let mut top_k = heapless::Vec::new();

@@ -10,6 +10,9 @@ use host::link::{Link, LinkOptions};
 
 use super::ColumnArgs;
 
+/// Most queries one run sends: every answer is kept for the report and the histogram.
+const MAX_QUERIES: u64 = 10_000_000;
+
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "bundle"])))]
 pub struct Args {
@@ -23,8 +26,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     data: PathBuf,
     /// Number of queries (default: one per row); the data set is cycled when N is larger.
-    #[arg(short = 'n', long = "n", value_name = "N")]
-    n: Option<usize>,
+    #[arg(short = 'n', long = "n", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_QUERIES))]
+    n: Option<u64>,
     /// Requests in flight at once (one thread each).
     #[arg(long, value_name = "K", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=256))]
@@ -62,7 +66,7 @@ pub fn run(a: Args) -> Result<()> {
     let data = BenchData::load(&a.data, &a.columns.columns())
         .with_context(|| format!("cannot read {}", a.data.display()))?;
     let opts = BenchOptions {
-        n: a.n,
+        n: a.n.map(|n| n as usize),
         concurrency: a.concurrency as usize,
         progress: !a.quiet && !a.json,
     };
@@ -139,7 +143,8 @@ fn write_outputs(a: &Args, r: &BenchReport) -> Result<()> {
             out += &serde_json::to_string(s)?;
             out.push('\n');
         }
-        std::fs::write(p, out).with_context(|| format!("cannot write {}", p.display()))?;
+        host::checkpoint::write_atomic(p, out.as_bytes())
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(())
 }

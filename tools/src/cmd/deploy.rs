@@ -182,6 +182,13 @@ fn serial(a: Args, port: &str) -> Result<()> {
     let mut first = true;
     let outcome = deploy::deploy(&link, &archive, |offset| {
         if first {
+            if offset > 0 {
+                bar.suspend(|| {
+                    eprintln!(
+                        "tools deploy: the device holds {offset} bytes of this transfer; resuming"
+                    )
+                });
+            }
             bar.set_position(offset);
             bar.reset_eta();
             first = false;

@@ -21,14 +21,24 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     count: Option<u64>,
     /// Exit after this many seconds (default: run until interrupted).
-    #[arg(long, value_name = "SECS")]
-    duration: Option<f64>,
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    duration: Option<Duration>,
+}
+
+/// A `--duration`: a finite, non-negative number of seconds.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s:?}: expected a finite number of seconds, 0 or more"))
 }
 
 pub fn run(a: Args) -> Result<()> {
     let deadline = a
         .duration
-        .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+        // Past what the clock can hold: no deadline.
+        .and_then(|d| Instant::now().checked_add(d));
     let mut results = 0u64;
     let mut first = true;
     loop {

@@ -281,7 +281,8 @@ pub fn run(a: BenchArgs, base: &EngineOptions) -> Result<()> {
         }
     }
     if let Some(p) = &a.dump_queries {
-        std::fs::write(p, serde_json::to_string(&dump)?)?;
+        bundle::atomic::write_file_atomic(p, serde_json::to_string(&dump)?.as_bytes())
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if a.check {
         return check(&a, &texts, base);

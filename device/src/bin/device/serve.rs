@@ -36,12 +36,15 @@ pub struct ServeArgs {
 
     /// Capacity of the inference queue; a Classify request that finds it full is answered
     /// with an Error{Busy} at once (counted as a queue drop in Stats).
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    queue: usize,
+    /// 1 to 4096.
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    queue: u16,
 
-    /// Inference threads taking jobs from the queue.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    workers: usize,
+    /// Inference threads taking jobs from the queue, 1 to 64.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=64))]
+    workers: u8,
 
     /// Labels (with probabilities) per Result frame, at most 5.
     #[arg(long, value_name = "N", default_value_t = 3,
@@ -83,8 +86,8 @@ pub fn run(a: ServeArgs, engine: EngineOptions) -> Result<()> {
         port: a.serial,
         baud: a.baud,
         input: a.input.as_deref().map(InputSource::parse),
-        queue: a.queue,
-        workers: a.workers,
+        queue: usize::from(a.queue),
+        workers: usize::from(a.workers),
         options: ClassifyOptions {
             top_k: usize::from(a.top_k),
             top_tokens: usize::from(a.top_tokens),

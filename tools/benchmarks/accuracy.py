@@ -37,6 +37,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from doc_section import write_atomic
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "target/release/tools"
 MINILM = ROOT / ".cache/minilm-l6"
@@ -412,7 +414,7 @@ def write_doc(rows, args, path):
     # The notes under NOTES_HEADING are written by hand: a rewrite of the page keeps them.
     if path.is_file() and NOTES_HEADING in path.read_text():
         lines += ["", NOTES_HEADING + path.read_text().split(NOTES_HEADING, 1)[1].rstrip()]
-    path.write_text("\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
     log(f"wrote {path}")
 
 
@@ -478,9 +480,7 @@ def main():
         r["date"] = today
     kept = json.loads(rows_file.read_text()) if rows_file.is_file() else []
     rows = merge_rows(kept, rows)
-    tmp = rows_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
-    os.replace(tmp, rows_file)
+    write_atomic(rows_file, json.dumps(rows, indent=1) + "\n")
     write_doc(rows, args, doc)
 
 

@@ -157,11 +157,31 @@ impl Preset {
                 self.ngram_lr_scale
             ));
         }
-        if !(0.0..1.0).contains(&self.ngram_dropout) {
-            return bad(format!(
-                "ngram_dropout {} must be in [0, 1)",
-                self.ngram_dropout
-            ));
+        // Probabilities and fractions: NaN is in no range, so it is refused too.
+        for (name, value, upto_one) in [
+            ("ngram_dropout", self.ngram_dropout, false),
+            ("token_dropout", self.token_dropout, false),
+            ("label_smoothing", self.label_smoothing, false),
+            ("ema_decay", self.ema_decay, false),
+            ("warmup_ratio", self.warmup_ratio, true),
+        ] {
+            let ok = if upto_one {
+                (0.0..=1.0).contains(&value)
+            } else {
+                (0.0..1.0).contains(&value)
+            };
+            if !ok {
+                let range = if upto_one { "[0, 1]" } else { "[0, 1)" };
+                return bad(format!("{name} {value} must be in {range}"));
+            }
+        }
+        for (name, value) in [
+            ("weight_decay", self.weight_decay),
+            ("branch_loss", self.branch_loss),
+        ] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return bad(format!("{name} {value} must be 0 or more"));
+            }
         }
         Ok(())
     }
@@ -199,6 +219,30 @@ mod tests {
             e.contains("unknown preset 'huge'") && e.contains("tiny"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn rates_and_probabilities_out_of_range_are_rejected() {
+        type Set = fn(&mut Preset, f64);
+        let cases: [(&str, Set, f64); 8] = [
+            ("token_dropout", |p, v| p.token_dropout = v, 2.0),
+            ("token_dropout", |p, v| p.token_dropout = v, f64::NAN),
+            ("label_smoothing", |p, v| p.label_smoothing = v, 1.0),
+            ("ema_decay", |p, v| p.ema_decay = v, -0.1),
+            ("warmup_ratio", |p, v| p.warmup_ratio = v, 1.5),
+            ("weight_decay", |p, v| p.weight_decay = v, f64::INFINITY),
+            ("branch_loss", |p, v| p.branch_loss = v, -1.0),
+            ("ngram_dropout", |p, v| p.ngram_dropout = v, 1.0),
+        ];
+        for (name, set, value) in cases {
+            let mut p = Preset::get("tiny").unwrap();
+            set(&mut p, value);
+            let e = p.validate().unwrap_err().to_string();
+            assert!(e.contains(name), "{name} = {value}: {e}");
+        }
+        let mut p = Preset::get("tiny").unwrap();
+        (p.warmup_ratio, p.ema_decay, p.token_dropout) = (1.0, 0.0, 0.0);
+        p.validate().unwrap();
     }
 
     #[test]

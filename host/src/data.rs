@@ -44,7 +44,16 @@ impl Default for Columns {
 }
 
 /// The UTF-8 byte order mark.
-pub(crate) const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A data file's bytes, without the UTF-8 byte order mark spreadsheet programs put first.
+pub(crate) fn read_data_file(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path).map_err(|e| HostError::io(path, e))?;
+    if bytes.starts_with(UTF8_BOM) {
+        bytes.drain(..UTF8_BOM.len());
+    }
+    Ok(bytes)
+}
 
 /// File formats, chosen by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +87,11 @@ impl Dataset {
     /// Reads a data file; the format follows the extension. A UTF-8 byte order mark at
     /// the start (as spreadsheet programs write) is skipped.
     pub fn load(path: &Path, columns: &Columns) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| HostError::io(path, e))?;
-        let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(&bytes);
+        let bytes = read_data_file(path)?;
         let examples = match Format::from_path(path)? {
-            Format::Csv => read_delimited(path, bytes, b',', columns)?,
-            Format::Tsv => read_delimited(path, bytes, b'\t', columns)?,
-            Format::JsonLines => read_jsonl(path, bytes, columns)?,
+            Format::Csv => read_delimited(path, &bytes, b',', columns)?,
+            Format::Tsv => read_delimited(path, &bytes, b'\t', columns)?,
+            Format::JsonLines => read_jsonl(path, &bytes, columns)?,
         };
         if examples.is_empty() {
             return Err(HostError::data(path, None, "no examples"));

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::{percentile, wire_time_us, Link, LinkError, Result};
-use crate::data::{Columns, Dataset, Format, UTF8_BOM};
+use crate::data::{read_data_file, Columns, Dataset, Format};
 use crate::error::HostError;
 
 /// The gold label of out-of-scope queries (CLINC150's): a rejected ("unknown") answer to
@@ -53,7 +53,7 @@ impl BenchData {
 /// Whether the file names a label column: the JSON keys of its first line, or its header
 /// row, read as [`Dataset::load`] reads them (byte order mark skipped, quoted names).
 fn has_label_column(path: &Path, columns: &Columns) -> Result<bool> {
-    let bytes = read_data(path)?;
+    let bytes = read_data_file(path)?;
     Ok(match Format::from_path(path)? {
         Format::JsonLines => {
             let Some(first) = bytes
@@ -76,17 +76,8 @@ fn has_label_column(path: &Path, columns: &Columns) -> Result<bool> {
     })
 }
 
-/// The file's bytes without a leading UTF-8 byte order mark.
-fn read_data(path: &Path) -> Result<Vec<u8>> {
-    let mut bytes = std::fs::read(path).map_err(|e| HostError::io(path, e))?;
-    if bytes.starts_with(UTF8_BOM) {
-        bytes.drain(..UTF8_BOM.len());
-    }
-    Ok(bytes)
-}
-
 fn read_texts(path: &Path, columns: &Columns) -> Result<Vec<String>> {
-    let bytes = read_data(path)?;
+    let bytes = read_data_file(path)?;
     let bad = |line: u64, p: String| LinkError::from(HostError::data(path, Some(line), p));
     let mut out = Vec::new();
     match Format::from_path(path)? {

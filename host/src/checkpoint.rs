@@ -258,11 +258,9 @@ impl Checkpoint {
             .map_err(|e| HostError::io(dir.join(CONFIG_FILE), e))?;
         let config: ModelConfig =
             serde_json::from_str(&text).map_err(|e| bad(format!("{CONFIG_FILE}: {e}")))?;
-        if config.labels.len() < 2 || !config.hidden.is_multiple_of(config.heads.max(1)) {
-            return Err(bad(format!(
-                "{CONFIG_FILE}: inconsistent architecture or fewer than 2 labels"
-            )));
-        }
+        config
+            .check()
+            .map_err(|p| bad(format!("{CONFIG_FILE}: {p}")))?;
         let tokenizer_json = std::fs::read(dir.join(TOKENIZER_FILE))
             .map_err(|e| HostError::io(dir.join(TOKENIZER_FILE), e))?;
         Ok(Self {

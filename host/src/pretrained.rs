@@ -161,7 +161,7 @@ impl PretrainedEncoder {
                 c.vocab_size
             )));
         }
-        Ok(ModelConfig {
+        let cfg = ModelConfig {
             preset: format!(
                 "pretrained:{}",
                 self.dir
@@ -180,7 +180,23 @@ impl PretrainedEncoder {
             layer_norm_eps: c.layer_norm_eps,
             labels,
             ngrams: None,
-        })
+        };
+        // Sizes out of range (a corrupt config.json) are refused before anything is
+        // allocated for them; the word table must be what the config says it is.
+        cfg.check()
+            .map_err(|p| HostError::Invalid(format!("{}: config.json: {p}", self.dir.display())))?;
+        if let Some(word) = self.tensors.get("embeddings.word_embeddings.weight") {
+            if word.dims() != [c.vocab_size, c.hidden_size] {
+                return Err(HostError::Invalid(format!(
+                    "{}: the word embeddings are {:?}, config.json says [{}, {}]",
+                    self.dir.display(),
+                    word.dims(),
+                    c.vocab_size,
+                    c.hidden_size
+                )));
+            }
+        }
+        Ok(cfg)
     }
 
     /// Copies the encoder weights into `varmap` (built for `cfg` by
@@ -218,6 +234,15 @@ impl PretrainedEncoder {
                     let pos = src.narrow(0, 0, cfg.max_len)?;
                     match self.tensors.get("embeddings.token_type_embeddings.weight") {
                         Some(tt) => {
+                            if tt.dims().len() != 2 || tt.dims()[1] != cfg.hidden || tt.dim(0)? == 0
+                            {
+                                return Err(bad(format!(
+                                    "embeddings.token_type_embeddings.weight is {:?}, \
+                                     expected [types, {}]",
+                                    tt.dims(),
+                                    cfg.hidden
+                                )));
+                            }
                             used.insert("embeddings.token_type_embeddings.weight".into());
                             pos.broadcast_add(&tt.narrow(0, 0, 1)?)?
                         }
@@ -281,8 +306,14 @@ fn read_tokenizer(dir: &Path) -> Result<Vec<u8>> {
         let json = crate::tokenizer::bert_from_vocab(&vocab, lowercase(dir))?;
         serde_json::from_slice(&json).map_err(|e| HostError::Tokenizer(e.to_string()))?
     };
-    value["padding"] = serde_json::Value::Null;
-    value["truncation"] = serde_json::Value::Null;
+    let Some(object) = value.as_object_mut() else {
+        return Err(HostError::Checkpoint {
+            path: dir.join("tokenizer.json"),
+            problem: "not a JSON object (a Hugging Face tokenizer.json is one)".into(),
+        });
+    };
+    object.insert("padding".into(), serde_json::Value::Null);
+    object.insert("truncation".into(), serde_json::Value::Null);
     serde_json::to_vec_pretty(&value).map_err(|e| HostError::Tokenizer(e.to_string()))
 }
 

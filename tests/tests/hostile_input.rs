@@ -271,7 +271,7 @@ fn poison_weights(path: &Path) {
 }
 
 #[test]
-fn export_of_a_nan_checkpoint_fails() {
+fn export_and_quantize_of_a_nan_checkpoint_fail() {
     let d = tempfile::tempdir().unwrap();
     let nan = d.path().join("nan");
     copy_dir(ckpt(), &nan);
@@ -284,6 +284,40 @@ fn export_of_a_nan_checkpoint_fails() {
     );
     assert!(e.contains("not finite"), "{e}");
     assert!(!out.exists());
+    // Quantising it is refused the same way (NaN weights used to become zeros, and the
+    // accuracy gate compared against the broken float model).
+    let q = d.path().join("q");
+    let e = run_err(
+        "tools",
+        &["quantize", "--model", s(&nan), "--out", s(&q)],
+        None,
+    );
+    assert!(e.contains("not finite"), "{e}");
+    assert!(!q.exists());
+}
+
+#[test]
+fn a_checkpoint_config_out_of_range_is_an_error() {
+    // heads 0 used to reach a division by zero in the model; a huge size, an abort.
+    for (key, value, says) in [
+        ("heads", serde_json::json!(0), "heads is 0"),
+        ("hidden", serde_json::json!(1u64 << 40), "parameters"),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let bad = d.path().join("bad");
+        copy_dir(ckpt(), &bad);
+        let path = bad.join("config.json");
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config[key] = value;
+        std::fs::write(&path, config.to_string()).unwrap();
+        let e = run_err(
+            "tools",
+            &["eval", "--model", s(&bad), "--data", "models/demo/test.csv"],
+            None,
+        );
+        assert!(e.contains("config.json") && e.contains(says), "{e}");
+    }
 }
 
 // ---- 6. a variant this CPU cannot run ----

@@ -135,4 +135,59 @@ fn bad_init_uses_are_clear_errors() {
         None,
     );
     assert!(err.contains("brings its own tokenizer"), "{err}");
+
+    // Corrupt copies of the checkpoint (its weights linked, one file edited): a clear
+    // error naming the file, never a panic or an allocation that aborts.
+    let corrupt = |tag: &str, file: &str, edit: &dyn Fn(&str) -> String| -> String {
+        let dir = tmp.path().join(format!("corrupt-{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(init).unwrap().flatten() {
+            let to = dir.join(e.file_name());
+            if e.file_name() == file {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                std::fs::write(&to, edit(&text)).unwrap();
+            } else {
+                std::os::unix::fs::symlink(e.path(), &to).unwrap();
+            }
+        }
+        let out = tmp.path().join(format!("out-{tag}"));
+        run_err(
+            "tools",
+            &[
+                "train",
+                "--init",
+                dir.to_str().unwrap(),
+                "--train",
+                train,
+                "--out",
+                out.to_str().unwrap(),
+                "--epochs",
+                "1",
+            ],
+            None,
+        )
+    };
+    let err = corrupt("array", "tokenizer.json", &|_| "[]".into());
+    assert!(
+        err.contains("tokenizer.json") && err.contains("not a JSON object"),
+        "{err}"
+    );
+    let err = corrupt("huge", "config.json", &|t| {
+        let mut v: serde_json::Value = serde_json::from_str(t).unwrap();
+        v["hidden_size"] = serde_json::json!(3u64 << 40); // divisible by its 12 heads
+        v.to_string()
+    });
+    assert!(
+        err.contains("config.json") && err.contains("parameters"),
+        "{err}"
+    );
+    let err = corrupt("ffn", "config.json", &|t| {
+        let mut v: serde_json::Value = serde_json::from_str(t).unwrap();
+        v["intermediate_size"] = serde_json::json!(1000);
+        v.to_string()
+    });
+    assert!(
+        err.contains("intermediate") || err.contains("shape"),
+        "{err}"
+    );
 }

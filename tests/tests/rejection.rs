@@ -219,4 +219,27 @@ fn a_model_without_an_oos_class_gets_a_threshold_rule() {
     assert_eq!(f(&all["rejection"]["with_rule"]["oos_recall"]), 1.0);
     assert_eq!(f(&all["rejection"]["with_rule"]["in_scope_accuracy"]), 0.0);
     assert!(all["rejection"]["rule"].get("oos_label").is_none());
+
+    // `--curve` naming the checkpoint's own curve leaves it whole (a copy onto itself
+    // used to empty it); naming another file writes the same picture there.
+    let own = ckpt.join("rejection_curve.svg");
+    let other = tmp.path().join("curve.svg");
+    for curve in [&other, &own] {
+        run_ok(
+            "tools",
+            &[
+                "calibrate",
+                "--model",
+                ckpt.to_str().unwrap(),
+                "--data",
+                train_path.to_str().unwrap(),
+                "--curve",
+                curve.to_str().unwrap(),
+            ],
+            None,
+        );
+    }
+    let svg = std::fs::read_to_string(&own).unwrap();
+    assert!(svg.contains("</svg>"), "{} bytes", svg.len());
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), svg);
 }

@@ -609,6 +609,9 @@ pub fn quantize(job: &QuantizeJob) -> Result<QuantReport> {
     let val_enc = crate::batching::encode(&encoder, &val_set, &labels)?;
 
     let weights = candle_core::safetensors::load(ckpt.weights_path(), &device)?;
+    // A NaN or infinite weight would be quantised to some integer and the gate would
+    // compare against a broken float model: refused, as export refuses it.
+    crate::checkpoint::check_finite(&weights, &ckpt.weights_path())?;
     let float_model = ckpt.load_float(&device)?;
     let mut q = QuantizedModel::from_float(
         &ckpt.config,

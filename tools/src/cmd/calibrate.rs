@@ -99,7 +99,14 @@ pub fn run(a: Args) -> Result<()> {
             write_checkpoint(&a.model, &cal)?;
             let curve = a.model.join(rejection::CURVE_FILE);
             if let Some(c) = &a.curve {
-                std::fs::copy(&curve, c).with_context(|| format!("writing {}", c.display()))?;
+                // All-or-nothing, and never a copy onto itself (which would empty it).
+                let same = std::fs::canonicalize(c).ok() == std::fs::canonicalize(&curve).ok();
+                if !same {
+                    let svg = std::fs::read(&curve)
+                        .with_context(|| format!("reading {}", curve.display()))?;
+                    host::checkpoint::write_atomic(c, &svg)
+                        .with_context(|| format!("writing {}", c.display()))?;
+                }
             }
             (a.model.join(rejection::REJECTION_FILE), curve)
         }

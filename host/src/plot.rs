@@ -14,95 +14,99 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> HostError {
 
 /// Training loss and validation accuracy / macro-F1 per epoch.
 pub fn training_curves(path: &Path, log: &[EpochLog]) -> Result<()> {
-    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let (left, right) = root.split_horizontally(450);
-    let epochs = log.len().max(1) as f64;
-    let max_loss = log
-        .iter()
-        .map(|l| l.train_loss)
-        .fold(0.0f64, f64::max)
-        .max(1e-3)
-        * 1.05;
+    // Drawn into memory, then written all-or-nothing.
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let (left, right) = root.split_horizontally(450);
+        let epochs = log.len().max(1) as f64;
+        let max_loss = log
+            .iter()
+            .map(|l| l.train_loss)
+            .fold(0.0f64, f64::max)
+            .max(1e-3)
+            * 1.05;
 
-    let mut chart = ChartBuilder::on(&left)
-        .caption("training loss", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(45)
-        .build_cartesian_2d(0.5..epochs + 0.5, 0.0..max_loss)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .draw_series(LineSeries::new(
-            log.iter().map(|l| (l.epoch as f64, l.train_loss)),
-            &RED,
-        ))
-        .map_err(|e| plot_err(path, e))?
-        .label("train loss")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
-    chart
-        .draw_series(LineSeries::new(
-            log.iter().map(|l| (l.epoch as f64, l.val_loss)),
-            &BLUE,
-        ))
-        .map_err(|e| plot_err(path, e))?
-        .label("validation loss")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-
-    let lo = log
-        .iter()
-        .map(|l| l.val_accuracy.min(l.val_macro_f1).min(l.train_accuracy))
-        .fold(1.0f64, f64::min);
-    let mut chart = ChartBuilder::on(&right)
-        .caption("accuracy", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(45)
-        .build_cartesian_2d(0.5..epochs + 0.5, (lo - 0.02).max(0.0)..1.0)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    for (name, color, f) in [
-        (
-            "train accuracy",
-            RED,
-            (|l: &EpochLog| l.train_accuracy) as fn(&EpochLog) -> f64,
-        ),
-        ("validation accuracy", BLUE, |l: &EpochLog| l.val_accuracy),
-        ("validation macro-F1", GREEN, |l: &EpochLog| l.val_macro_f1),
-    ] {
+        let mut chart = ChartBuilder::on(&left)
+            .caption("training loss", ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0.5..epochs + 0.5, 0.0..max_loss)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
         chart
             .draw_series(LineSeries::new(
-                log.iter().map(|l| (l.epoch as f64, f(l))),
-                color,
+                log.iter().map(|l| (l.epoch as f64, l.train_loss)),
+                &RED,
             ))
             .map_err(|e| plot_err(path, e))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+            .label("train loss")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
+        chart
+            .draw_series(LineSeries::new(
+                log.iter().map(|l| (l.epoch as f64, l.val_loss)),
+                &BLUE,
+            ))
+            .map_err(|e| plot_err(path, e))?
+            .label("validation loss")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+
+        let lo = log
+            .iter()
+            .map(|l| l.val_accuracy.min(l.val_macro_f1).min(l.train_accuracy))
+            .fold(1.0f64, f64::min);
+        let mut chart = ChartBuilder::on(&right)
+            .caption("accuracy", ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0.5..epochs + 0.5, (lo - 0.02).max(0.0)..1.0)
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        for (name, color, f) in [
+            (
+                "train accuracy",
+                RED,
+                (|l: &EpochLog| l.train_accuracy) as fn(&EpochLog) -> f64,
+            ),
+            ("validation accuracy", BLUE, |l: &EpochLog| l.val_accuracy),
+            ("validation macro-F1", GREEN, |l: &EpochLog| l.val_macro_f1),
+        ] {
+            chart
+                .draw_series(LineSeries::new(
+                    log.iter().map(|l| (l.epoch as f64, f(l))),
+                    color,
+                ))
+                .map_err(|e| plot_err(path, e))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        root.present().map_err(|e| plot_err(path, e))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    root.present().map_err(|e| plot_err(path, e))?;
-    Ok(())
+    crate::checkpoint::write_atomic(path, svg.as_bytes())
 }
 
 /// Escapes text for SVG.
@@ -186,139 +190,143 @@ pub fn rejection_curve(
     title: &str,
 ) -> Result<()> {
     let has_oos = curve.iter().any(|m| m.oos_recall.is_some());
-    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let root = if title.is_empty() {
-        root
-    } else {
-        root.titled(title, ("sans-serif", 14))
-            .map_err(|e| plot_err(path, e))?
-    };
-    let (left, right) = root.split_horizontally(450);
-    let t_max = curve
-        .iter()
-        .map(|m| f64::from(m.threshold))
-        .fold(1.0f64, f64::max);
+    // Drawn into memory, then written all-or-nothing.
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let root = if title.is_empty() {
+            root
+        } else {
+            root.titled(title, ("sans-serif", 14))
+                .map_err(|e| plot_err(path, e))?
+        };
+        let (left, right) = root.split_horizontally(450);
+        let t_max = curve
+            .iter()
+            .map(|m| f64::from(m.threshold))
+            .fold(1.0f64, f64::max);
 
-    let mut chart = ChartBuilder::on(&left)
-        .caption("rejection threshold", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(45)
-        .build_cartesian_2d(0.0..t_max, 0.0..1.0)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("threshold on the best in-scope probability")
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    let at = |m: &crate::rejection::RejectionMetrics| f64::from(m.threshold);
-    let mut series: Vec<Series> = vec![(
-        "in-scope accuracy",
-        BLUE,
-        curve.iter().map(|m| (at(m), m.in_scope_accuracy)).collect(),
-    )];
-    if has_oos {
-        series.push((
-            "oos recall",
-            RED,
-            curve
-                .iter()
-                .map(|m| (at(m), m.oos_recall.unwrap_or(0.0)))
-                .collect(),
-        ));
-    }
-    series.push((
-        "in-scope rejected",
-        RGBColor(128, 128, 128),
-        curve.iter().map(|m| (at(m), m.in_scope_rejected)).collect(),
-    ));
-    for (name, color, points) in series {
+        let mut chart = ChartBuilder::on(&left)
+            .caption("rejection threshold", ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0.0..t_max, 0.0..1.0)
+            .map_err(|e| plot_err(path, e))?;
         chart
-            .draw_series(LineSeries::new(points, color))
-            .map_err(|e| plot_err(path, e))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
-    }
-    if let Some(t) = chosen {
-        let t = f64::from(t);
-        chart
-            .draw_series(LineSeries::new(vec![(t, 0.0), (t, 1.0)], BLACK))
-            .map_err(|e| plot_err(path, e))?
-            .label(format!("chosen {t:.3}"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::MiddleRight)
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-
-    let x_of = |m: &crate::rejection::RejectionMetrics| {
+            .configure_mesh()
+            .x_desc("threshold on the best in-scope probability")
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        let at = |m: &crate::rejection::RejectionMetrics| f64::from(m.threshold);
+        let mut series: Vec<Series> = vec![(
+            "in-scope accuracy",
+            BLUE,
+            curve.iter().map(|m| (at(m), m.in_scope_accuracy)).collect(),
+        )];
         if has_oos {
-            m.oos_recall.unwrap_or(0.0)
-        } else {
-            m.in_scope_rejected
+            series.push((
+                "oos recall",
+                RED,
+                curve
+                    .iter()
+                    .map(|m| (at(m), m.oos_recall.unwrap_or(0.0)))
+                    .collect(),
+            ));
         }
-    };
-    let lo = curve
-        .iter()
-        .map(|m| m.in_scope_accuracy)
-        .fold(1.0f64, f64::min);
-    let mut chart = ChartBuilder::on(&right)
-        .caption("trade-off", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(45)
-        .build_cartesian_2d(0.0..1.0, (lo - 0.02).max(0.0)..1.0)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc(if has_oos {
-            "out-of-scope recall"
-        } else {
-            "in-scope share rejected"
-        })
-        .y_desc("in-scope accuracy")
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .draw_series(LineSeries::new(
-            curve.iter().map(|m| (x_of(m), m.in_scope_accuracy)),
-            &BLUE,
-        ))
-        .map_err(|e| plot_err(path, e))?;
-    if let Some(m) = curve.first() {
+        series.push((
+            "in-scope rejected",
+            RGBColor(128, 128, 128),
+            curve.iter().map(|m| (at(m), m.in_scope_rejected)).collect(),
+        ));
+        for (name, color, points) in series {
+            chart
+                .draw_series(LineSeries::new(points, color))
+                .map_err(|e| plot_err(path, e))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+        }
+        if let Some(t) = chosen {
+            let t = f64::from(t);
+            chart
+                .draw_series(LineSeries::new(vec![(t, 0.0), (t, 1.0)], BLACK))
+                .map_err(|e| plot_err(path, e))?
+                .label(format!("chosen {t:.3}"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLACK));
+        }
         chart
-            .draw_series(std::iter::once(Circle::new(
-                (x_of(m), m.in_scope_accuracy),
-                5,
-                RED.filled(),
-            )))
-            .map_err(|e| plot_err(path, e))?
-            .label("class only (threshold 0)")
-            .legend(|(x, y)| Circle::new((x + 7, y), 4, RED.filled()));
-    }
-    if let Some(m) = chosen.and_then(|t| curve.iter().find(|m| m.threshold == t)) {
+            .configure_series_labels()
+            .position(SeriesLabelPosition::MiddleRight)
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+
+        let x_of = |m: &crate::rejection::RejectionMetrics| {
+            if has_oos {
+                m.oos_recall.unwrap_or(0.0)
+            } else {
+                m.in_scope_rejected
+            }
+        };
+        let lo = curve
+            .iter()
+            .map(|m| m.in_scope_accuracy)
+            .fold(1.0f64, f64::min);
+        let mut chart = ChartBuilder::on(&right)
+            .caption("trade-off", ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0.0..1.0, (lo - 0.02).max(0.0)..1.0)
+            .map_err(|e| plot_err(path, e))?;
         chart
-            .draw_series(std::iter::once(Circle::new(
-                (x_of(m), m.in_scope_accuracy),
-                5,
-                BLACK.filled(),
-            )))
-            .map_err(|e| plot_err(path, e))?
-            .label(format!("chosen (threshold {:.3})", m.threshold))
-            .legend(|(x, y)| Circle::new((x + 7, y), 4, BLACK.filled()));
+            .configure_mesh()
+            .x_desc(if has_oos {
+                "out-of-scope recall"
+            } else {
+                "in-scope share rejected"
+            })
+            .y_desc("in-scope accuracy")
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .draw_series(LineSeries::new(
+                curve.iter().map(|m| (x_of(m), m.in_scope_accuracy)),
+                &BLUE,
+            ))
+            .map_err(|e| plot_err(path, e))?;
+        if let Some(m) = curve.first() {
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (x_of(m), m.in_scope_accuracy),
+                    5,
+                    RED.filled(),
+                )))
+                .map_err(|e| plot_err(path, e))?
+                .label("class only (threshold 0)")
+                .legend(|(x, y)| Circle::new((x + 7, y), 4, RED.filled()));
+        }
+        if let Some(m) = chosen.and_then(|t| curve.iter().find(|m| m.threshold == t)) {
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (x_of(m), m.in_scope_accuracy),
+                    5,
+                    BLACK.filled(),
+                )))
+                .map_err(|e| plot_err(path, e))?
+                .label(format!("chosen (threshold {:.3})", m.threshold))
+                .legend(|(x, y)| Circle::new((x + 7, y), 4, BLACK.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        root.present().map_err(|e| plot_err(path, e))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    root.present().map_err(|e| plot_err(path, e))?;
-    Ok(())
+    crate::checkpoint::write_atomic(path, svg.as_bytes())
 }

@@ -654,6 +654,39 @@ fn link_bad_cli_input_is_a_clear_error() {
         None,
     );
     assert!(e.contains("-n") && e.contains("1000000000000"), "{e}");
+    // Output paths are checked before the run: nothing measured is thrown away, and a
+    // picture never lands on the CSV's name.
+    let e = run_err(
+        "tools",
+        &[
+            "bench",
+            "--bundle",
+            b,
+            "--data",
+            "models/demo/test.csv",
+            "--histogram",
+            "/no/such/dir/h.svg",
+        ],
+        None,
+    );
+    assert!(
+        e.contains("--histogram") && e.contains("no directory /no/such/dir"),
+        "{e}"
+    );
+    let e = run_err(
+        "tools",
+        &[
+            "eval",
+            "--model",
+            b,
+            "--data",
+            "models/demo/test.csv",
+            "--confusion",
+            "/tmp/c.svg",
+        ],
+        None,
+    );
+    assert!(e.contains("--confusion /tmp/c.svg"), "{e}");
 
     let e = run_err(
         "tools",

@@ -45,50 +45,56 @@ pub fn latency_histogram(
         .collect();
     let top = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
 
-    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(35)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..hi_ms, 0.0..top)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("latency (ms); last bin holds everything beyond")
-        .y_desc("requests")
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    let colors = [BLUE.mix(0.5), RED.mix(0.5), GREEN.mix(0.5)];
-    for (k, ((name, _), c)) in series.iter().zip(&counts).enumerate() {
-        let color = colors[k % colors.len()];
+    // Drawn into memory, then written all-or-nothing.
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..hi_ms, 0.0..top)
+            .map_err(|e| plot_err(path, e))?;
         chart
-            .draw_series(c.iter().enumerate().filter(|(_, &n)| n > 0).map(|(b, &n)| {
-                let x0 = b as f64 * width;
-                Rectangle::new([(x0, 0.0), (x0 + width, n as f64)], color.filled())
-            }))
-            .map_err(|e| plot_err(path, e))?
-            .label(*name)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-    }
-    if let Some((name, us)) = marker {
-        let x = us as f64 / 1000.0;
+            .configure_mesh()
+            .x_desc("latency (ms); last bin holds everything beyond")
+            .y_desc("requests")
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        let colors = [BLUE.mix(0.5), RED.mix(0.5), GREEN.mix(0.5)];
+        for (k, ((name, _), c)) in series.iter().zip(&counts).enumerate() {
+            let color = colors[k % colors.len()];
+            chart
+                .draw_series(c.iter().enumerate().filter(|(_, &n)| n > 0).map(|(b, &n)| {
+                    let x0 = b as f64 * width;
+                    Rectangle::new([(x0, 0.0), (x0 + width, n as f64)], color.filled())
+                }))
+                .map_err(|e| plot_err(path, e))?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        if let Some((name, us)) = marker {
+            let x = us as f64 / 1000.0;
+            chart
+                .draw_series(LineSeries::new([(x, 0.0), (x, top)], BLACK.stroke_width(2)))
+                .map_err(|e| plot_err(path, e))?
+                .label(name)
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLACK.stroke_width(2)));
+        }
         chart
-            .draw_series(LineSeries::new([(x, 0.0), (x, top)], BLACK.stroke_width(2)))
-            .map_err(|e| plot_err(path, e))?
-            .label(name)
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLACK.stroke_width(2)));
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
+        root.present().map_err(|e| plot_err(path, e))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    root.present().map_err(|e| plot_err(path, e))?;
-    Ok(())
+    crate::checkpoint::write_atomic(path, svg.as_bytes())
 }
 
 #[cfg(test)]

@@ -63,6 +63,18 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // Where the results go is checked before the run, not after it.
+    for (flag, path) in [
+        ("--histogram", Some(&a.histogram)),
+        ("--predictions", a.predictions.as_ref()),
+    ] {
+        if let Some(path) = path {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+                anyhow::bail!("{flag} {}: no directory {}", path.display(), dir.display());
+            }
+        }
+    }
     let data = BenchData::load(&a.data, &a.columns.columns())
         .with_context(|| format!("cannot read {}", a.data.display()))?;
     let opts = BenchOptions {
@@ -129,14 +141,6 @@ fn write_outputs(a: &Args, r: &BenchReport) -> Result<()> {
     } else {
         "call (in-process)"
     };
-    let marker = r.wire_p50_us.map(|w| ("wire lower bound (p50)", w));
-    host::link::histogram::latency_histogram(
-        &a.histogram,
-        &format!("{} latency, {} queries", r.mode, r.n),
-        &[(round_trip, &rtt), ("device inference", &dev)],
-        marker,
-    )
-    .with_context(|| format!("cannot write {}", a.histogram.display()))?;
     if let Some(p) = &a.predictions {
         let mut out = String::new();
         for s in &r.samples {
@@ -146,5 +150,13 @@ fn write_outputs(a: &Args, r: &BenchReport) -> Result<()> {
         host::checkpoint::write_atomic(p, out.as_bytes())
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
+    let marker = r.wire_p50_us.map(|w| ("wire lower bound (p50)", w));
+    host::link::histogram::latency_histogram(
+        &a.histogram,
+        &format!("{} latency, {} queries", r.mode, r.n),
+        &[(round_trip, &rtt), ("device inference", &dev)],
+        marker,
+    )
+    .with_context(|| format!("cannot write {}", a.histogram.display()))?;
     Ok(())
 }

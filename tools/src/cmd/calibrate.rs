@@ -86,13 +86,13 @@ pub fn run(a: Args) -> Result<()> {
     let cal = rejection::calibrate(&scored, &opts, &on);
     let (written, curve) = match &model {
         Evaluated::Bundle(_) => {
-            let manifest = rejection::write_bundle_rule(&a.model, &cal.rule)?;
-            let curve = a.curve.clone().unwrap_or_else(|| {
-                let mut name = a.model.as_os_str().to_owned();
-                name.push(".rejection_curve.svg");
-                PathBuf::from(name)
-            });
+            // The picture first: a path it cannot be written to leaves the bundle as it was.
+            let curve = a
+                .curve
+                .clone()
+                .unwrap_or_else(|| super::beside(&a.model, ".rejection_curve.svg"));
             host::plot::rejection_curve(&curve, &cal.curve, Some(cal.rule.threshold), &on)?;
+            let manifest = rejection::write_bundle_rule(&a.model, &cal.rule)?;
             (manifest, curve)
         }
         _ => {

@@ -47,6 +47,14 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(c) = &a.confusion {
+        // The picture goes beside the CSV as .svg: an .svg name would be overwritten.
+        anyhow::ensure!(
+            c.extension().is_none_or(|e| e != "svg"),
+            "--confusion {}: name the CSV file (the picture is written beside it as .svg)",
+            c.display()
+        );
+    }
     if let Some(t) = a.reject_threshold {
         if !t.is_finite() || t < 0.0 {
             anyhow::bail!("--reject-threshold {t} must be a number ≥ 0");
@@ -68,11 +76,7 @@ pub fn run(a: Args) -> Result<()> {
         Evaluated::Checkpoint(_) | Evaluated::CheckpointVariant(..) => {
             a.model.join("confusion.csv")
         }
-        Evaluated::Bundle(_) => {
-            let mut name = a.model.as_os_str().to_owned();
-            name.push(".confusion.csv");
-            PathBuf::from(name)
-        }
+        Evaluated::Bundle(_) => super::beside(&a.model, ".confusion.csv"),
     });
     host::checkpoint::write_atomic(&csv_path, report.confusion_csv().as_bytes())
         .with_context(|| format!("cannot write {}", csv_path.display()))?;
@@ -85,11 +89,7 @@ pub fn run(a: Args) -> Result<()> {
             Evaluated::Checkpoint(_) | Evaluated::CheckpointVariant(..) => {
                 csv_path.with_file_name("rejection_curve.eval.svg")
             }
-            Evaluated::Bundle(_) => {
-                let mut name = a.model.as_os_str().to_owned();
-                name.push(".rejection_curve.svg");
-                PathBuf::from(name)
-            }
+            Evaluated::Bundle(_) => super::beside(&a.model, ".rejection_curve.svg"),
         })
     });
     if let (Some(r), Some(p)) = (&rejection, &curve_path) {

@@ -271,9 +271,46 @@ impl PretrainedArgs {
 }
 
 /// `--val-fraction` must leave something on both sides.
+/// `MODEL` + `suffix` beside the model directory (`runs/b/` → `runs/b.confusion.csv`), never
+/// inside it.
+pub fn beside(model: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    // `.` or `..` name no directory of their own: their full path does.
+    let full;
+    let model = if model.file_name().is_some() {
+        model
+    } else {
+        full = std::fs::canonicalize(model).unwrap_or_else(|_| model.to_path_buf());
+        &full
+    };
+    let name = model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    model.with_file_name(format!("{name}{suffix}"))
+}
+
 pub fn check_val_fraction(f: f64) -> anyhow::Result<()> {
     if !(0.0..1.0).contains(&f) || f == 0.0 {
         anyhow::bail!("--val-fraction {f} must be in (0, 1)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn outputs_go_beside_the_model_directory() {
+        let at = |m: &str| super::beside(Path::new(m), ".confusion.csv");
+        assert_eq!(at("runs/b"), Path::new("runs/b.confusion.csv"));
+        assert_eq!(at("runs/b/"), Path::new("runs/b.confusion.csv"));
+        assert_eq!(at("b/"), Path::new("b.confusion.csv"));
+        let here = std::fs::canonicalize(".").unwrap();
+        let name = here.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            at("."),
+            here.with_file_name(format!("{name}.confusion.csv"))
+        );
+    }
 }

@@ -25,7 +25,8 @@ pub struct Args {
     /// Texts to send (.csv/.tsv/.jsonl); with a label column, accuracy is reported too.
     #[arg(long, value_name = "FILE")]
     data: PathBuf,
-    /// Number of queries (default: one per row); the data set is cycled when N is larger.
+    /// Number of queries, at most 10,000,000 (default: one per row); the data set is cycled
+    /// when N is larger.
     #[arg(short = 'n', long = "n", value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=MAX_QUERIES))]
     n: Option<u64>,

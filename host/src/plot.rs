@@ -8,17 +8,30 @@ use plotters::prelude::*;
 use crate::error::{HostError, Result};
 use crate::train::EpochLog;
 
-fn plot_err(path: &Path, e: impl std::fmt::Display) -> HostError {
+pub(crate) fn plot_err(path: &Path, e: impl std::fmt::Display) -> HostError {
     HostError::Export(format!("plot {}: {e}", path.display()))
+}
+
+/// A plotters picture of `size` pixels on white: `draw` paints it in memory, then the SVG
+/// is written to `path` all-or-nothing.
+pub(crate) fn svg_file(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        draw(&root)?;
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    crate::checkpoint::write_atomic(path, svg.as_bytes())
 }
 
 /// Training loss and validation accuracy / macro-F1 per epoch.
 pub fn training_curves(path: &Path, log: &[EpochLog]) -> Result<()> {
-    // Drawn into memory, then written all-or-nothing.
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    svg_file(path, (900, 420), |root| {
         let (left, right) = root.split_horizontally(450);
         let epochs = log.len().max(1) as f64;
         let max_loss = log
@@ -104,9 +117,8 @@ pub fn training_curves(path: &Path, log: &[EpochLog]) -> Result<()> {
             .border_style(BLACK)
             .draw()
             .map_err(|e| plot_err(path, e))?;
-        root.present().map_err(|e| plot_err(path, e))?;
-    }
-    crate::checkpoint::write_atomic(path, svg.as_bytes())
+        Ok(())
+    })
 }
 
 /// Escapes text for SVG.
@@ -190,16 +202,15 @@ pub fn rejection_curve(
     title: &str,
 ) -> Result<()> {
     let has_oos = curve.iter().any(|m| m.oos_recall.is_some());
-    // Drawn into memory, then written all-or-nothing.
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    svg_file(path, (900, 420), |root| {
+        let titled;
         let root = if title.is_empty() {
             root
         } else {
-            root.titled(title, ("sans-serif", 14))
-                .map_err(|e| plot_err(path, e))?
+            titled = root
+                .titled(title, ("sans-serif", 14))
+                .map_err(|e| plot_err(path, e))?;
+            &titled
         };
         let (left, right) = root.split_horizontally(450);
         let t_max = curve
@@ -326,7 +337,6 @@ pub fn rejection_curve(
             .border_style(BLACK)
             .draw()
             .map_err(|e| plot_err(path, e))?;
-        root.present().map_err(|e| plot_err(path, e))?;
-    }
-    crate::checkpoint::write_atomic(path, svg.as_bytes())
+        Ok(())
+    })
 }

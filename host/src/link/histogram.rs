@@ -5,11 +5,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::error::{HostError, Result};
-
-fn plot_err(path: &Path, e: impl std::fmt::Display) -> HostError {
-    HostError::Export(format!("plot {}: {e}", path.display()))
-}
+use crate::error::Result;
+use crate::plot::{plot_err, svg_file};
 
 /// Writes an SVG with one histogram per series (`(name, values in µs)`), in milliseconds,
 /// clipped at the largest series' 99.5th percentile so one outlier does not squash the
@@ -45,12 +42,8 @@ pub fn latency_histogram(
         .collect();
     let top = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64 * 1.1;
 
-    // Drawn into memory, then written all-or-nothing.
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, 480)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-        let mut chart = ChartBuilder::on(&root)
+    svg_file(path, (900, 480), |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(35)
@@ -92,9 +85,8 @@ pub fn latency_histogram(
             .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(|e| plot_err(path, e))?;
-        root.present().map_err(|e| plot_err(path, e))?;
-    }
-    crate::checkpoint::write_atomic(path, svg.as_bytes())
+        Ok(())
+    })
 }
 
 #[cfg(test)]
